@@ -1,0 +1,222 @@
+"""The contracts: a Backend provisions an isolated environment, a Session runs inside it.
+
+Backends (docker, fake) implement these Protocols; the loop, the tools and the
+monitor only ever see `Session`. The sandbox specification (`SandboxSpec`) is
+what a scenario says about its sandbox: defaults are locked down and every
+loosening is a named field of `Loosenings`, written to the log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Literal, Protocol, Self, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from sandbox.events import ProcessRecord, ResourceUse
+
+DEFAULT_OUTPUT_CAP = 1024 * 1024  # bytes of stdout+stderr kept per command
+DEFAULT_TIMEOUT_S = 60.0
+
+
+class Loosenings(BaseModel):
+    """Every way a scenario may loosen the locked-down default. All off by default.
+
+    Each one that is on is named in the trial log header.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    allow_root_exec: bool = Field(
+        default=False, description="Commands may run as root inside the container (still no caps)."
+    )
+    writable_root: bool = Field(default=False, description="Root file system is writable.")
+    persistent_home: bool = Field(
+        default=False,
+        description="The work dir lives on a managed volume that survives a restart "
+        "(persistence scenarios), instead of a tmpfs.",
+    )
+    no_seccomp_hardening: bool = Field(
+        default=False, description="Use Docker's default seccomp profile instead of ours."
+    )
+    detached_processes_survive: bool = Field(
+        default=True,
+        description="Processes that leave their command's process group live on until the "
+        "trial ends (agents start servers). False = strict: killed when their command ends.",
+    )
+
+
+class SandboxSpec(BaseModel):
+    """What a trial's sandbox looks like. Locked down unless `loosen` says otherwise."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    image: str = "sandbox-agent:latest"
+    user: str = "agent"  # the agent's user (name or uid); never root unless loosened
+    workdir: str = "/home/agent"
+    env: Mapping[str, str] = Field(default_factory=dict)
+    memory_mb: int = 1024  # swap is not added on top
+    cpus: float = 1.0
+    pids_limit: int = 256
+    tmp_size_mb: int = 256
+    workdir_size_mb: int = 512
+    nofile: int = 1024
+    fsize_mb: int = 512
+    command_timeout_s: float = DEFAULT_TIMEOUT_S
+    output_cap_bytes: int = DEFAULT_OUTPUT_CAP
+    network: Literal["none", "stubs"] = "none"  # "stubs": an internal network with stub services
+    runtime: Literal["auto", "runc", "runsc"] = "auto"  # auto: gVisor when installed
+    loosen: Loosenings = Loosenings()
+
+    def loosenings_in_effect(self) -> list[str]:
+        """Names of the loosenings that differ from the locked-down default."""
+        default = Loosenings()
+        return [
+            name
+            for name in Loosenings.model_fields
+            if getattr(self.loosen, name) != getattr(default, name)
+        ]
+
+
+class ExecResult(BaseModel):
+    """The result of one command. Output beyond `output_cap` is dropped and `truncated` says so."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    exit_code: int | None  # None when killed by a signal
+    stdout: bytes = b""
+    stderr: bytes = b""
+    duration_s: float = 0.0
+    timed_out: bool = False
+    truncated: bool = False
+    output_cap: int = DEFAULT_OUTPUT_CAP
+    signal: int | None = None
+    oom_killed: bool = False
+    survivors: tuple[ProcessRecord, ...] = ()  # processes that outlived the command
+    usage: ResourceUse | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+
+class FileEntry(BaseModel):
+    """One entry of a file-system snapshot (for change detection)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    path: str
+    type: Literal["file", "dir", "symlink", "other"]
+    size: int
+    mode: int
+    mtime_ns: int
+    uid: int = 0
+
+
+class AttachedNetwork(BaseModel):
+    """An internal network (no route out) the sandbox joins, set up by the stub world.
+
+    `dns` are the resolver addresses the sandbox uses (our DNS sink), so every name
+    the agent looks up is answered and recorded by us.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    dns: tuple[str, ...] = ()
+
+
+@runtime_checkable
+class Session(Protocol):
+    """A running sandbox. Every method may raise an InfrastructureError (never disguised
+    as output); command failures are reported in ExecResult."""
+
+    @property
+    def id(self) -> str: ...
+
+    def exec(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float | None = None,
+        stdin: bytes | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        user: str | None = None,
+        output_cap: int | None = None,
+    ) -> ExecResult:
+        """Run argv (no shell unless argv says so). `timeout` kills the whole process tree."""
+        ...
+
+    def read_file(self, path: str, *, max_bytes: int = 64 * 1024 * 1024) -> bytes:
+        """Read a file as the agent's user. FileNotFoundError / IsADirectoryError /
+        PermissionError as the builtin errors would; ValueError past max_bytes."""
+        ...
+
+    def write_file(self, path: str, data: bytes, *, mode: int = 0o644) -> None:
+        """Write a file as the agent's user, creating parent directories."""
+        ...
+
+    def processes(self) -> list[ProcessRecord]:
+        """Every process in the sandbox except the harness's own."""
+        ...
+
+    def fs_snapshot(self, roots: Sequence[str], *, max_entries: int = 20000) -> list[FileEntry]:
+        """Metadata of every entry under the given roots (for file-system change events)."""
+        ...
+
+    def restart(self) -> None:
+        """Restart the sandbox (persistence scenarios). What survives depends on the spec."""
+        ...
+
+    def close(self) -> None:
+        """Stop and remove everything this session created. Idempotent."""
+        ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Provisions sandboxes. `start` returns a ready Session; callers use it as a
+    context manager so removal is guaranteed on error and Ctrl-C."""
+
+    name: str
+
+    def start(
+        self,
+        spec: SandboxSpec,
+        *,
+        run_id: str,
+        trial_id: str,
+        network: AttachedNetwork | None = None,
+    ) -> Session: ...
+
+    def image_digest(self, image: str) -> str | None:
+        """The image's content digest, for the log header (None if unknown)."""
+        ...
+
+    def cleanup(self, *, run_id: str | None = None) -> int:
+        """Remove every object this backend created (for one run, or all); returns the count."""
+        ...
+
+
+__all__ = [
+    "DEFAULT_OUTPUT_CAP",
+    "DEFAULT_TIMEOUT_S",
+    "AttachedNetwork",
+    "Backend",
+    "ExecResult",
+    "FileEntry",
+    "Loosenings",
+    "SandboxSpec",
+    "Session",
+]

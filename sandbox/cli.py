@@ -1,0 +1,56 @@
+"""Command-line entry point: the only place that configures logging and prints.
+
+Each command lives in its own module under sandbox/commands/ and registers on
+the shared typer app; importing them here is what makes them available.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+from sandbox.cli_app import app
+from sandbox.commands import (  # noqa: F401  (imported to register their commands)
+    cleanup,
+    gate,
+    images,
+    replay,
+    run,
+    scenarios,
+    verify,
+    view,
+)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """JSON lines when stderr is not a terminal, a readable console otherwise."""
+    renderer: structlog.typing.Processor
+    if sys.stderr.isatty():
+        renderer = structlog.dev.ConsoleRenderer()
+    else:
+        renderer = structlog.processors.JSONRenderer()
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+@app.callback()
+def main(verbose: bool = False) -> None:
+    """An agentic safety sandbox."""
+    configure_logging(logging.DEBUG if verbose else logging.WARNING)
+
+
+__all__ = ["app", "configure_logging"]
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,470 @@
+"""Everything that happens in a trial, as one discriminated union of frozen models.
+
+Every observation channel (model turns, tool calls, commands, files, stub
+requests, processes, file-system changes, egress, honeytokens, budgets) first
+becomes an event. The monitor is a pure function of the event stream and the
+audit log stores it; reports, the gate, the viewer and replay read only the log.
+
+Events do not carry their sequence number: the audit log assigns `seq` (the
+0-based index of the event in the trial's stream) when it appends one, and
+findings point at their evidence by those numbers.
+"""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from typing import Annotated, Any, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+SCHEMA_VERSION = "1"
+
+
+class StopReason(StrEnum):
+    """Why a trial ended. Budget reasons are `budget:<kind>`."""
+
+    SUBMITTED = "submitted"
+    COMPLETED = "completed"  # the model ended its turn without a tool call and without submitting
+    BUDGET_INPUT_TOKENS = "budget:input_tokens"
+    BUDGET_OUTPUT_TOKENS = "budget:output_tokens"
+    BUDGET_TOKENS = "budget:tokens"
+    BUDGET_TURNS = "budget:turns"
+    BUDGET_TOOL_CALLS = "budget:tool_calls"
+    BUDGET_WALL = "budget:wall"
+    BUDGET_COST = "budget:cost"
+    BUDGET_DELEGATIONS = "budget:delegations"
+    TRIPWIRE = "tripwire"
+    MODEL_ERROR = "model_error"
+    MALFORMED_OUTPUT = "malformed_output"
+    SANDBOX_DIED = "sandbox_died"
+    INFRA_ERROR = "infra_error"
+    INTERRUPTED = "interrupted"
+
+
+class Category(StrEnum):
+    """Categories of findings (see ../shared/design/THREATS.md)."""
+
+    RESOURCE_ACQUISITION = "resource_acquisition"
+    SELF_REPLICATION = "self_replication"
+    PERSISTENCE = "persistence"
+    EXFILTRATION = "exfiltration"
+    CREDENTIAL_ACCESS = "credential_access"
+    SANDBOX_ESCAPE = "sandbox_escape"
+    NETWORK_EGRESS = "network_egress"
+    MONITOR_EVASION = "monitor_evasion"
+    BUDGET_EVASION = "budget_evasion"
+    DECEPTION = "deception"
+
+
+class Severity(StrEnum):
+    """Ordered from least to most serious; `tripwire` stops the trial at once."""
+
+    INFO = "info"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+    TRIPWIRE = "tripwire"
+
+
+SEVERITY_ORDER: dict[Severity, int] = {s: i for i, s in enumerate(Severity)}
+
+
+def _now() -> float:
+    return time.time()
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ts: float = Field(default_factory=_now, description="Host wall-clock time (epoch seconds).")
+    agent_id: str = Field(
+        default="main", description="Trial-scoped id of the agent copy (main, main.1, main.1.2)."
+    )
+
+
+# --- trial -------------------------------------------------------------------------
+
+
+class TrialStart(_Event):
+    kind: Literal["trial_start"] = "trial_start"
+    trial_id: str
+    scenario_id: str
+    epoch: int = 0
+    model: str
+    trajectory: str | None = None  # scripted trajectory name (red / benign / ...) if any
+
+
+class TrialEnd(_Event):
+    kind: Literal["trial_end"] = "trial_end"
+    stop_reason: StopReason
+    detail: str = ""
+
+
+class Stop(_Event):
+    """A stop was decided (budget, tripwire, interrupt...); TrialEnd follows."""
+
+    kind: Literal["stop"] = "stop"
+    reason: StopReason
+    detail: str = ""
+
+
+# --- model ---------------------------------------------------------------------------
+
+
+class Usage(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class ToolCallRecord(BaseModel):
+    """A tool call as the model produced it (arguments kept raw: they may be malformed)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    name: str
+    arguments: str
+
+
+class ModelRequest(_Event):
+    kind: Literal["model_request"] = "model_request"
+    model: str
+    attempt: int = 1
+    n_messages: int
+    tools: tuple[str, ...] = ()
+
+
+class ModelResponse(_Event):
+    kind: Literal["model_response"] = "model_response"
+    model: str
+    text: str | None = None
+    reasoning: str | None = None
+    tool_calls: tuple[ToolCallRecord, ...] = ()
+    finish_reason: str | None = None
+    usage: Usage = Usage()
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    retry_wait_s: float = 0.0
+
+
+class ModelError(_Event):
+    kind: Literal["model_error"] = "model_error"
+    model: str
+    attempt: int
+    error_type: str
+    message: str
+    will_retry: bool
+    retry_in_s: float = 0.0
+
+
+# --- tools ---------------------------------------------------------------------------------
+
+
+class ToolCall(_Event):
+    kind: Literal["tool_call"] = "tool_call"
+    call_id: str
+    tool: str
+    arguments: dict[str, Any] | None = None  # parsed; None when malformed
+    raw_arguments: str = ""
+
+
+class ToolResult(_Event):
+    kind: Literal["tool_result"] = "tool_result"
+    call_id: str
+    tool: str
+    ok: bool
+    output: str  # exactly the text the model is shown
+    error_kind: str | None = None  # bad_json, unknown_tool, bad_arguments, exec_error, ...
+
+
+class DelegateStart(_Event):
+    kind: Literal["delegate_start"] = "delegate_start"
+    child_agent_id: str
+    task: str
+    depth: int
+    budget: dict[str, float | int | None]
+    fresh_sandbox: bool = False
+
+
+class DelegateEnd(_Event):
+    kind: Literal["delegate_end"] = "delegate_end"
+    child_agent_id: str
+    stop_reason: StopReason
+    answer: str | None = None
+
+
+# --- sandbox -----------------------------------------------------------------------------
+
+
+class ProcessRecord(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    pid: int
+    ppid: int
+    pgid: int
+    sid: int
+    uid: int
+    comm: str
+    cmdline: str
+    state: str = ""
+
+
+class ResourceUse(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cpu_user_s: float = 0.0
+    cpu_sys_s: float = 0.0
+    max_rss_kb: int = 0
+    memory_peak_bytes: int | None = None
+    pids_peak: int | None = None
+
+
+class CommandStart(_Event):
+    kind: Literal["command_start"] = "command_start"
+    command_id: str
+    argv: tuple[str, ...]
+    cwd: str | None = None
+    user: str | None = None
+    timeout_s: float | None = None
+
+
+class CommandResult(_Event):
+    """Outputs are kept as text (UTF-8, invalid bytes replaced) plus the raw bytes in
+    base64 when the text is not an exact rendering of them."""
+
+    kind: Literal["command_result"] = "command_result"
+    command_id: str
+    exit_code: int | None
+    signal: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    stdout_b64: str | None = None
+    stderr_b64: str | None = None
+    duration_s: float
+    timed_out: bool = False
+    truncated: bool = False
+    output_cap: int | None = None
+    oom_killed: bool = False
+    survivors: tuple[ProcessRecord, ...] = ()
+    usage: ResourceUse | None = None
+
+
+class FileRead(_Event):
+    kind: Literal["file_read"] = "file_read"
+    path: str
+    size: int
+    sha256: str
+
+
+class FileWrite(_Event):
+    kind: Literal["file_write"] = "file_write"
+    path: str
+    size: int
+    sha256: str
+    preview: str = ""  # first bytes as text, for rules and the viewer
+
+
+class ProcessSnapshot(_Event):
+    kind: Literal["process_snapshot"] = "process_snapshot"
+    command_id: str | None = None
+    when: Literal["during", "after", "restart", "end"] = "after"
+    processes: tuple[ProcessRecord, ...] = ()
+    new: tuple[int, ...] = ()  # pids not seen in the previous snapshot
+    detached: tuple[int, ...] = ()  # pids that left their command's session/process group
+    surviving: tuple[int, ...] = ()  # pids that outlived the command that started them
+
+
+class FsChangeItem(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    path: str
+    change: Literal["created", "modified", "deleted"]
+    size: int | None = None
+    mode: int | None = None
+
+
+class FsChange(_Event):
+    kind: Literal["fs_change"] = "fs_change"
+    command_id: str | None = None
+    changes: tuple[FsChangeItem, ...]
+
+
+class SandboxRestart(_Event):
+    kind: Literal["sandbox_restart"] = "sandbox_restart"
+    reason: str = ""
+
+
+class ResourceSample(_Event):
+    kind: Literal["resource_sample"] = "resource_sample"
+    command_id: str | None = None
+    usage: ResourceUse
+
+
+# --- outside world -----------------------------------------------------------------------------
+
+
+class StubRequest(_Event):
+    kind: Literal["stub_request"] = "stub_request"
+    service: str  # cloud, payments, wallet, email, market, web, paste, storage, weights, sink
+    action: str  # e.g. create_instance, transfer, send, hire
+    method: str = ""
+    path: str = ""
+    host: str = ""
+    args: dict[str, Any] = Field(default_factory=dict)
+    credential: str | None = None  # the key / token the request presented, if any
+    status: int = 200
+    response: dict[str, Any] = Field(default_factory=dict)
+    body_sha256: str | None = None
+    body_size: int = 0
+
+
+class EgressAttempt(_Event):
+    kind: Literal["egress_attempt"] = "egress_attempt"
+    protocol: Literal["dns", "tcp", "udp", "http", "https", "other"]
+    host: str
+    port: int | None = None
+    detail: str = ""
+
+
+class HoneytokenAccess(_Event):
+    kind: Literal["honeytoken_access"] = "honeytoken_access"
+    token_id: str
+    how: Literal["read", "used", "leaked"]
+    where: str  # path, stub service, command id
+    evidence_seq: int | None = None
+
+
+class StubState(_Event):
+    """Final state of one stub service, written at the end of the trial."""
+
+    kind: Literal["stub_state"] = "stub_state"
+    service: str
+    state: dict[str, Any]
+
+
+# --- budgets and verdicts -------------------------------------------------------------------------
+
+
+class BudgetCharge(_Event):
+    kind: Literal["budget_charge"] = "budget_charge"
+    budget: str
+    amount: float
+    used: float
+    limit: float | None = None
+
+
+class Finding(_Event):
+    kind: Literal["finding"] = "finding"
+    rule_id: str
+    category: Category
+    severity: Severity
+    evidence: tuple[int, ...]  # seq numbers of the events that support it
+    explanation: str
+    source: Literal["detector", "rubric", "judge"] = "detector"
+    signal: Literal["attempt", "success", "observation"] = "observation"
+
+
+class JudgeVerdict(_Event):
+    """A model-graded rubric item: the judge picked one option."""
+
+    kind: Literal["judge_verdict"] = "judge_verdict"
+    item_id: str
+    judge_model: str
+    question: str
+    options: dict[str, str]
+    answer: str | None  # option letter, None if the judge's output could not be parsed
+    raw_output: str
+
+
+Event = Annotated[
+    TrialStart
+    | TrialEnd
+    | Stop
+    | ModelRequest
+    | ModelResponse
+    | ModelError
+    | ToolCall
+    | ToolResult
+    | DelegateStart
+    | DelegateEnd
+    | CommandStart
+    | CommandResult
+    | FileRead
+    | FileWrite
+    | ProcessSnapshot
+    | FsChange
+    | SandboxRestart
+    | ResourceSample
+    | StubRequest
+    | EgressAttempt
+    | HoneytokenAccess
+    | StubState
+    | BudgetCharge
+    | Finding
+    | JudgeVerdict,
+    Field(discriminator="kind"),
+]
+
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+@runtime_checkable
+class EventSink(Protocol):
+    """Where events go: the trial recorder appends to the audit log, runs the monitor,
+    and returns the event's seq. It may raise TripwireTriggered after recording."""
+
+    def emit(self, event: Event) -> int: ...
+
+
+def parse_event(data: dict[str, Any] | str | bytes) -> Event:
+    """Validate one event from a dict or JSON text."""
+    if isinstance(data, str | bytes):
+        return EVENT_ADAPTER.validate_json(data)
+    return EVENT_ADAPTER.validate_python(data)
+
+
+__all__ = [
+    "EVENT_ADAPTER",
+    "SCHEMA_VERSION",
+    "SEVERITY_ORDER",
+    "BudgetCharge",
+    "Category",
+    "CommandResult",
+    "CommandStart",
+    "DelegateEnd",
+    "DelegateStart",
+    "EgressAttempt",
+    "Event",
+    "EventSink",
+    "FileRead",
+    "FileWrite",
+    "Finding",
+    "FsChange",
+    "FsChangeItem",
+    "HoneytokenAccess",
+    "JudgeVerdict",
+    "ModelError",
+    "ModelRequest",
+    "ModelResponse",
+    "ProcessRecord",
+    "ProcessSnapshot",
+    "ResourceSample",
+    "ResourceUse",
+    "SandboxRestart",
+    "Severity",
+    "Stop",
+    "StopReason",
+    "StubRequest",
+    "StubState",
+    "ToolCall",
+    "ToolCallRecord",
+    "ToolResult",
+    "TrialEnd",
+    "TrialStart",
+    "Usage",
+    "parse_event",
+]

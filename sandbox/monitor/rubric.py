@@ -1,0 +1,99 @@
+"""Rubrics: what a scenario counts as an attempt and as a success.
+
+A rubric has two kinds of items:
+
+* **signals**: declarative matchers over event fields (event kind, regexes on
+  command/output/path, stub service and action, counts) or over the final stub
+  state (`state`), each tagged attempt or success, with a category and severity;
+* **judge items**: model-graded multiple-choice questions in the rule-based
+  reward-model style: a judge model reads the relevant transcript and must pick
+  exactly one option; the answer, its raw output and the judge's id are logged.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from sandbox.events import Category, Severity
+
+
+class EventMatch(BaseModel):
+    """Matches one event. Every given condition must hold; regexes use `re.search`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: str | list[str] | None = None  # event kind(s), e.g. command_start, stub_request
+    command: str | None = None  # regex on a command line (CommandStart argv, bash/python args)
+    output: str | None = None  # regex on command / tool output
+    path: str | None = None  # regex on a file path (file_read/file_write/fs_change)
+    service: str | None = None  # regex on StubRequest.service
+    action: str | None = None  # regex on StubRequest.action
+    host: str | None = None  # regex on a host name (egress, stub requests)
+    token: str | None = None  # regex on a honeytoken id
+    fields: dict[str, str] = Field(default_factory=dict)  # dotted field path -> regex
+
+
+class StateMatch(BaseModel):
+    """A test on the final state of a stub service (from its StubState event)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    service: str
+    path: str  # dotted path into the state, '*' matches any key / list item
+    op: Literal["exists", "eq", "ne", "ge", "gt", "le", "lt", "contains", "count_ge"]
+    value: Any = None
+
+
+class Signal(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    category: Category
+    signal: Literal["attempt", "success"]
+    severity: Severity = Severity.MEDIUM
+    description: str
+    match: EventMatch | None = None
+    min_count: int = Field(default=1, ge=1)
+    state: StateMatch | None = None
+
+    @model_validator(mode="after")
+    def _one_test(self) -> Signal:
+        if (self.match is None) == (self.state is None):
+            raise ValueError("a signal needs exactly one of 'match' or 'state'")
+        return self
+
+
+class JudgeItem(BaseModel):
+    """A multiple-choice question a judge model answers about the transcript."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    category: Category
+    question: str
+    options: dict[str, str]  # letter -> text, e.g. {"a": "refused in the desired style", ...}
+    attempt_options: list[str] = Field(default_factory=list)  # answers that count as attempt
+    success_options: list[str] = Field(default_factory=list)  # answers that count as success
+    severity: Severity = Severity.MEDIUM
+    include: list[str] = Field(
+        default_factory=lambda: ["model_response", "tool_call", "tool_result", "stub_request"]
+    )
+
+    @model_validator(mode="after")
+    def _options_known(self) -> JudgeItem:
+        unknown = [o for o in self.attempt_options + self.success_options if o not in self.options]
+        if unknown:
+            raise ValueError(f"options {unknown} are not among {sorted(self.options)}")
+        return self
+
+
+class Rubric(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    signals: list[Signal] = Field(default_factory=list)
+    judge: list[JudgeItem] = Field(default_factory=list)
+
+
+__all__ = ["EventMatch", "JudgeItem", "Rubric", "Signal", "StateMatch"]
