@@ -1,10 +1,11 @@
-# Every target works on a fresh machine with Docker and nothing else prepared.
+# Every target works on a fresh machine with Docker and nothing else prepared
+# (.ci/run also installs the system packages a bare machine lacks: debootstrap, musl-tools, ...).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup venv images test test-unit lint bench demo cleanup clean
+.PHONY: setup venv images images-force test test-unit test-docker lint bench demo cleanup clean
 
 setup: venv images
 
@@ -16,14 +17,23 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev,inspect]'
 	touch $(STAMP)
 
+# Base (debootstrap, needs root the first time), agent and stubs images; no registry used.
+# Unchanged recipes are skipped, so this is cheap to repeat.
 images: venv
 	$(BIN)/sandbox images build
 
+images-force: venv
+	$(BIN)/sandbox images build --force
+
+# The README's test command: unit and integration tests (integration needs Docker).
 test: setup
 	$(BIN)/pytest -q
 
 test-unit: venv
 	$(BIN)/pytest -q tests/unit
+
+test-docker: setup
+	$(BIN)/pytest -q -m docker tests/integration
 
 lint: venv
 	$(BIN)/ruff check sandbox tests bench

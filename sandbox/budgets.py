@@ -7,7 +7,15 @@ inside the sandbox: the agent can write files and environment variables there.
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
+
+from sandbox.errors import BudgetExceeded
+from sandbox.events import BudgetCharge, EventSink, Usage
 
 
 class Budget(BaseModel):
@@ -34,4 +42,205 @@ class Budget(BaseModel):
     )
 
 
-__all__ = ["Budget"]
+# Budgets that end a trial, by the kind named in `BudgetExceeded` / `budget:<kind>`.
+METERED_KINDS = ("input_tokens", "output_tokens", "tokens", "turns", "tool_calls", "wall", "cost")
+_FIELD = {
+    "input_tokens": "input_tokens",
+    "output_tokens": "output_tokens",
+    "tokens": "tokens",
+    "turns": "turns",
+    "tool_calls": "tool_calls",
+    "wall": "wall_s",
+    "cost": "cost_usd",
+}
+
+Step = Literal["model", "tool"]
+
+
+class BudgetMeter:
+    """Charges and checks one agent's budget; a delegated copy gets a child meter.
+
+    Every charge also counts against the ancestors, so a parent's remaining budget
+    shrinks by what its copies used. Wall time is *working* time: time spent on
+    model retries (failed attempts and the waits between them) is kept apart.
+    Thread-safe; `check` raises BudgetExceeded(kind, used, limit) before a step.
+    """
+
+    def __init__(
+        self,
+        budget: Budget,
+        *,
+        sink: EventSink | None = None,
+        agent_id: str = "main",
+        parent: BudgetMeter | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.budget = budget
+        self.sink = sink
+        self.agent_id = agent_id
+        self.parent = parent
+        self.depth: int = 0 if parent is None else parent.depth + 1
+        self.root: BudgetMeter = self if parent is None else parent.root
+        self._clock = clock
+        self._started = clock()
+        self._lock = threading.RLock()
+        self.counts: dict[str, float] = {k: 0 for k in METERED_KINDS if k != "wall"}
+        self.retry_wait_s = 0.0
+        self.copies_started = 0  # fan-out of this agent
+        self.delegations_total = 0  # whole trial (meaningful on the root)
+
+    # --- reading -------------------------------------------------------------------
+
+    def limit(self, kind: str) -> float | None:
+        """The limit of a metered kind (None = unlimited)."""
+        value = getattr(self.budget, _FIELD[kind])
+        return None if value is None else float(value)
+
+    def used(self, kind: str) -> float:
+        """What has been used of a metered kind (wall: working seconds so far)."""
+        if kind == "wall":
+            with self._lock:
+                return max(0.0, self._clock() - self._started - self.retry_wait_s)
+        with self._lock:
+            return self.counts[kind]
+
+    def remaining(self, kind: str) -> float | None:
+        """Limit minus use, never below 0 (None = unlimited)."""
+        lim = self.limit(kind)
+        return None if lim is None else max(0.0, lim - self.used(kind))
+
+    def used_all(self) -> dict[str, float]:
+        """Use of every metered kind plus delegations, for the trial summary."""
+        out = {k: self.used(k) for k in METERED_KINDS}
+        out["delegations"] = float(self.delegations_total)
+        out["retry_wait_s"] = self.retry_wait_s
+        return out
+
+    def limits_all(self) -> dict[str, float | None]:
+        """Every limit, for the trial summary."""
+        out = {k: self.limit(k) for k in METERED_KINDS}
+        out["delegations"] = float(self.budget.delegations)
+        out["delegation_depth"] = float(self.budget.delegation_depth)
+        out["delegation_fanout"] = float(self.budget.delegation_fanout)
+        return out
+
+    # --- checking -------------------------------------------------------------------
+
+    def check(self, step: Step) -> None:
+        """Raise BudgetExceeded if the next step (a model call or a tool call) may not run.
+
+        Cumulative budgets (tokens, cost, wall) are exhausted once use reaches the
+        limit; counted steps (turns, tool calls) once one more would pass it.
+        """
+        for kind in ("input_tokens", "output_tokens", "tokens", "cost", "wall"):
+            lim = self.limit(kind)
+            if lim is not None and self.used(kind) >= lim:
+                raise BudgetExceeded(kind, self.used(kind), lim)
+        counted = "turns" if step == "model" else "tool_calls"
+        lim = self.limit(counted)
+        if lim is not None and self.used(counted) + 1 > lim:
+            raise BudgetExceeded(counted, self.used(counted), lim)
+        if self.parent is not None:
+            self.parent.check(step)
+
+    # --- charging -------------------------------------------------------------------
+
+    def _add(self, kind: str, amount: float) -> float:
+        with self._lock:
+            self.counts[kind] += amount
+            used = self.counts[kind]
+        if self.parent is not None:
+            self.parent._add(kind, amount)
+        return used
+
+    def _charge(self, kind: str, amount: float) -> None:
+        used = self._add(kind, amount)
+        if self.sink is not None:
+            self.sink.emit(
+                BudgetCharge(
+                    agent_id=self.agent_id,
+                    budget=kind,
+                    amount=amount,
+                    used=used,
+                    limit=self.limit(kind),
+                )
+            )
+
+    def add_retry_wait(self, seconds: float) -> None:
+        """Time lost to model retries: not working time, for this agent and its ancestors."""
+        if seconds <= 0:
+            return
+        with self._lock:
+            self.retry_wait_s += seconds
+        if self.parent is not None:
+            self.parent.add_retry_wait(seconds)
+
+    def charge_model(self, usage: Usage, cost_usd: float, *, retry_wait_s: float = 0.0) -> None:
+        """Charge one model call: a turn, its tokens, its cost."""
+        self.add_retry_wait(retry_wait_s)
+        self._charge("turns", 1)
+        self._charge("input_tokens", usage.input_tokens)
+        self._charge("output_tokens", usage.output_tokens)
+        self._add("tokens", usage.input_tokens + usage.output_tokens)
+        if cost_usd:
+            self._charge("cost", cost_usd)
+
+    def charge_tool_call(self) -> None:
+        """Charge one tool call."""
+        self._charge("tool_calls", 1)
+
+    # --- delegation -------------------------------------------------------------------
+
+    def delegation_refusal(self) -> str | None:
+        """Why this agent may not start another copy now (None: it may)."""
+        root = self.root
+        if self.depth + 1 > root.budget.delegation_depth:
+            return f"delegation depth limit reached ({root.budget.delegation_depth})"
+        if self.copies_started >= self.budget.delegation_fanout:
+            return f"this agent already started {self.copies_started} copies (the limit)"
+        if root.delegations_total >= root.budget.delegations:
+            return f"all {root.budget.delegations} copies allowed in this task have been started"
+        return None
+
+    def child_budget(self) -> Budget:
+        """A sub-budget for a delegated copy: what remains of this one."""
+        update: dict[str, float | int | None] = {}
+        for kind in METERED_KINDS:
+            rem = self.remaining(kind)
+            field = _FIELD[kind]
+            if rem is None:
+                update[field] = None
+            elif kind == "wall":
+                update[field] = max(rem, 1e-3)
+            elif kind == "cost":
+                update[field] = rem
+            else:
+                update[field] = int(rem)
+        return self.budget.model_copy(update=update)
+
+    def child(self, agent_id: str, budget: Budget | None = None) -> BudgetMeter:
+        """Start the meter of a delegated copy (counts it against fan-out and the total)."""
+        with self.root._lock:
+            self.root.delegations_total += 1
+        with self._lock:
+            self.copies_started += 1
+        if self.sink is not None:
+            self.sink.emit(
+                BudgetCharge(
+                    agent_id=self.agent_id,
+                    budget="delegations",
+                    amount=1,
+                    used=self.root.delegations_total,
+                    limit=float(self.root.budget.delegations),
+                )
+            )
+        return BudgetMeter(
+            budget or self.child_budget(),
+            sink=self.sink,
+            agent_id=agent_id,
+            parent=self,
+            clock=self._clock,
+        )
+
+
+__all__ = ["METERED_KINDS", "Budget", "BudgetMeter"]

@@ -17,6 +17,7 @@ from sandbox.commands import (  # noqa: F401  (imported to register their comman
     gate,
     images,
     replay,
+    report,
     run,
     scenarios,
     verify,

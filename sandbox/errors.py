@@ -102,6 +102,11 @@ class ExecutorProtocolError(InfrastructureError, ValueError):
     """
 
 
+class ExecutorUnresponsive(InfrastructureError, TimeoutError):
+    """The in-sandbox executor did not answer within the host-side deadline
+    (the command's timeout plus a grace period) or its socket is unusable."""
+
+
 class ModelError(InfrastructureError):
     """The model endpoint failed after bounded retries."""
 
@@ -134,3 +139,11 @@ class ScenarioError(SandboxError, ValueError):
 
 class LogIntegrityError(SandboxError, ValueError):
     """An audit log failed verification (edited, deleted, inserted, reordered records)."""
+
+
+class SigningKeyError(SandboxError, ValueError):
+    """An audit-log signing or verification key could not be loaded (missing, wrong type, short)."""
+
+
+class ModelSpecError(SandboxError, ValueError):
+    """A `--model` string (or its settings: base URL, API key, price table) is unusable."""

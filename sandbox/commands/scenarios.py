@@ -1,7 +1,98 @@
-"""`sandbox scenarios`: (placeholder until its owner fills it in)."""
+"""`sandbox schema`, `sandbox validate FILE...`, `sandbox scenarios [DIR]`: the scenario
+format's JSON Schema, precise validation errors (file:line: field: message), and
+the scenario library as a table."""
 
 from __future__ import annotations
 
-from sandbox.cli_app import app
+import json
+from pathlib import Path
+from typing import Annotated
 
-__all__ = ["app"]
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from sandbox.cli_app import app
+from sandbox.scenario import library_files, scenario_dir, scenario_errors, scenario_json_schema
+
+_console = Console()
+_err = Console(stderr=True)
+
+
+@app.command()
+def schema(
+    out: Annotated[
+        Path | None, typer.Option("-o", "--out", help="Write to FILE instead of stdout.")
+    ] = None,
+) -> None:
+    """Print the JSON Schema of scenario files."""
+    text = json.dumps(scenario_json_schema(), indent=2, sort_keys=True) + "\n"
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    out.write_text(text, encoding="utf-8")
+    _err.print(f"wrote {out}", highlight=False)
+
+
+@app.command()
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="Scenario files (or directories).")],
+) -> None:
+    """Validate scenario files; exit 1 and name file:line and field of every problem."""
+    paths: list[Path] = []
+    for f in files:
+        paths.extend(library_files(f) if f.is_dir() else [f])
+    bad = 0
+    for path in paths:
+        scenario, errors = scenario_errors(path)
+        if scenario is not None:
+            _console.print(Text(f"ok    {path} ({scenario.id})", style="green"))
+            continue
+        bad += 1
+        for err in errors:
+            _err.print(Text(f"error {err}", style="red"))
+    if not paths:
+        _err.print("no scenario files given")
+        raise typer.Exit(1)
+    if bad:
+        _err.print(f"{bad} of {len(paths)} file(s) invalid", highlight=False)
+        raise typer.Exit(1)
+
+
+@app.command()
+def scenarios(
+    directory: Annotated[
+        Path | None,
+        typer.Argument(help="Library directory (default: $SANDBOX_SCENARIOS or scenarios/)."),
+    ] = None,
+) -> None:
+    """List the scenario library: id, title, categories, control, stubs."""
+    d = directory if directory is not None else scenario_dir()
+    files = library_files(d)
+    if not files:
+        _err.print(f"no scenarios in {d}", highlight=False)
+        raise typer.Exit(1)
+    table = Table(title=f"Scenarios in {d}")
+    for col in ("id", "title", "categories", "control", "stubs"):
+        table.add_column(col, overflow="fold")
+    bad = 0
+    for path in files:
+        scenario, errors = scenario_errors(path)
+        if scenario is None:
+            bad += 1
+            table.add_row(Text(path.name, style="red"), Text(str(errors[0]), style="red"), "", "", "")
+            continue
+        table.add_row(
+            scenario.id,
+            scenario.title,
+            ", ".join(c.value for c in scenario.categories) or "-",
+            "yes" if scenario.control else "",
+            ", ".join(scenario.stubs) or "-",
+        )
+    _console.print(table)
+    if bad:
+        raise typer.Exit(1)
+
+
+__all__ = ["app", "schema", "scenarios", "validate"]

@@ -12,11 +12,29 @@ A rubric has two kinds of items:
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from sandbox.events import Category, Severity
+from sandbox.events import Category, Event, Severity
+
+
+def _event_kinds() -> frozenset[str]:
+    union = get_args(Event)[0]
+    return frozenset(str(m.model_fields["kind"].default) for m in get_args(union))
+
+
+EVENT_KINDS: frozenset[str] = _event_kinds()
+
+
+def check_regex(value: str) -> str:
+    """Raise ValueError (naming the problem) unless `value` compiles as a regex."""
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"invalid regex {value!r}: {exc}") from None
+    return value
 
 
 class EventMatch(BaseModel):
@@ -33,6 +51,30 @@ class EventMatch(BaseModel):
     host: str | None = None  # regex on a host name (egress, stub requests)
     token: str | None = None  # regex on a honeytoken id
     fields: dict[str, str] = Field(default_factory=dict)  # dotted field path -> regex
+
+    @field_validator("command", "output", "path", "service", "action", "host", "token")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        return None if value is None else check_regex(value)
+
+    @field_validator("fields")
+    @classmethod
+    def _field_regexes(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, regex in value.items():
+            try:
+                check_regex(regex)
+            except ValueError as exc:
+                raise ValueError(f"fields.{key}: {exc}") from None
+        return value
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str | list[str] | None) -> str | list[str] | None:
+        kinds = [value] if isinstance(value, str) else (value or [])
+        unknown = [k for k in kinds if k not in EVENT_KINDS]
+        if unknown:
+            raise ValueError(f"unknown event kind(s) {unknown}; known: {sorted(EVENT_KINDS)}")
+        return value
 
 
 class StateMatch(BaseModel):
@@ -81,6 +123,16 @@ class JudgeItem(BaseModel):
         default_factory=lambda: ["model_response", "tool_call", "tool_result", "stub_request"]
     )
 
+    @field_validator("options")
+    @classmethod
+    def _letters(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in value if not re.fullmatch(r"[a-z]", k)]
+        if bad:
+            raise ValueError(f"option keys must be single lower-case letters, not {bad}")
+        if len(value) < 2:
+            raise ValueError("a judge item needs at least two options")
+        return value
+
     @model_validator(mode="after")
     def _options_known(self) -> JudgeItem:
         unknown = [o for o in self.attempt_options + self.success_options if o not in self.options]
@@ -95,5 +147,21 @@ class Rubric(BaseModel):
     signals: list[Signal] = Field(default_factory=list)
     judge: list[JudgeItem] = Field(default_factory=list)
 
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Rubric:
+        ids = [s.id for s in self.signals] + [j.id for j in self.judge]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"duplicate rubric ids {dupes}")
+        return self
 
-__all__ = ["EventMatch", "JudgeItem", "Rubric", "Signal", "StateMatch"]
+
+__all__ = [
+    "EVENT_KINDS",
+    "EventMatch",
+    "JudgeItem",
+    "Rubric",
+    "Signal",
+    "StateMatch",
+    "check_regex",
+]

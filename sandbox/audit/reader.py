@@ -1,0 +1,164 @@
+"""Reading audit logs: the whole trial at once, or streaming records and events.
+
+The reader parses and schema-validates; it does not check hashes (that is
+`sandbox.audit.verify`). A torn last line (the process died mid-write) is
+reported in `TrialLog.torn_tail`, not raised; a missing footer means the trial
+did not finish (`TrialLog.complete` is False). A malformed line anywhere else
+raises LogIntegrityError naming the line.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from sandbox.audit.records import EventRecord, LogFooter, LogHeader
+from sandbox.errors import LogIntegrityError
+from sandbox.events import Event, Finding
+
+Record = LogHeader | EventRecord | LogFooter
+
+
+@dataclass
+class TrialLog:
+    """A parsed audit log."""
+
+    path: Path
+    header: LogHeader
+    events: list[tuple[int, Event]] = field(default_factory=list)
+    footer: LogFooter | None = None
+    torn_tail: str | None = None  # text of a torn last line, if any
+
+    @property
+    def complete(self) -> bool:
+        """True when the footer is present (the trial finished)."""
+        return self.footer is not None
+
+    def findings(self) -> list[tuple[int, Finding]]:
+        """The Finding events with their seq."""
+        return [(s, e) for s, e in self.events if isinstance(e, Finding)]
+
+
+def _parse(line_no: int, raw: bytes, path: Path) -> Record:
+    if raw.startswith(b'{"event":'):  # canonical event line: parse and validate in one step
+        try:
+            return EventRecord.model_validate_json(raw)
+        except ValidationError:
+            pass  # the detailed path below names the problem
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise LogIntegrityError(f"{path}:{line_no}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise LogIntegrityError(f"{path}:{line_no}: a record must be a JSON object")
+    kind = data.get("record")
+    try:
+        if kind == "event":
+            return EventRecord.model_validate(data)
+        if kind == "header":
+            return LogHeader.model_validate(data)
+        if kind == "footer":
+            return LogFooter.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(x) for x in err["loc"])
+        raise LogIntegrityError(
+            f"{path}:{line_no}: invalid {kind} record: {where}: {err['msg']}"
+        ) from exc
+    raise LogIntegrityError(f"{path}:{line_no}: unknown record type {kind!r}")
+
+
+def iter_lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:
+    """Yield (line number from 1, raw bytes without newline, ended_with_newline)."""
+    try:
+        fh = open(path, "rb")  # noqa: SIM115  (closed by the with below; generator)
+    except OSError as exc:
+        raise LogIntegrityError(f"cannot read audit log {path}: {exc.strerror or exc}") from exc
+    with fh:
+        for n, raw in enumerate(fh, start=1):
+            if raw.endswith(b"\n"):
+                yield n, raw[:-1], True
+            else:
+                yield n, raw, False
+
+
+def iter_lines_last(path: Path) -> Iterator[tuple[int, bytes, bool, bool]]:
+    """Like iter_lines, plus whether the line is the last one of the file."""
+    pending: tuple[int, bytes, bool] | None = None
+    for item in iter_lines(path):
+        if pending is not None:
+            yield (*pending, False)
+        pending = item
+    if pending is not None:
+        yield (*pending, True)
+
+
+def _parse_or_torn(n: int, raw: bytes, newline: bool, last: bool, path: Path) -> Record | None:
+    """Parse a line; None for a torn last line (no newline and not parseable)."""
+    if last and not newline:
+        try:
+            return _parse(n, raw, path)
+        except LogIntegrityError:
+            return None
+    return _parse(n, raw, path)
+
+
+def iter_records(path: Path) -> Iterator[tuple[int, Record]]:
+    """Yield (line number, record) for every complete record; a torn last line is skipped."""
+    path = Path(path)
+    for n, raw, newline, last in iter_lines_last(path):
+        rec = _parse_or_torn(n, raw, newline, last, path)
+        if rec is not None:
+            yield n, rec
+
+
+def iter_events(path: Path) -> Iterator[tuple[int, Event]]:
+    """Yield (seq, event) in log order, streaming (for very long logs)."""
+    for _, rec in iter_records(path):
+        if isinstance(rec, EventRecord):
+            yield rec.seq, rec.event
+
+
+def read_log(path: Path) -> TrialLog:
+    """Read a whole log. Raises LogIntegrityError if it is unreadable or has no header."""
+    path = Path(path)
+    log: TrialLog | None = None
+    for n, raw, newline, last in iter_lines_last(path):
+        rec = _parse_or_torn(n, raw, newline, last, path)
+        if rec is None:
+            if log is None:
+                raise LogIntegrityError(f"{path}:{n}: the header itself is torn")
+            log.torn_tail = raw.decode("utf-8", "replace")
+            break
+        if log is None:
+            if not isinstance(rec, LogHeader):
+                raise LogIntegrityError(f"{path}:{n}: the first record must be the header")
+            log = TrialLog(path=path, header=rec)
+        elif isinstance(rec, EventRecord):
+            if log.footer is not None:
+                raise LogIntegrityError(f"{path}:{n}: event record after the footer")
+            log.events.append((rec.seq, rec.event))
+        elif isinstance(rec, LogFooter):
+            if log.footer is not None:
+                raise LogIntegrityError(f"{path}:{n}: second footer")
+            log.footer = rec
+        else:
+            raise LogIntegrityError(f"{path}:{n}: second header")
+    if log is None:
+        raise LogIntegrityError(f"{path}: empty audit log (no header)")
+    return log
+
+
+__all__ = [
+    "Record",
+    "TrialLog",
+    "iter_events",
+    "iter_lines",
+    "iter_lines_last",
+    "iter_records",
+    "read_log",
+]

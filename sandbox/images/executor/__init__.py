@@ -1,0 +1,86 @@
+"""Builds the in-sandbox executor (executor.c) into a static binary, cached by source hash.
+
+The binary is bind-mounted read-only into every sandbox container at
+`/.sandbox/bin/sandbox-executor`; see the comment at the top of executor.c for
+its command line, its protocol and the capabilities it needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+import structlog
+
+from sandbox.errors import InfrastructureError
+
+log = structlog.get_logger(__name__)
+
+BINARY_NAME = "sandbox-executor"
+SOURCE_NAME = "executor.c"
+# Compilers tried in order; musl gives a small static binary that runs in any image.
+_COMPILERS: tuple[tuple[str, ...], ...] = (
+    ("musl-gcc", "-static", "-O2"),
+    ("gcc", "-static", "-O2"),
+)
+
+
+def executor_source() -> bytes:
+    """The C source of the executor."""
+    return resources.files(__package__).joinpath(SOURCE_NAME).read_bytes()
+
+
+def cache_root() -> Path:
+    """Root of the build cache: $SANDBOX_CACHE_DIR or ~/.cache/sandbox."""
+    env = os.environ.get("SANDBOX_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "sandbox"
+
+
+def executor_binary() -> Path:
+    """Path of the static executor binary, compiling it first if it is not cached.
+
+    The cache key is the SHA-256 of the source, so an edited source is rebuilt.
+    Raises InfrastructureError when no suitable compiler is installed or the build fails.
+    """
+    source = executor_source()
+    digest = hashlib.sha256(source).hexdigest()
+    target_dir = cache_root() / "executor" / digest
+    target = target_dir / BINARY_NAME
+    if target.is_file() and os.access(target, os.X_OK):
+        return target
+    target_dir.mkdir(parents=True, exist_ok=True)
+    errors: list[str] = []
+    for compiler in _COMPILERS:
+        if shutil.which(compiler[0]) is None:
+            errors.append(f"{compiler[0]}: not installed")
+            continue
+        with tempfile.TemporaryDirectory(dir=target_dir) as tmp:
+            src = Path(tmp) / SOURCE_NAME
+            src.write_bytes(source)
+            out = Path(tmp) / BINARY_NAME
+            proc = subprocess.run(
+                [*compiler, "-o", str(out), str(src)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if proc.returncode != 0 or not out.is_file():
+                errors.append(f"{compiler[0]}: {proc.stderr.strip()[-2000:]}")
+                continue
+            out.chmod(0o755)
+            # Atomic: concurrent builders never see a half-written binary.
+            os.replace(out, target)
+        log.info("executor.built", compiler=compiler[0], path=str(target), sha256=digest)
+        return target
+    raise InfrastructureError(
+        "cannot build the sandbox executor (a static C compiler is needed: "
+        "install musl-tools, or gcc with static libc): " + "; ".join(errors)
+    )
+
+
+__all__ = ["BINARY_NAME", "cache_root", "executor_binary", "executor_source"]

@@ -1,0 +1,1310 @@
+/*
+ * sandbox-executor: runs the agent's commands inside a sandbox container and
+ * answers the host over a unix socket.
+ *
+ * Why a static C binary: it must work in images we did not build (an Alpine
+ * image without Python, an Inspect user's image). It is bind-mounted read-only
+ * into the container and started as the container command (under docker's
+ * --init) as root with only a few capabilities. Every command it spawns runs as
+ * the agent's uid/gid with no capabilities at all, so the agent can neither
+ * signal, ptrace nor replace the executor.
+ *
+ *   sandbox-executor serve --socket PATH --agent-uid N --agent-gid N
+ *                          [--strict] [--allow-root]
+ *
+ * Capabilities it uses (the container gets cap_drop ALL + cap_add of these):
+ *   SETUID, SETGID  drop each command child to the agent's uid/gid (setgroups too)
+ *   SETPCAP         empty the capability bounding set of each command child
+ *   KILL            kill a command's tree even when it runs under another uid
+ *                   (root commands with --allow-root; processes that changed uid)
+ *   DAC_READ_SEARCH (optional) lets FS_SNAPSHOT list directories the agent made
+ *                   unreadable (chmod 000) -- without it such a directory is
+ *                   reported but not entered
+ *   CHOWN           (optional) only when the socket directory is not owned by
+ *                   root (a non-root host user): the socket is then chowned to
+ *                   the directory's owner
+ *
+ * ------------------------------------------------------------------ protocol
+ * One connection carries exactly one request and its reply; then it is closed.
+ *
+ * Frame:   type (1 byte) | length (uint32, big endian) | payload (length bytes)
+ *          length <= MAX_FRAME (256 KiB). Output/data frames carry <= 64 KiB.
+ *
+ * Request (host -> executor): an op frame, parameter frames, then '.'.
+ *   op frames (empty payload):
+ *     'H' PING   'X' EXEC   'R' READ_FILE   'W' WRITE_FILE   'S' PS
+ *     'F' FS_SNAPSHOT
+ *   parameter frames (strings must not contain NUL, integers are decimal ASCII):
+ *     'a' argv element (repeated, EXEC)      'e' NAME=VALUE env entry (repeated)
+ *     'd' cwd                                'u' user (agent name/uid, root/0)
+ *     't' timeout in milliseconds            'c' output cap in bytes
+ *     'i' stdin bytes (repeated, appended)   'p' path (READ/WRITE) or root (FS,
+ *                                                repeated)
+ *     'm' file mode (WRITE)                  'n' max bytes (READ) / max entries (FS)
+ *     'b' file data (repeated, WRITE)        '.' end of request (empty)
+ *   stdin and file data are limited to MAX_INPUT bytes in total.
+ *
+ * Reply (executor -> host):
+ *     'o' stdout bytes    'e' stderr bytes    'b' file data (READ)
+ *     'r' process record (PS, and EXEC survivors)
+ *     'f' file entry record (FS_SNAPSHOT)
+ *     'Z' final result record -- always the last frame of a successful reply
+ *     '!' error record (fields 'e' errno, 'm' message) -- last frame on failure
+ *   A record payload is a sequence of fields: key (1 byte) | length (uint32 BE)
+ *   | value. Integers are decimal ASCII, strings raw bytes.
+ *     process record: p pid, P ppid, g pgid, s sid, u uid, c comm, l cmdline
+ *                     (NULs turned into spaces), S state
+ *     file entry:     p path, t type (f/d/l/o), z size, m mode, T mtime_ns, u uid
+ *     EXEC result:    x exit code | s signal, t timed_out, k truncated, c cap,
+ *                     d duration_ns, U user CPU us, Y sys CPU us, M max RSS KiB,
+ *                     n number of survivor records sent
+ *     PING result:    v protocol version, p executor pid, u agent uid, g agent
+ *                     gid, s strict, r allow_root
+ *     READ result: z bytes sent. WRITE result: z bytes written.
+ *     PS result: n records. FS result: n records, k truncated.
+ *
+ * ----------------------------------------------------------------- processes
+ * main server (root, subreaper) -- accepts, forks one handler per connection,
+ *   reaps every orphan that ends up with it.
+ * handler (root, subreaper) -- reads the request; for EXEC forks the command
+ *   child, which calls setsid, drops to the agent's uid/gid, empties every
+ *   capability set and the bounding set, sets no_new_privs, closes other fds and
+ *   execs. Because the handler is a subreaper, every descendant of the command
+ *   (even after setsid / double fork) stays below the handler, so a timeout or
+ *   an output cap kills the whole tree by walking /proc parent chains.
+ *   A command ends when its root process exits; output is then drained until
+ *   pipe EOF or DRAIN_MS. Descendants still alive are "survivors": reported,
+ *   and killed too with --strict. Without --strict the handler lingers after
+ *   replying (discarding their output, reaping them) until they are gone.
+ *   If the host hangs up mid-command, the tree is killed.
+ */
+#define _GNU_SOURCE
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PROTOCOL_VERSION "1"
+#define MAX_FRAME (256 * 1024)
+#define CHUNK (64 * 1024)
+#define MAX_INPUT (64 * 1024 * 1024)
+#define MAX_ARGS 4096
+#define MAX_ENV 1024
+#define MAX_ROOTS 64
+#define MAX_SURVIVORS 256
+#define MAX_CMDLINE 4096
+#define DRAIN_MS 80
+#define DEFAULT_CAP (1024 * 1024)
+#define DEFAULT_TIMEOUT_MS 60000LL
+#define REQUEST_IDLE_MS 30000
+#define SEND_TIMEOUT_S 30
+#define REC_MAX (MAX_CMDLINE + PATH_MAX + 512)
+
+#ifndef PR_CAP_AMBIENT
+#define PR_CAP_AMBIENT 47
+#define PR_CAP_AMBIENT_CLEAR_ALL 4
+#endif
+#ifndef PR_SET_CHILD_SUBREAPER
+#define PR_SET_CHILD_SUBREAPER 36
+#endif
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+
+/* Kernel capability ABI (no libcap, no linux headers needed with musl). */
+struct cap_header { uint32_t version; int pid; };
+struct cap_data { uint32_t effective, permitted, inheritable; };
+#define CAP_VERSION_3 0x20080522
+
+/* ------------------------------------------------------------------ globals */
+static uid_t g_agent_uid;
+static gid_t g_agent_gid;
+static int g_strict;
+static int g_allow_root;
+static int g_privileged;          /* running as root: really drop privileges */
+static pid_t g_main_pid;
+static char g_comm[17];           /* our own comm, to recognise handlers in PS */
+
+static void logmsg(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("sandbox-executor: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+static long long now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static long long now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* ------------------------------------------------------------------ I/O */
+
+/* Write everything (blocking fd; SO_SNDTIMEO bounds a stuck host). */
+static int write_all(int fd, const void *buf, size_t len) {
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int send_frame(int fd, char type, const void *payload, size_t len) {
+    unsigned char hdr[5];
+    if (len > MAX_FRAME) return -1;
+    hdr[0] = (unsigned char)type;
+    hdr[1] = (unsigned char)(len >> 24);
+    hdr[2] = (unsigned char)(len >> 16);
+    hdr[3] = (unsigned char)(len >> 8);
+    hdr[4] = (unsigned char)len;
+    /* One writev for header and payload; finish with write_all if it was short. */
+    struct iovec iov[2] = {{hdr, 5}, {(void *)payload, len}};
+    ssize_t n;
+    do n = writev(fd, iov, len ? 2 : 1); while (n < 0 && errno == EINTR);
+    if (n < 0) return -1;
+    if ((size_t)n < 5) {
+        if (write_all(fd, hdr + n, 5 - (size_t)n) < 0) return -1;
+        n = 5;
+    }
+    return write_all(fd, (const char *)payload + (n - 5), len - (size_t)(n - 5));
+}
+
+/* Buffered reader for the request (one read usually fetches the whole request). */
+static struct { unsigned char buf[CHUNK]; size_t pos, len; } g_in;
+
+/* Read exactly len bytes, waiting at most idle_ms for each piece. */
+static int read_full(int fd, void *buf, size_t len, int idle_ms) {
+    char *p = buf;
+    while (len > 0) {
+        if (g_in.pos < g_in.len) {
+            size_t k = g_in.len - g_in.pos < len ? g_in.len - g_in.pos : len;
+            memcpy(p, g_in.buf + g_in.pos, k);
+            g_in.pos += k;
+            p += k;
+            len -= k;
+            continue;
+        }
+        struct pollfd pfd = {fd, POLLIN, 0};
+        int r = poll(&pfd, 1, idle_ms);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return -1;
+        ssize_t n = read(fd, g_in.buf, sizeof g_in.buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return -1;
+        g_in.pos = 0;
+        g_in.len = (size_t)n;
+    }
+    return 0;
+}
+
+/* A record under construction (fields: key | u32 BE length | value). */
+struct rec { size_t len; unsigned char buf[REC_MAX]; };
+
+static void rec_bytes(struct rec *r, char key, const void *v, size_t n) {
+    if (r->len + 5 + n > sizeof r->buf) n = 0; /* never overflow: drop the value */
+    if (r->len + 5 > sizeof r->buf) return;
+    r->buf[r->len++] = (unsigned char)key;
+    r->buf[r->len++] = (unsigned char)(n >> 24);
+    r->buf[r->len++] = (unsigned char)(n >> 16);
+    r->buf[r->len++] = (unsigned char)(n >> 8);
+    r->buf[r->len++] = (unsigned char)n;
+    memcpy(r->buf + r->len, v, n);
+    r->len += n;
+}
+
+static void rec_str(struct rec *r, char key, const char *s) { rec_bytes(r, key, s, strlen(s)); }
+
+static void rec_int(struct rec *r, char key, long long v) {
+    char tmp[32];
+    int n = snprintf(tmp, sizeof tmp, "%lld", v);
+    rec_bytes(r, key, tmp, (size_t)n);
+}
+
+static void send_error(int fd, int err, const char *fmt, ...) {
+    static struct rec r;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    r.len = 0;
+    rec_int(&r, 'e', err);
+    rec_str(&r, 'm', msg);
+    send_frame(fd, '!', r.buf, r.len);
+}
+
+/* ------------------------------------------------------------------ request */
+struct request {
+    char op;
+    char *argv[MAX_ARGS + 1];
+    int argc;
+    char *env[MAX_ENV + 1];
+    int envc;
+    char *cwd, *user, *path;
+    char *roots[MAX_ROOTS];
+    int nroots;
+    long long timeout_ms, cap, maxn, mode;
+    unsigned char *data; /* stdin (EXEC) or file data (WRITE) */
+    size_t data_len, data_size;
+};
+
+static int parse_ll(const char *s, long long *out) {
+    long long v = 0;
+    if (!*s) return -1;
+    for (; *s; s++) {
+        if (!isdigit((unsigned char)*s)) return -1;
+        if (v > (LLONG_MAX - 9) / 10) return -1;
+        v = v * 10 + (*s - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+/* Reads one request; on a protocol violation sends '!' and returns -1. */
+static int read_request(int fd, struct request *rq) {
+    memset(rq, 0, sizeof *rq);
+    rq->timeout_ms = DEFAULT_TIMEOUT_MS;
+    rq->cap = DEFAULT_CAP;
+    rq->maxn = -1;
+    rq->mode = 0644;
+    int first = 1;
+    for (;;) {
+        unsigned char hdr[5];
+        if (read_full(fd, hdr, 5, REQUEST_IDLE_MS) < 0) return -1;
+        char type = (char)hdr[0];
+        uint32_t len = ((uint32_t)hdr[1] << 24) | ((uint32_t)hdr[2] << 16) |
+                       ((uint32_t)hdr[3] << 8) | hdr[4];
+        if (len > MAX_FRAME) {
+            send_error(fd, EPROTO, "frame of %u bytes exceeds the maximum", len);
+            return -1;
+        }
+        char *p = malloc(len + 1);
+        if (!p) { send_error(fd, ENOMEM, "out of memory"); return -1; }
+        if (read_full(fd, p, len, REQUEST_IDLE_MS) < 0) { free(p); return -1; }
+        p[len] = 0;
+        if (first) {
+            free(p);
+            if (!strchr("HXRWSF", type) || len != 0) {
+                send_error(fd, EPROTO, "bad op frame 0x%02x", (unsigned char)type);
+                return -1;
+            }
+            rq->op = type;
+            first = 0;
+            continue;
+        }
+        if (type == '.') { free(p); return 0; }
+        if (type == 'i' || type == 'b') {
+            if (rq->data_len + len > MAX_INPUT) {
+                free(p);
+                send_error(fd, EFBIG, "input exceeds %d bytes", MAX_INPUT);
+                return -1;
+            }
+            if (rq->data_len + len > rq->data_size) {
+                size_t ns = rq->data_size ? rq->data_size : CHUNK;
+                while (ns < rq->data_len + len) ns *= 2;
+                unsigned char *nd = realloc(rq->data, ns);
+                if (!nd) { free(p); send_error(fd, ENOMEM, "out of memory"); return -1; }
+                rq->data = nd;
+                rq->data_size = ns;
+            }
+            memcpy(rq->data + rq->data_len, p, len);
+            rq->data_len += len;
+            free(p);
+            continue;
+        }
+        if (memchr(p, 0, len)) {
+            free(p);
+            send_error(fd, EPROTO, "NUL byte in field '%c'", type);
+            return -1;
+        }
+        int bad = 0;
+        switch (type) {
+        case 'a': if (rq->argc >= MAX_ARGS) bad = 1; else rq->argv[rq->argc++] = p; break;
+        case 'e':
+            if (rq->envc >= MAX_ENV || !strchr(p, '=') || p[0] == '=') bad = 1;
+            else rq->env[rq->envc++] = p;
+            break;
+        case 'p':
+            if (rq->op == 'F') { if (rq->nroots >= MAX_ROOTS) bad = 1; else rq->roots[rq->nroots++] = p; }
+            else if (rq->path) bad = 1; else rq->path = p;
+            break;
+        case 'd': if (rq->cwd) bad = 1; else rq->cwd = p; break;
+        case 'u': if (rq->user) bad = 1; else rq->user = p; break;
+        case 't': bad = parse_ll(p, &rq->timeout_ms); free(p); break;
+        case 'c': bad = parse_ll(p, &rq->cap); free(p); break;
+        case 'n': bad = parse_ll(p, &rq->maxn); free(p); break;
+        case 'm': bad = parse_ll(p, &rq->mode) || rq->mode > 07777; free(p); break;
+        default: bad = 1; break;
+        }
+        if (bad) {
+            send_error(fd, EPROTO, "bad or repeated field '%c'", type);
+            return -1;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ users */
+struct user { uid_t uid; gid_t gid; char name[64]; char home[PATH_MAX]; char shell[PATH_MAX]; };
+
+/* Looks a uid (by_name == NULL) or a name up in /etc/passwd. No NSS in a static binary. */
+static int passwd_lookup(const char *by_name, uid_t by_uid, struct user *u) {
+    FILE *f = fopen("/etc/passwd", "re");
+    char line[2048];
+    if (!f) return -1;
+    while (fgets(line, sizeof line, f)) {
+        char *fields[7];
+        int n = 0;
+        char *s = line;
+        line[strcspn(line, "\n")] = 0;
+        while (n < 7) {
+            fields[n++] = s;
+            char *c = strchr(s, ':');
+            if (!c) break;
+            *c = 0;
+            s = c + 1;
+        }
+        if (n < 7) continue;
+        long long uid;
+        if (parse_ll(fields[2], &uid) < 0) continue;
+        if (by_name ? strcmp(fields[0], by_name) != 0 : (uid_t)uid != by_uid) continue;
+        long long gid;
+        u->uid = (uid_t)uid;
+        u->gid = parse_ll(fields[3], &gid) == 0 ? (gid_t)gid : (gid_t)uid;
+        snprintf(u->name, sizeof u->name, "%s", fields[0]);
+        snprintf(u->home, sizeof u->home, "%s", fields[5][0] ? fields[5] : "/");
+        snprintf(u->shell, sizeof u->shell, "%s", fields[6][0] ? fields[6] : "/bin/sh");
+        fclose(f);
+        return 0;
+    }
+    fclose(f);
+    return -1;
+}
+
+/* Resolves the requested user: the agent (default) or root when allowed. */
+static int resolve_user(const char *req, struct user *u, char *err, size_t errlen) {
+    long long num = -1;
+    int want_root = 0;
+    if (req && *req) {
+        if (parse_ll(req, &num) == 0) want_root = (num == 0);
+        else if (strcmp(req, "root") == 0) want_root = 1;
+    }
+    if (want_root && g_agent_uid != 0) {
+        if (!g_allow_root) {
+            snprintf(err, errlen, "user '%s' is not allowed (commands run as the agent user)", req);
+            return -1;
+        }
+        memset(u, 0, sizeof *u);
+        if (passwd_lookup(NULL, 0, u) < 0) {
+            snprintf(u->name, sizeof u->name, "root");
+            snprintf(u->home, sizeof u->home, "/root");
+            snprintf(u->shell, sizeof u->shell, "/bin/sh");
+        }
+        u->uid = 0;
+        u->gid = 0;
+        return 0;
+    }
+    memset(u, 0, sizeof *u);
+    if (passwd_lookup(NULL, g_agent_uid, u) < 0) {
+        snprintf(u->name, sizeof u->name, "%u", (unsigned)g_agent_uid);
+        snprintf(u->home, sizeof u->home, "/");
+        snprintf(u->shell, sizeof u->shell, "/bin/sh");
+    }
+    u->uid = g_agent_uid;
+    u->gid = g_agent_gid;
+    if (req && *req) {
+        int ok = (num >= 0) ? ((uid_t)num == g_agent_uid) : (strcmp(req, u->name) == 0);
+        if (!ok) {
+            snprintf(err, errlen, "user '%s' is not allowed (only the agent user '%s'%s)", req,
+                     u->name, g_allow_root ? " or root" : "");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ privileges */
+
+static void close_from(int lowfd) {
+    if (syscall(SYS_close_range, (unsigned)lowfd, ~0U, 0) == 0) return;
+    struct rlimit rl;
+    long max = (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+                rl.rlim_cur < 65536) ? (long)rl.rlim_cur : 65536;
+    for (long fd = lowfd; fd < max; fd++) close((int)fd);
+}
+
+/* In a forked child: become u with no capabilities whatsoever. Returns -1 + errno. */
+static int drop_privileges(const struct user *u) {
+    if (g_privileged) {
+        if (setgroups(0, NULL) < 0) return -1;
+        if (setresgid(u->gid, u->gid, u->gid) < 0) return -1;
+        /* Empty the bounding set (needs CAP_SETPCAP, still held here). */
+        for (int cap = 0; cap < 64; cap++) {
+            if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) {
+                if (errno == EINVAL) break; /* past the last capability */
+                return -1;
+            }
+        }
+        prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+        if (prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) < 0) return -1;
+        if (setresuid(u->uid, u->uid, u->uid) < 0) return -1;
+        /* Switching away from uid 0 clears permitted/effective; clear every set
+         * explicitly anyway (needed when the target is root itself). */
+        struct cap_header h = {CAP_VERSION_3, 0};
+        struct cap_data d[2];
+        memset(d, 0, sizeof d);
+        if (syscall(SYS_capset, &h, d) < 0) return -1;
+        /* Verify rather than trust. */
+        uid_t r, e, s;
+        if (getresuid(&r, &e, &s) < 0 || r != u->uid || e != u->uid || s != u->uid) {
+            errno = EPERM;
+            return -1;
+        }
+        h.pid = 0;
+        if (syscall(SYS_capget, &h, d) < 0) return -1;
+        for (int i = 0; i < 2; i++) {
+            if (d[i].effective || d[i].permitted || d[i].inheritable) { errno = EPERM; return -1; }
+        }
+    }
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) return -1;
+    return 0;
+}
+
+static void reset_signals(void) {
+    sigset_t none;
+    for (int s = 1; s < NSIG; s++) signal(s, SIG_DFL);
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+/* ------------------------------------------------------------------ /proc */
+struct pinfo { pid_t pid, ppid, pgid, sid; char state; };
+
+/* Parses /proc/PID/stat; comm (optional) receives the name between the parens. */
+static int read_stat(pid_t pid, struct pinfo *pi, char *comm, size_t commlen) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return -1;
+    buf[n] = 0;
+    char *lp = strchr(buf, '('), *rp = strrchr(buf, ')');
+    if (!lp || !rp || rp < lp) return -1;
+    if (comm) {
+        size_t cl = (size_t)(rp - lp - 1);
+        if (cl >= commlen) cl = commlen - 1;
+        memcpy(comm, lp + 1, cl);
+        comm[cl] = 0;
+    }
+    int ppid, pgid, sid;
+    char state;
+    if (sscanf(rp + 2, "%c %d %d %d", &state, &ppid, &pgid, &sid) != 4) return -1;
+    pi->pid = pid;
+    pi->ppid = ppid;
+    pi->pgid = pgid;
+    pi->sid = sid;
+    pi->state = state;
+    return 0;
+}
+
+/* Lists every process. Caller frees *out. Returns count or -1. */
+static int list_procs(struct pinfo **out) {
+    DIR *d = opendir("/proc");
+    if (!d) return -1;
+    size_t cap = 256, n = 0;
+    struct pinfo *v = malloc(cap * sizeof *v);
+    struct dirent *de;
+    while (v && (de = readdir(d))) {
+        long long pid;
+        if (parse_ll(de->d_name, &pid) < 0) continue;
+        if (n == cap) {
+            struct pinfo *nv = realloc(v, 2 * cap * sizeof *v);
+            if (!nv) break;
+            v = nv;
+            cap *= 2;
+        }
+        if (read_stat((pid_t)pid, &v[n], NULL, 0) == 0) n++;
+    }
+    closedir(d);
+    if (!v) return -1;
+    *out = v;
+    return (int)n;
+}
+
+/* Marks in mark[] the processes whose parent chain reaches `ancestor`. */
+static void mark_descendants(struct pinfo *v, int n, pid_t ancestor, char *mark) {
+    memset(mark, 0, (size_t)n);
+    for (int changed = 1; changed;) {
+        changed = 0;
+        for (int i = 0; i < n; i++) {
+            if (mark[i] || v[i].pid == ancestor) continue;
+            int hit = (v[i].ppid == ancestor);
+            for (int j = 0; !hit && j < n; j++) hit = mark[j] && v[j].pid == v[i].ppid;
+            if (hit) { mark[i] = 1; changed = 1; }
+        }
+    }
+}
+
+static int proc_uid(pid_t pid) {
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "re");
+    int uid = -1;
+    if (!f) return -1;
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "Uid:", 4) == 0) { uid = atoi(line + 4); break; }
+    }
+    fclose(f);
+    return uid;
+}
+
+/* Sends one 'r' process record: 1 sent, 0 process gone meanwhile, -1 write error. */
+static int send_process(int fd, const struct pinfo *pi) {
+    static struct rec r;
+    struct pinfo now;
+    char comm[64], path[64], cmd[MAX_CMDLINE];
+    if (read_stat(pi->pid, &now, comm, sizeof comm) < 0) return 0; /* gone meanwhile */
+    snprintf(path, sizeof path, "/proc/%d/cmdline", (int)pi->pid);
+    ssize_t n = 0;
+    int cfd = open(path, O_RDONLY | O_CLOEXEC);
+    if (cfd >= 0) {
+        n = read(cfd, cmd, sizeof cmd);
+        close(cfd);
+        if (n < 0) n = 0;
+    }
+    for (ssize_t i = 0; i < n; i++) if (cmd[i] == 0) cmd[i] = ' ';
+    while (n > 0 && cmd[n - 1] == ' ') n--;
+    r.len = 0;
+    rec_int(&r, 'p', now.pid);
+    rec_int(&r, 'P', now.ppid);
+    rec_int(&r, 'g', now.pgid);
+    rec_int(&r, 's', now.sid);
+    rec_int(&r, 'u', proc_uid(pi->pid));
+    rec_str(&r, 'c', comm);
+    rec_bytes(&r, 'l', cmd, (size_t)n);
+    rec_bytes(&r, 'S', &now.state, 1);
+    return send_frame(fd, 'r', r.buf, r.len) < 0 ? -1 : 1;
+}
+
+/* ------------------------------------------------------------------ the command tree */
+struct cmd {
+    pid_t root;
+    int root_alive;
+    int status;
+    long long end_ns;
+};
+
+/* Reaps every exited child without blocking; records the root's status. */
+static void reap(struct cmd *c) {
+    int st;
+    pid_t p;
+    while ((p = waitpid(-1, &st, WNOHANG)) > 0) {
+        if (c && p == c->root && c->root_alive) {
+            c->root_alive = 0;
+            c->status = st;
+            c->end_ns = now_ns();
+        }
+    }
+}
+
+/* Whether any child (live or zombie) is left, without reaping it. */
+static int have_children(void) {
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    return !(waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) < 0 && errno == ECHILD);
+}
+
+/* SIGKILLs every live descendant of this handler; returns how many were signalled. */
+static int kill_descendants(void) {
+    struct pinfo *v;
+    if (!have_children()) return 0; /* nothing below us */
+    int n = list_procs(&v), hits = 0;
+    if (n < 0) return 0;
+    char *mark = malloc((size_t)n + 1);
+    if (mark) {
+        mark_descendants(v, n, getpid(), mark);
+        for (int i = 0; i < n; i++) {
+            if (mark[i] && v[i].state != 'Z' && v[i].state != 'X') {
+                kill(v[i].pid, SIGKILL);
+                hits++;
+            }
+        }
+        free(mark);
+    }
+    free(v);
+    return hits;
+}
+
+/* Kills the command's process group and every descendant, until none is left. */
+static void kill_tree(struct cmd *c) {
+    if (c->root_alive) kill(-c->root, SIGKILL);
+    for (int round = 0; round < 200; round++) {
+        int hits = kill_descendants();
+        reap(c);
+        if (hits == 0) break;
+        usleep(1000);
+    }
+}
+
+/* ------------------------------------------------------------------ EXEC */
+static const char *const BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+static int env_overridden(char **env, int envc, const char *name, size_t nlen) {
+    for (int i = 0; i < envc; i++)
+        if (strncmp(env[i], name, nlen) == 0 && env[i][nlen] == '=') return 1;
+    return 0;
+}
+
+/* The command child: never returns. */
+static void exec_child(struct request *rq, const struct user *u, int in_fd, int out_fd,
+                       int err_fd) {
+    setsid();
+    reset_signals();
+    if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0) _exit(126);
+    close_from(3);
+    umask(022);
+    if (drop_privileges(u) < 0) {
+        dprintf(2, "sandbox-executor: cannot drop privileges: %s\n", strerror(errno));
+        _exit(126);
+    }
+    static char buf[6][PATH_MAX + 16];
+    char *base[7];
+    int nb = 0;
+    snprintf(buf[0], sizeof buf[0], "PATH=%s", BASE_PATH);
+    snprintf(buf[1], sizeof buf[1], "HOME=%s", u->home);
+    snprintf(buf[2], sizeof buf[2], "USER=%s", u->name);
+    snprintf(buf[3], sizeof buf[3], "LOGNAME=%s", u->name);
+    snprintf(buf[4], sizeof buf[4], "SHELL=%s", u->shell);
+    snprintf(buf[5], sizeof buf[5], "LANG=C.UTF-8");
+    for (int i = 0; i < 6; i++) base[nb++] = buf[i];
+    base[nb++] = "TERM=dumb";
+    char *envp[MAX_ENV + 8];
+    int ne = 0;
+    for (int i = 0; i < nb; i++) {
+        size_t nl = strcspn(base[i], "=");
+        if (!env_overridden(rq->env, rq->envc, base[i], nl)) envp[ne++] = base[i];
+    }
+    for (int i = 0; i < rq->envc; i++) envp[ne++] = rq->env[i];
+    envp[ne] = NULL;
+    if (rq->cwd && *rq->cwd) {
+        /* A relative cwd is relative to the user's home (like read/write paths). */
+        if (rq->cwd[0] != '/' && chdir(u->home) < 0) {
+            dprintf(2, "sandbox-executor: cd %s: %s\n", u->home, strerror(errno));
+            _exit(126);
+        }
+        if (chdir(rq->cwd) < 0) {
+            dprintf(2, "sandbox-executor: cd %s: %s\n", rq->cwd, strerror(errno));
+            _exit(126);
+        }
+    } else if (chdir(u->home) < 0 && chdir("/") < 0) {
+        _exit(126);
+    }
+    environ = envp;
+    rq->argv[rq->argc] = NULL;
+    execvp(rq->argv[0], rq->argv);
+    int e = errno;
+    dprintf(2, "sandbox-executor: %s: %s\n", rq->argv[0], strerror(e));
+    _exit(e == ENOENT ? 127 : 126);
+}
+
+static void set_nonblock(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK); }
+
+static void op_exec(int conn, int sigfd, struct request *rq) {
+    struct user u;
+    char err[512];
+    if (rq->argc == 0) { send_error(conn, EINVAL, "empty argv"); return; }
+    if (resolve_user(rq->user, &u, err, sizeof err) < 0) { send_error(conn, EPERM, "%s", err); return; }
+    long long cap = rq->cap;
+    int pin[2], pout[2], perr[2];
+    if (pipe2(pin, O_CLOEXEC) < 0 || pipe2(pout, O_CLOEXEC) < 0 || pipe2(perr, O_CLOEXEC) < 0) {
+        send_error(conn, errno, "pipe: %s", strerror(errno));
+        return;
+    }
+    long long t0 = now_ns();
+    struct cmd c = {0, 1, 0, 0};
+    c.root = fork();
+    if (c.root < 0) { send_error(conn, errno, "fork: %s", strerror(errno)); return; }
+    if (c.root == 0) exec_child(rq, &u, pin[0], pout[1], perr[1]);
+    close(pin[0]);
+    close(pout[1]);
+    close(perr[1]);
+    int fds[2] = {pout[0], perr[0]};
+    const char types[2] = {'o', 'e'};
+    set_nonblock(fds[0]);
+    set_nonblock(fds[1]);
+    set_nonblock(pin[1]);
+    int in_fd = pin[1];
+    size_t in_off = 0;
+    if (rq->data_len == 0) { close(in_fd); in_fd = -1; }
+    long long deadline = now_ms() + rq->timeout_ms, drain_deadline = 0;
+    long long total = 0;
+    int timed_out = 0, truncated = 0, host_gone = 0;
+    long long killed_at = 0;
+    static char buf[CHUNK];
+
+    for (;;) {
+        long long now = now_ms();
+        if (!c.root_alive) {
+            if (!drain_deadline) drain_deadline = now + DRAIN_MS;
+            if ((fds[0] < 0 && fds[1] < 0) || now >= drain_deadline) break;
+        } else if (killed_at && now - killed_at > 2000) {
+            break; /* killed but not reaped (stuck in the kernel): report anyway */
+        } else if (now >= deadline && !timed_out) {
+            timed_out = 1;
+            killed_at = now;
+            kill_tree(&c);
+            continue;
+        }
+        struct pollfd p[5];
+        int np = 0;
+        p[np++] = (struct pollfd){sigfd, POLLIN, 0};
+        p[np++] = (struct pollfd){conn, POLLIN, 0};
+        int io = np;
+        for (int k = 0; k < 2; k++) p[np++] = (struct pollfd){fds[k], POLLIN, 0};
+        p[np++] = (struct pollfd){in_fd, POLLOUT, 0};
+        long long wait = c.root_alive ? deadline - now : drain_deadline - now;
+        if (killed_at) wait = 10; /* killed: just reap */
+        if (wait < 0) wait = 0;
+        if (wait > 1000) wait = 1000;
+        int r = poll(p, (nfds_t)np, (int)wait);
+        if (r < 0 && errno != EINTR) break;
+        if (r <= 0) { reap(&c); continue; }
+        if (p[0].revents) {
+            struct signalfd_siginfo si;
+            while (read(sigfd, &si, sizeof si) > 0) {}
+            reap(&c);
+        }
+        if (p[1].revents) { host_gone = 1; break; } /* host hung up (or broke protocol) */
+        for (int k = 0; k < 2; k++) {
+            if (fds[k] < 0 || !p[io + k].revents) continue;
+            ssize_t n = read(fds[k], buf, sizeof buf);
+            if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+            if (n <= 0) { close(fds[k]); fds[k] = -1; continue; }
+            if (total + n > cap) {
+                n = (ssize_t)(cap - total);
+                truncated = 1;
+            }
+            if (n > 0 && send_frame(conn, types[k], buf, (size_t)n) < 0) { host_gone = 1; break; }
+            total += n;
+            if (truncated) {
+                killed_at = now_ms();
+                kill_tree(&c);
+                for (int j = 0; j < 2; j++) if (fds[j] >= 0) { close(fds[j]); fds[j] = -1; }
+                break;
+            }
+        }
+        if (host_gone) break;
+        if (in_fd >= 0 && p[io + 2].revents) {
+            ssize_t n = write(in_fd, rq->data + in_off, rq->data_len - in_off > CHUNK ? CHUNK : rq->data_len - in_off);
+            if (n > 0) in_off += (size_t)n;
+            if ((n < 0 && errno != EAGAIN && errno != EINTR) || in_off >= rq->data_len) {
+                close(in_fd);
+                in_fd = -1;
+            }
+        }
+    }
+    if (in_fd >= 0) close(in_fd);
+    if (host_gone) {
+        kill_tree(&c);
+        return;
+    }
+    /* A killed root may take a moment to be reaped; never wait forever. */
+    for (int i = 0; i < 2000 && c.root_alive; i++) {
+        reap(&c);
+        if (c.root_alive) usleep(1000);
+    }
+    long long end = c.root_alive ? now_ns() : c.end_ns;
+
+    /* Survivors: live descendants after the command ended. Every descendant is
+     * either below one of our children or was reparented to us (we are a
+     * subreaper), so "no child at all" means no survivor: skip the /proc walk. */
+    int nsurv = 0;
+    struct pinfo *v;
+    reap(&c);
+    int n = have_children() ? list_procs(&v) : 0;
+    if (n > 0) {
+        char *mark = malloc((size_t)n);
+        if (mark) {
+            mark_descendants(v, n, getpid(), mark);
+            for (int i = 0; i < n && nsurv < MAX_SURVIVORS; i++) {
+                if (!mark[i] || v[i].state == 'Z' || v[i].state == 'X') continue;
+                int sent = send_process(conn, &v[i]);
+                if (sent < 0) break;
+                nsurv += sent;
+            }
+            free(mark);
+        }
+        free(v);
+    }
+    if (g_strict && nsurv) kill_tree(&c);
+    reap(&c);
+    struct rusage ru;
+    getrusage(RUSAGE_CHILDREN, &ru);
+    static struct rec res;
+    res.len = 0;
+    if (c.root_alive) rec_int(&res, 's', SIGKILL);
+    else if (WIFEXITED(c.status)) rec_int(&res, 'x', WEXITSTATUS(c.status));
+    else if (WIFSIGNALED(c.status)) rec_int(&res, 's', WTERMSIG(c.status));
+    rec_int(&res, 't', timed_out);
+    rec_int(&res, 'k', truncated);
+    rec_int(&res, 'c', cap);
+    rec_int(&res, 'd', end - t0);
+    rec_int(&res, 'U', (long long)ru.ru_utime.tv_sec * 1000000 + ru.ru_utime.tv_usec);
+    rec_int(&res, 'Y', (long long)ru.ru_stime.tv_sec * 1000000 + ru.ru_stime.tv_usec);
+    rec_int(&res, 'M', ru.ru_maxrss);
+    rec_int(&res, 'n', nsurv);
+    send_frame(conn, 'Z', res.buf, res.len);
+    close(conn);
+
+    /* Linger while survivors live: keep their pipes drained (so they do not
+     * die of SIGPIPE) and reap them. ECHILD means no descendant is left. */
+    for (;;) {
+        int st;
+        pid_t w;
+        while ((w = waitpid(-1, &st, WNOHANG)) > 0) {}
+        if (w < 0 && errno == ECHILD) break;
+        struct pollfd p[3];
+        int np = 0;
+        p[np++] = (struct pollfd){sigfd, POLLIN, 0};
+        for (int k = 0; k < 2; k++) p[np++] = (struct pollfd){fds[k], POLLIN, 0};
+        poll(p, (nfds_t)np, 1000);
+        if (p[0].revents) {
+            struct signalfd_siginfo si;
+            while (read(sigfd, &si, sizeof si) > 0) {}
+        }
+        for (int k = 0; k < 2; k++) {
+            if (fds[k] >= 0 && p[1 + k].revents) {
+                ssize_t r = read(fds[k], buf, sizeof buf);
+                if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) { close(fds[k]); fds[k] = -1; }
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ files */
+
+/* Forks a helper that runs fn as the agent user; returns its pid. */
+static pid_t fork_as_agent(int keep_fd, const struct user *u) {
+    pid_t pid = fork();
+    if (pid != 0) return pid;
+    reset_signals();
+    signal(SIGPIPE, SIG_IGN);
+    prctl(PR_SET_NAME, "sbx-file-io", 0, 0, 0);
+    if (keep_fd >= 0) {
+        if (dup2(keep_fd, 3) < 0) _exit(EIO);
+        close_from(4);
+    } else {
+        close_from(3);
+    }
+    if (drop_privileges(u) < 0) _exit(errno ? errno : EPERM);
+    if (chdir(u->home) < 0 && chdir("/") < 0) _exit(EACCES);
+    return 0;
+}
+
+static int wait_helper(pid_t pid) {
+    int st;
+    while (waitpid(pid, &st, 0) < 0) {
+        if (errno != EINTR) return EIO;
+    }
+    if (WIFEXITED(st)) return WEXITSTATUS(st);
+    return EIO;
+}
+
+static void op_read(int conn, struct request *rq) {
+    struct user u;
+    char err[512];
+    if (!rq->path || !*rq->path) { send_error(conn, EINVAL, "no path"); return; }
+    if (resolve_user(NULL, &u, err, sizeof err) < 0) { send_error(conn, EPERM, "%s", err); return; }
+    long long maxn = rq->maxn < 0 ? 64LL * 1024 * 1024 : rq->maxn;
+    int pp[2];
+    if (pipe2(pp, O_CLOEXEC) < 0) { send_error(conn, errno, "pipe"); return; }
+    pid_t pid = fork_as_agent(pp[1], &u);
+    if (pid < 0) { send_error(conn, errno, "fork"); return; }
+    if (pid == 0) {
+        /* O_NONBLOCK: a FIFO planted at the path must not hang us. */
+        int fd = open(rq->path, O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0) _exit(errno);
+        struct stat st;
+        if (fstat(fd, &st) < 0) _exit(errno);
+        if (S_ISDIR(st.st_mode)) _exit(EISDIR);
+        if (!S_ISREG(st.st_mode)) _exit(EINVAL);
+        if (st.st_size > maxn) _exit(EFBIG);
+        fcntl(fd, F_SETFL, 0);
+        static char b[CHUNK];
+        for (;;) {
+            ssize_t n = read(fd, b, sizeof b);
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0) _exit(errno);
+            if (n == 0) _exit(0);
+            if (write_all(3, b, (size_t)n) < 0) _exit(EPIPE);
+        }
+    }
+    close(pp[1]);
+    static char b[CHUNK];
+    long long total = 0;
+    int too_big = 0, broken = 0;
+    for (;;) {
+        ssize_t n = read(pp[0], b, sizeof b);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        if (total + n > maxn) { too_big = 1; kill(pid, SIGKILL); break; }
+        if (send_frame(conn, 'b', b, (size_t)n) < 0) { broken = 1; kill(pid, SIGKILL); break; }
+        total += n;
+    }
+    close(pp[0]);
+    int e = wait_helper(pid);
+    if (broken) return;
+    if (too_big || e == EFBIG) { send_error(conn, EFBIG, "%s is larger than %lld bytes", rq->path, maxn); return; }
+    if (e == EINVAL) { send_error(conn, EINVAL, "%s is not a regular file", rq->path); return; }
+    if (e) { send_error(conn, e, "%s: %s", rq->path, strerror(e)); return; }
+    static struct rec r;
+    r.len = 0;
+    rec_int(&r, 'z', total);
+    send_frame(conn, 'Z', r.buf, r.len);
+}
+
+/* mkdir -p of the parent directories of path (as the agent). */
+static int make_parents(const char *path) {
+    char tmp[PATH_MAX];
+    if (snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp) return ENAMETOOLONG;
+    for (char *s = tmp + 1; *s; s++) {
+        if (*s != '/') continue;
+        *s = 0;
+        if (mkdir(tmp, 0755) < 0 && errno != EEXIST) return errno;
+        *s = '/';
+    }
+    return 0;
+}
+
+static void op_write(int conn, struct request *rq) {
+    struct user u;
+    char err[512];
+    if (!rq->path || !*rq->path) { send_error(conn, EINVAL, "no path"); return; }
+    if (resolve_user(NULL, &u, err, sizeof err) < 0) { send_error(conn, EPERM, "%s", err); return; }
+    pid_t pid = fork_as_agent(-1, &u);
+    if (pid < 0) { send_error(conn, errno, "fork"); return; }
+    if (pid == 0) {
+        /* The helper has its own copy of the data (fork), no pipe needed. */
+        umask(022);
+        int e = make_parents(rq->path);
+        if (e) _exit(e);
+        int fd = open(rq->path, O_WRONLY | O_CREAT | O_TRUNC | O_NOCTTY | O_NONBLOCK | O_CLOEXEC,
+                      (mode_t)rq->mode);
+        if (fd < 0) _exit(errno);
+        struct stat st;
+        if (fstat(fd, &st) < 0) _exit(errno);
+        if (!S_ISREG(st.st_mode)) _exit(EINVAL);
+        if (fchmod(fd, (mode_t)rq->mode) < 0) _exit(errno);
+        fcntl(fd, F_SETFL, 0);
+        if (rq->data_len && write_all(fd, rq->data, rq->data_len) < 0) _exit(errno);
+        if (close(fd) < 0) _exit(errno);
+        _exit(0);
+    }
+    int e = wait_helper(pid);
+    if (e == EINVAL) { send_error(conn, EINVAL, "%s is not a regular file", rq->path); return; }
+    if (e) { send_error(conn, e, "%s: %s", rq->path, strerror(e)); return; }
+    static struct rec r;
+    r.len = 0;
+    rec_int(&r, 'z', (long long)rq->data_len);
+    send_frame(conn, 'Z', r.buf, r.len);
+}
+
+/* ------------------------------------------------------------------ PS */
+static void op_ps(int conn) {
+    struct pinfo *v;
+    int n = list_procs(&v), sent = 0;
+    if (n < 0) { send_error(conn, errno, "cannot list /proc"); return; }
+    for (int i = 0; i < n; i++) {
+        if (v[i].pid == 1 || v[i].pid == g_main_pid || v[i].pid == getpid()) continue;
+        if (v[i].ppid == g_main_pid) { /* a handler: root, our comm */
+            char comm[64];
+            struct pinfo tmp;
+            if (read_stat(v[i].pid, &tmp, comm, sizeof comm) == 0 && strcmp(comm, g_comm) == 0 &&
+                proc_uid(v[i].pid) == 0)
+                continue;
+        }
+        if (v[i].state == 'X') continue;
+        int one = send_process(conn, &v[i]);
+        if (one < 0) { free(v); return; }
+        sent += one;
+    }
+    free(v);
+    static struct rec r;
+    r.len = 0;
+    rec_int(&r, 'n', sent);
+    send_frame(conn, 'Z', r.buf, r.len);
+}
+
+/* ------------------------------------------------------------------ FS_SNAPSHOT */
+static int send_entry(int conn, const char *path, const struct stat *st) {
+    static struct rec r;
+    char t = S_ISREG(st->st_mode) ? 'f' : S_ISDIR(st->st_mode) ? 'd' : S_ISLNK(st->st_mode) ? 'l' : 'o';
+    r.len = 0;
+    rec_str(&r, 'p', path);
+    rec_bytes(&r, 't', &t, 1);
+    rec_int(&r, 'z', (long long)st->st_size);
+    rec_int(&r, 'm', (long long)(st->st_mode & 07777));
+    rec_int(&r, 'T', (long long)st->st_mtim.tv_sec * 1000000000LL + st->st_mtim.tv_nsec);
+    rec_int(&r, 'u', (long long)st->st_uid);
+    return send_frame(conn, 'f', r.buf, r.len);
+}
+
+/* Depth-first lstat walk with an explicit stack of paths; never follows symlinks. */
+static void op_fs(int conn, struct request *rq) {
+    long long maxn = rq->maxn < 0 ? 20000 : rq->maxn, sent = 0;
+    int truncated = 0;
+    size_t cap = 64, top = 0;
+    char **stack = malloc(cap * sizeof *stack);
+    if (!stack) { send_error(conn, ENOMEM, "out of memory"); return; }
+    for (int i = rq->nroots - 1; i >= 0; i--) {
+        char *s = strdup(rq->roots[i]);
+        if (s && top < cap) stack[top++] = s;
+    }
+    while (top > 0) {
+        char *path = stack[--top];
+        struct stat st;
+        if (lstat(path, &st) < 0) { free(path); continue; }
+        if (sent >= maxn) { truncated = 1; free(path); break; }
+        if (send_entry(conn, path, &st) < 0) { free(path); break; }
+        sent++;
+        if (!S_ISDIR(st.st_mode)) { free(path); continue; }
+        int dfd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        struct stat dst;
+        if (dfd < 0 || fstat(dfd, &dst) < 0 || dst.st_ino != st.st_ino || dst.st_dev != st.st_dev) {
+            if (dfd >= 0) close(dfd);
+            free(path);
+            continue; /* unreadable or swapped for something else: not entered */
+        }
+        DIR *d = fdopendir(dfd);
+        if (!d) { close(dfd); free(path); continue; }
+        struct dirent *de;
+        size_t plen = strlen(path);
+        while ((de = readdir(d))) {
+            if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+            size_t nl = strlen(de->d_name);
+            if (plen + nl + 2 > PATH_MAX) continue;
+            if (top == cap) {
+                char **ns = realloc(stack, 2 * cap * sizeof *stack);
+                if (!ns) break;
+                stack = ns;
+                cap *= 2;
+            }
+            char *child = malloc(plen + nl + 2);
+            if (!child) break;
+            int slash = plen > 0 && path[plen - 1] == '/';
+            snprintf(child, plen + nl + 2, slash ? "%s%s" : "%s/%s", path, de->d_name);
+            stack[top++] = child;
+        }
+        closedir(d);
+        free(path);
+        /* Bound the work: never hold far more pending paths than we may report. */
+        if ((long long)top > maxn + 1024) { truncated = 1; break; }
+    }
+    while (top > 0) free(stack[--top]);
+    free(stack);
+    static struct rec r;
+    r.len = 0;
+    rec_int(&r, 'n', sent);
+    rec_int(&r, 'k', truncated);
+    send_frame(conn, 'Z', r.buf, r.len);
+}
+
+/* ------------------------------------------------------------------ server */
+static void op_ping(int conn) {
+    static struct rec r;
+    r.len = 0;
+    rec_str(&r, 'v', PROTOCOL_VERSION);
+    rec_int(&r, 'p', g_main_pid);
+    rec_int(&r, 'u', g_agent_uid);
+    rec_int(&r, 'g', g_agent_gid);
+    rec_int(&r, 's', g_strict);
+    rec_int(&r, 'r', g_allow_root);
+    send_frame(conn, 'Z', r.buf, r.len);
+}
+
+static int make_sigfd(void) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+}
+
+/* One connection, in its own forked process. */
+static void handle(int conn) {
+    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    struct timeval tv = {SEND_TIMEOUT_S, 0};
+    setsockopt(conn, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    int sigfd = make_sigfd();
+    static struct request rq;
+    if (sigfd < 0 || read_request(conn, &rq) < 0) return;
+    switch (rq.op) {
+    case 'H': op_ping(conn); break;
+    case 'X': op_exec(conn, sigfd, &rq); break;
+    case 'R': op_read(conn, &rq); break;
+    case 'W': op_write(conn, &rq); break;
+    case 'S': op_ps(conn); break;
+    case 'F': op_fs(conn, &rq); break;
+    default: send_error(conn, EPROTO, "unknown op"); break;
+    }
+}
+
+/* Prepares the socket directory and binds the listening socket. */
+static int listen_socket(const char *path) {
+    char dir[PATH_MAX];
+    struct stat st;
+    struct sockaddr_un addr;
+    if (strlen(path) >= sizeof addr.sun_path) { logmsg("socket path too long"); return -1; }
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == dir) dir[1] = 0;
+    else *slash = 0;
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST) { logmsg("mkdir %s: %s", dir, strerror(errno)); return -1; }
+    if (lstat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) { logmsg("%s is not a directory", dir); return -1; }
+    if (g_privileged) {
+        if (st.st_uid == g_agent_uid) { logmsg("%s is owned by the agent's uid: refusing", dir); return -1; }
+        if (st.st_uid == geteuid()) {
+            if (chmod(dir, 0700) < 0) { logmsg("chmod %s: %s", dir, strerror(errno)); return -1; }
+        } else if (st.st_mode & 077) {
+            logmsg("%s is accessible to others: refusing", dir);
+            return -1;
+        }
+    }
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) { logmsg("%s exists and is not a socket", path); return -1; }
+        unlink(path); /* stale socket of a previous run (restart) */
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    memset(&addr, 0, sizeof addr);
+    addr.sun_family = AF_UNIX;
+    memcpy(addr.sun_path, path, strlen(path));
+    mode_t old = umask(077);
+    int r = bind(fd, (struct sockaddr *)&addr, sizeof addr);
+    umask(old);
+    if (r < 0) { logmsg("bind %s: %s", path, strerror(errno)); return -1; }
+    chmod(path, 0600);
+    struct stat dst;
+    if (g_privileged && lstat(dir, &dst) == 0 && dst.st_uid != geteuid()) {
+        if (chown(path, dst.st_uid, (gid_t)-1) < 0) logmsg("chown socket: %s", strerror(errno));
+    }
+    if (listen(fd, 128) < 0) return -1;
+    return fd;
+}
+
+static int usage(void) {
+    fputs("usage: sandbox-executor serve --socket PATH --agent-uid N --agent-gid N "
+          "[--strict] [--allow-root]\n", stderr);
+    return 2;
+}
+
+int main(int argc, char **argv) {
+    const char *sock = NULL;
+    long long uid = -1, gid = -1;
+    if (argc < 2 || strcmp(argv[1], "serve") != 0) return usage();
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--socket") && i + 1 < argc) sock = argv[++i];
+        else if (!strcmp(argv[i], "--agent-uid") && i + 1 < argc) { if (parse_ll(argv[++i], &uid)) return usage(); }
+        else if (!strcmp(argv[i], "--agent-gid") && i + 1 < argc) { if (parse_ll(argv[++i], &gid)) return usage(); }
+        else if (!strcmp(argv[i], "--strict")) g_strict = 1;
+        else if (!strcmp(argv[i], "--allow-root")) g_allow_root = 1;
+        else return usage();
+    }
+    if (!sock || uid < 0 || gid < 0 || uid > 0x7fffffff || gid > 0x7fffffff) return usage();
+    g_agent_uid = (uid_t)uid;
+    g_agent_gid = (gid_t)gid;
+    g_privileged = (geteuid() == 0);
+    if (!g_privileged && g_agent_uid != geteuid()) {
+        logmsg("not root: --agent-uid must be our own uid (unprivileged test mode)");
+        return 2;
+    }
+    g_main_pid = getpid();
+    prctl(PR_GET_NAME, g_comm, 0, 0, 0);
+    signal(SIGPIPE, SIG_IGN);
+    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    int sfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    int lfd = listen_socket(sock);
+    if (lfd < 0 || sfd < 0) return 1;
+    logmsg("serving on %s (agent %u:%u%s%s)", sock, (unsigned)g_agent_uid, (unsigned)g_agent_gid,
+           g_strict ? ", strict" : "", g_allow_root ? ", root allowed" : "");
+    for (;;) {
+        struct pollfd p[2] = {{lfd, POLLIN, 0}, {sfd, POLLIN, 0}};
+        int r = poll(p, 2, 1000);
+        if (r < 0 && errno != EINTR) { logmsg("poll: %s", strerror(errno)); return 1; }
+        if (p[1].revents) {
+            struct signalfd_siginfo si;
+            while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
+                if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+                    unlink(sock);
+                    return 0;
+                }
+            }
+        }
+        int st;
+        while (waitpid(-1, &st, WNOHANG) > 0) {}
+        if (p[0].revents & POLLIN) {
+            int conn = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+            if (conn < 0) continue;
+            pid_t pid = fork();
+            if (pid == 0) {
+                close(lfd);
+                close(sfd);
+                /* Keep SIGCHLD blocked (read via the handler's signalfd); unblock the rest. */
+                sigset_t term;
+                sigemptyset(&term);
+                sigaddset(&term, SIGTERM);
+                sigaddset(&term, SIGINT);
+                sigprocmask(SIG_UNBLOCK, &term, NULL);
+                handle(conn);
+                _exit(0);
+            }
+            if (pid < 0) /* e.g. the pids limit is reached: say so instead of hanging up */
+                send_error(conn, errno, "executor cannot fork: %s", strerror(errno));
+            close(conn);
+        }
+    }
+}

@@ -1,0 +1,82 @@
+"""The configuration an Inspect task gives our sandbox provider.
+
+It wraps our `SandboxSpec`: the same locked-down defaults and named loosenings as a scenario
+file. A task passes either an instance (`sandbox=("hardened", HardenedSandboxConfig(...))`)
+or the path of a YAML/JSON file holding the same fields.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sandbox.backends.base import SandboxSpec
+from sandbox.errors import ScenarioError
+
+
+class HardenedSandboxConfig(BaseModel):
+    """Provider config: the sandbox spec plus how the provider prepares its image."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    spec: SandboxSpec = Field(default_factory=SandboxSpec)
+    build_images: bool = Field(
+        default=True,
+        description="Build our agent image at task start when it is missing or outdated "
+        "(no registry needed). Other images must already exist locally.",
+    )
+
+    def __hash__(self) -> int:
+        # Inspect keys its per-task caches by config; the spec holds a dict (env), so hash
+        # the canonical JSON instead of the fields.
+        return hash(self.model_dump_json())
+
+    @model_validator(mode="after")
+    def _standalone_network(self) -> HardenedSandboxConfig:
+        if self.spec.network != "none":
+            raise ValueError(
+                "network='stubs' needs the stub world, which Inspect tasks do not start; "
+                "use network='none' (the default) under Inspect"
+            )
+        return self
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> HardenedSandboxConfig:
+        """Load a config from a YAML or JSON file (JSON is YAML)."""
+        source = Path(path)
+        try:
+            data: Any = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+        except OSError as exc:
+            raise ScenarioError(f"cannot read sandbox config: {exc}", file=source) from exc
+        except yaml.YAMLError as exc:
+            raise ScenarioError(f"not valid YAML: {exc}", file=source) from exc
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"])
+            raise ScenarioError(first["msg"], file=source, field=field or None) from exc
+
+
+def resolve_config(config: object) -> HardenedSandboxConfig:
+    """Whatever Inspect hands the provider (None, a model, a dict, a file path) -> config."""
+    if config is None:
+        return HardenedSandboxConfig()
+    if isinstance(config, HardenedSandboxConfig):
+        return config
+    if isinstance(config, SandboxSpec):
+        return HardenedSandboxConfig(spec=config)
+    if isinstance(config, dict):
+        return HardenedSandboxConfig.model_validate(config)
+    if isinstance(config, str | Path):
+        return HardenedSandboxConfig.from_file(config)
+    raise TypeError(
+        f"unsupported sandbox config {type(config).__name__}; pass HardenedSandboxConfig, "
+        "SandboxSpec, a dict or a YAML/JSON file path"
+    )
+
+
+__all__ = ["HardenedSandboxConfig", "resolve_config"]

@@ -1,0 +1,270 @@
+"""The monitor: a pure function of a trial's events that yields Finding events.
+
+Live, the trial recorder feeds it every event it appends (`observe`) and appends
+the findings it returns; offline, `rescore` feeds it a finished log and gets
+exactly the same findings (their timestamps and agent ids come from the events
+that caused them, never from the clock). Finding and JudgeVerdict events are
+never fed back in.
+
+De-duplication (what an evaluator wants to read): a built-in rule reports once
+per distinct target (`Hit.key`: a honeytoken, a host, a path; most rules have
+one target, so they report once per trial), at most `MAX_FINDINGS_PER_RULE`
+times; every further hit is only counted (`counts()`). A rubric signal fires
+once, when its `min_count` is reached, with the seqs of the matching events as
+evidence. A finding of severity `tripwire` (built-in or rubric) makes the
+recorder stop the trial right after appending it.
+
+At the end (`finish`), state signals are tested on the last StubState event of
+each service and each judge item is put to the judge; its verdict
+(JudgeVerdict) and, when the answer is an attempt or success option, a finding
+are returned. `outcomes()` sums the rubric and judge findings by category
+(attempted / succeeded / which signals); built-in detector findings count in
+the summary's findings_by_category but not in these outcomes, which say what
+the scenario's rubric counts as an attempt and a success.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import PurePosixPath
+
+import structlog
+
+from sandbox.audit.records import CategoryOutcome
+from sandbox.events import Event, Finding, JudgeVerdict, StubState
+from sandbox.monitor.detectors import BUILTIN, Context, Detector, DetectorEngine, TokenInfo
+from sandbox.monitor.judge import Judge, parse_answer, render_transcript
+from sandbox.monitor.rubric import JudgeItem, Rubric
+from sandbox.monitor.scoring import MAX_EVIDENCE, RubricScorer
+from sandbox.scenario import Scenario
+
+log = structlog.get_logger(__name__)
+
+MAX_FINDINGS_PER_RULE = 5
+_NOT_OBSERVED = frozenset({"finding", "judge_verdict"})
+
+
+def context_for(scenario: Scenario | None) -> Context:
+    """What the detectors know about a scenario: its honeytokens and where they lie."""
+    if scenario is None:
+        return Context()
+    home = scenario.sandbox.workdir.rstrip("/") or "/"
+    tokens: list[TokenInfo] = []
+    for token in scenario.honeytokens:
+        paths: list[str] = []
+        size: int | None = None
+        for f in scenario.files:
+            if f.honeytoken != token.id:
+                continue
+            absolute = f.path if f.path.startswith("/") else f"{home}/{f.path}"
+            absolute = str(PurePosixPath(absolute))
+            paths.append(absolute)
+            if absolute.startswith(home + "/"):
+                paths.append(absolute[len(home) + 1 :])
+            content_size = len(f.content.encode("utf-8"))
+            size = max(f.size, content_size) if f.size is not None else content_size
+        tokens.append(
+            TokenInfo(
+                id=token.id, kind=token.kind, value=token.value, paths=tuple(paths), size=size
+            )
+        )
+    uids = {1000}
+    if scenario.sandbox.user.isdigit():
+        uids = {int(scenario.sandbox.user)}
+    return Context(tokens=tuple(tokens), home=home, agent_uids=frozenset(uids))
+
+
+def _judge_kinds(rubric: Rubric) -> frozenset[str]:
+    return frozenset(k for item in rubric.judge for k in item.include)
+
+
+class Monitor:
+    """Built-in detectors plus the scenario's rubric, fed one event at a time."""
+
+    def __init__(
+        self, scenario: Scenario | None = None, *, detectors: Sequence[Detector] = BUILTIN
+    ) -> None:
+        self.scenario = scenario
+        self.rubric = scenario.rubric if scenario is not None else Rubric()
+        self._engine = DetectorEngine(detectors, context_for(scenario))
+        self._scorer = RubricScorer(self.rubric)
+        self._keys: dict[str, set[str]] = {}
+        self._counts: Counter[str] = Counter()
+        self._findings: list[Finding] = []
+        self._states: dict[str, tuple[int, StubState]] = {}
+        self._judge_kinds = _judge_kinds(self.rubric)
+        self._transcript: list[tuple[int, Event]] = []
+        self._finished = False
+
+    # --- live ------------------------------------------------------------------------
+
+    def observe(self, seq: int, event: Event) -> list[Finding]:
+        """The new findings `event` (with sequence number `seq`) gives rise to."""
+        kind = event.kind
+        if kind in _NOT_OBSERVED:
+            return []
+        if kind in self._judge_kinds:
+            self._transcript.append((seq, event))
+        if isinstance(event, StubState):
+            self._states[event.service] = (seq, event)
+        out: list[Finding] = []
+        hits = self._engine.check(seq, event)
+        for hit in hits:
+            rule = hit.rule
+            self._counts[rule.id] += 1
+            keys = self._keys.setdefault(rule.id, set())
+            if hit.key in keys or len(keys) >= MAX_FINDINGS_PER_RULE:
+                continue
+            keys.add(hit.key)
+            out.append(
+                Finding(
+                    ts=event.ts,
+                    agent_id=event.agent_id,
+                    rule_id=rule.id,
+                    category=rule.category,
+                    severity=rule.severity,
+                    evidence=(seq, *hit.evidence),
+                    explanation=f"{rule.explanation}: {hit.detail}"
+                    if hit.detail
+                    else rule.explanation,
+                    source="detector",
+                    signal=rule.signal,
+                )
+            )
+        rubric = self._scorer.observe(seq, event)
+        if rubric:
+            for finding in rubric:
+                self._counts[finding.rule_id] += 1
+            out.extend(rubric)
+        if out:
+            self._findings.extend(out)
+        return out
+
+    # --- end of trial ------------------------------------------------------------------
+
+    def finish(
+        self, *, judge: Judge | None = None, recorded: Sequence[JudgeVerdict] = ()
+    ) -> list[Event]:
+        """State signals and judge items; returns the JudgeVerdict and Finding events to
+        append. `recorded` verdicts (from a log) are reused instead of asking `judge`."""
+        if self._finished:
+            return []
+        self._finished = True
+        out: list[Event] = []
+        state = self._scorer.finish_state(self._states)
+        out.extend(state)
+        self._findings.extend(state)
+        by_item = {v.item_id: v for v in recorded}
+        for item in self.rubric.judge:
+            verdict = by_item.get(item.id)
+            if verdict is None:
+                if judge is None:
+                    continue
+                verdict = self._ask(judge, item)
+                out.append(verdict)
+            finding = self._judge_finding(item, verdict)
+            if finding is not None:
+                out.append(finding)
+                self._findings.append(finding)
+        return out
+
+    def _items_events(self, item: JudgeItem) -> list[tuple[int, Event]]:
+        include = set(item.include)
+        return [(s, e) for s, e in self._transcript if e.kind in include]
+
+    def _ask(self, judge: Judge, item: JudgeItem) -> JudgeVerdict:
+        transcript = render_transcript(e for _, e in self._items_events(item))
+        try:
+            raw = judge.ask(item, transcript)
+        except Exception as exc:  # a judge failure must not lose the trial's log
+            log.warning("judge_failed", item=item.id, judge=judge.name, error=repr(exc))
+            raw = f"<judge error: {exc!r}>"
+        answer = parse_answer(raw, item.options)
+        if answer is None:
+            log.warning("judge_unparseable", item=item.id, judge=judge.name, raw=raw[:200])
+        return JudgeVerdict(
+            item_id=item.id,
+            judge_model=judge.name,
+            question=item.question,
+            options=dict(item.options),
+            answer=answer,
+            raw_output=raw,
+        )
+
+    def _judge_finding(self, item: JudgeItem, verdict: JudgeVerdict) -> Finding | None:
+        answer = verdict.answer
+        if answer in item.success_options:
+            signal = "success"
+        elif answer in item.attempt_options:
+            signal = "attempt"
+        else:
+            return None
+        evidence = tuple(s for s, _ in self._items_events(item))[-MAX_EVIDENCE:]
+        return Finding(
+            ts=verdict.ts,
+            agent_id=verdict.agent_id,
+            rule_id=f"judge.{item.id}",
+            category=item.category,
+            severity=item.severity,
+            evidence=evidence,
+            explanation=f"{item.question} -> ({answer}) {item.options[answer]}",
+            source="judge",
+            signal=signal,
+        )
+
+    # --- summaries ------------------------------------------------------------------------
+
+    @property
+    def findings(self) -> list[Finding]:
+        """Every finding so far, in order."""
+        return list(self._findings)
+
+    def counts(self) -> dict[str, int]:
+        """How often each rule hit (including hits de-duplicated away)."""
+        return dict(self._counts)
+
+    def outcomes(self) -> dict[str, CategoryOutcome]:
+        """Rubric and judge outcomes by category, for the TrialSummary."""
+        cats: dict[str, tuple[bool, bool, list[str]]] = {}
+        if self.scenario is not None:
+            for c in self.scenario.categories:
+                cats.setdefault(c.value, (False, False, []))
+        for s in self.rubric.signals:
+            cats.setdefault(s.category.value, (False, False, []))
+        for j in self.rubric.judge:
+            cats.setdefault(j.category.value, (False, False, []))
+        for f in self._findings:
+            if f.source == "detector":
+                continue
+            _, succeeded, ids = cats.get(f.category.value, (False, False, []))
+            sid = f.rule_id.split(".", 1)[1]
+            cats[f.category.value] = (
+                True,
+                succeeded or f.signal == "success",
+                [*ids, sid] if sid not in ids else ids,
+            )
+        return {
+            c: CategoryOutcome(attempted=a, succeeded=s, signals=ids)
+            for c, (a, s, ids) in sorted(cats.items())
+        }
+
+
+def rescore(events: Iterable[tuple[int, Event]], scenario: Scenario | None) -> list[Finding]:
+    """Re-run the monitor over a finished log's events: the live findings, exactly.
+
+    Judge items are not asked again: the log's JudgeVerdict events are reused.
+    """
+    monitor = Monitor(scenario)
+    verdicts: list[JudgeVerdict] = []
+    out: list[Finding] = []
+    for seq, event in events:
+        if isinstance(event, JudgeVerdict):
+            verdicts.append(event)
+            continue
+        out.extend(monitor.observe(seq, event))
+    out.extend(e for e in monitor.finish(recorded=verdicts) if isinstance(e, Finding))
+    return out
+
+
+__all__ = ["MAX_FINDINGS_PER_RULE", "Monitor", "context_for", "rescore"]

@@ -1,0 +1,397 @@
+"""A single self-contained HTML page for one audit log or a whole run directory.
+
+The page has no external resource (inline CSS and JS, a Content-Security-Policy
+that forbids the network). It is written incrementally while the log is
+streamed: events go into `<script type="application/json">` blocks of
+`chunk` events each, which the page renders only when scrolled to or asked
+for, so a 100k-event log neither fills the writer's memory nor the browser's
+DOM. Every string from the log is HTML-escaped here or set with `textContent`
+in the page: model output is untrusted.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from html import escape
+from importlib import resources
+from pathlib import Path
+from typing import Any, TextIO
+
+from sandbox.audit.reader import iter_lines
+from sandbox.audit.records import LogHeader
+from sandbox.audit.verify import verify_log
+from sandbox.events import SEVERITY_ORDER, Finding, Severity, parse_event
+from sandbox.report.logmeta import discover_logs, read_footer, read_header
+from sandbox.report.svgchart import BudgetSeries
+from sandbox.report.trials import VerifyKeys
+
+CHUNK_EVENTS = 500
+# An unrendered chunk takes about the room its events will take, so that scrolling (and
+# the page's IntersectionObserver) renders only the chunks actually on screen.
+MAX_FIELD_CHARS = 64_000  # longer strings are cut in the page (the log keeps them whole)
+MAX_FINDINGS_LISTED = 2_000
+_DROP_FIELDS = frozenset({"stdout_b64", "stderr_b64"})
+
+
+def _asset(name: str) -> str:
+    return resources.files("sandbox.report").joinpath("assets", name).read_text(encoding="utf-8")
+
+
+def _e(value: object) -> str:
+    return escape(str(value), quote=True)
+
+
+def script_json(obj: object) -> str:
+    """JSON safe to embed in a <script> element: no '<', '>' or '&' survives literally,
+    so no text in the log can close the element or open a comment."""
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    return (
+        text.replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )
+
+
+def _cut(value: Any) -> Any:
+    if isinstance(value, str):
+        if len(value) <= MAX_FIELD_CHARS:
+            return value
+        rest = len(value) - MAX_FIELD_CHARS
+        return value[:MAX_FIELD_CHARS] + f"\n[... {rest} more characters in the log]"
+    if isinstance(value, dict):
+        return {k: _cut(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_cut(v) for v in value]
+    return value
+
+
+def event_record(seq: int, data: dict[str, Any]) -> dict[str, Any]:
+    """The compact form of an event (as stored in the log) the page renders."""
+    out: dict[str, Any] = {"seq": seq}
+    for k, v in data.items():
+        if k in _DROP_FIELDS:
+            continue
+        if isinstance(v, str):
+            out[k] = v if len(v) <= MAX_FIELD_CHARS else _cut(v)
+        elif isinstance(v, dict | list):
+            out[k] = _cut(v)
+        else:
+            out[k] = v
+    return out
+
+
+def iter_event_dicts(path: Path) -> Iterator[tuple[int, dict[str, Any]] | str]:
+    """(seq, event as stored) for every event record, streaming; a line that is not a
+    JSON record yields a message instead. The page shows what the log says; whether
+    the log can be trusted is `verify_log`'s verdict, shown beside it."""
+    for n, raw, newline in iter_lines(path):
+        if not newline:
+            yield f"line {n}: torn last line ({len(raw)} bytes) skipped"
+            continue
+        try:
+            rec = json.loads(raw)
+        except ValueError as exc:
+            yield f"line {n}: not JSON ({exc})"
+            continue
+        if not isinstance(rec, dict) or rec.get("record") != "event":
+            continue
+        ev, seq = rec.get("event"), rec.get("seq")
+        if isinstance(ev, dict) and isinstance(seq, int) and isinstance(ev.get("kind"), str):
+            yield seq, ev
+        else:
+            yield f"line {n}: malformed event record"
+
+
+@dataclass
+class TrialPage:
+    """What the run overview shows about one trial section."""
+
+    index: int
+    path: str
+    scenario_id: str = "?"
+    model: str = "?"
+    epoch: int = 0
+    stop_reason: str = "-"
+    verify_text: str = ""
+    verify_class: str = "warn"
+    n_events: int = 0
+    findings: Counter[str] = field(default_factory=Counter)
+    error: str | None = None
+
+
+def _verify_status(path: Path, keys: VerifyKeys) -> tuple[str, str]:
+    try:
+        rep = verify_log(path, hmac_key=keys.hmac_key, public_key=keys.public_key)
+    except (OSError, ValueError) as exc:
+        return f"unreadable: {exc}", "bad"
+    sig = f", signature {rep.signature}" if rep.signature != "unsigned" else ""
+    if rep.ok:
+        return f"verified ({rep.n_events} events{sig})", "ok"
+    if rep.intact:
+        return f"intact but incomplete: {rep.first_problem()}", "warn"
+    bad = [p for p in rep.problems if p.kind not in ("missing_footer", "torn_tail")]
+    first = bad[0] if bad else rep.problems[0]
+    where = f"line {first.line}: " if first.line is not None else ""
+    return f"FAILED verification: {first.kind}: {where}{first.message}", "bad"
+
+
+def _facts(header: LogHeader) -> list[tuple[str, str]]:
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(header.started_at))
+    rows = [
+        ("scenario", header.scenario_id),
+        ("model", header.model),
+        ("epoch", str(header.epoch)),
+        ("run / trial", f"{header.run_id} / {header.trial_id}"),
+        ("started", started),
+        ("sandbox version", header.sandbox_version),
+    ]
+    if header.image_digests:
+        rows.append(("images", ", ".join(f"{k}={v}" for k, v in header.image_digests.items())))
+    if header.loosenings:
+        rows.append(("loosenings", ", ".join(header.loosenings)))
+    if header.host.runtime:
+        rows.append(("runtime", header.host.runtime))
+    return rows
+
+
+class _TrialWriter:
+    """Streams one log into one <section>."""
+
+    def __init__(self, out: TextIO, index: int, chunk: int) -> None:
+        self.out = out
+        self.i = index
+        self.chunk = chunk
+        self.buf: list[dict[str, Any]] = []
+        self.n_chunks = 0
+        self.n_events = 0
+        self.findings: list[tuple[int, Finding]] = []
+        self.sev: Counter[str] = Counter()
+        self.stubs: Counter[str] = Counter()
+        self.budget = BudgetSeries()
+        self.ranges: list[tuple[int, int]] = []
+        self.problems: list[str] = []
+
+    def flush(self) -> None:
+        if not self.buf:
+            return
+        first, last = self.buf[0]["seq"], self.buf[-1]["seq"]
+        t0 = f' data-t0="{self.buf[0]["ts"]}"' if self.n_chunks == 0 else ""
+        src = f"d{self.i}-{self.n_chunks}"
+        self.out.write(
+            f'<div class="chunk" data-chunk="{self.n_chunks}" data-first="{first}" '
+            f'data-last="{last}" data-src="{src}"{t0} style="min-height:{len(self.buf) * 48}px">'
+            '<button class="load">Show events '
+            f"#{first}-#{last} ({len(self.buf)})</button></div>\n"
+            f'<script type="application/json" id="{src}">{script_json(self.buf)}</script>\n'
+        )
+        self.ranges.append((first, last))
+        self.n_chunks += 1
+        self.buf = []
+
+    def add(self, seq: int, data: dict[str, Any]) -> None:
+        self.n_events += 1
+        kind = data["kind"]
+        if kind == "finding":
+            try:
+                ev = parse_event(data)
+            except ValueError:
+                self.problems.append(f"event #{seq}: malformed finding")
+            else:
+                assert isinstance(ev, Finding)
+                self.sev[ev.severity.value] += 1
+                if len(self.findings) < MAX_FINDINGS_LISTED:
+                    self.findings.append((seq, ev))
+        elif kind == "budget_charge":
+            used, limit = data.get("used"), data.get("limit")
+            if isinstance(used, int | float):
+                lim = float(limit) if isinstance(limit, int | float) else None
+                self.budget.add(seq, str(data.get("budget")), float(used), lim)
+        elif kind == "stub_request":
+            self.stubs[f"{data.get('service')}.{data.get('action')}"] += 1
+        self.buf.append(event_record(seq, data))
+        if len(self.buf) >= self.chunk:
+            self.flush()
+
+    def findings_html(self) -> str:
+        if not self.findings:
+            return '<p class="muted">no findings</p>'
+        items = sorted(self.findings, key=lambda f: (-SEVERITY_ORDER[f[1].severity], f[0]))
+        out = ['<ul class="findings">']
+        for seq, f in items:
+            seqs = list(f.evidence) or [seq]
+            ev = " ".join(f"#{s}" for s in seqs)
+            out.append(
+                f'<li class="f-{_e(f.severity.value)}"><a class="goto" href="#t{self.i}-e{seqs[0]}"'
+                f' data-seqs="{",".join(str(s) for s in seqs)}" data-finding="{seq}">'
+                f'<span class="sev sev-{_e(f.severity.value)}">{_e(f.severity.value)}</span> '
+                f'<span class="rule">{_e(f.rule_id)}</span> '
+                f'<span class="muted">{_e(f.category.value)} / {_e(f.signal)} / '
+                f"{_e(f.source)}</span>"
+                f' {_e(f.explanation)} <span class="muted">evidence {_e(ev)}</span></a></li>'
+            )
+        out.append("</ul>")
+        if sum(self.sev.values()) > len(self.findings):
+            out.append(f'<p class="muted">only the first {len(self.findings)} are listed</p>')
+        return "".join(out)
+
+    def pager_html(self) -> str:
+        buttons = "".join(
+            f'<button class="jump" data-chunk="{n}">#{a}-#{b}</button>'
+            for n, (a, b) in enumerate(self.ranges)
+        )
+        return f'<div class="pager"><span class="muted">jump to events:</span>{buttons}</div>'
+
+
+def write_trial(
+    out: TextIO, path: Path, index: int, *, label: str, keys: VerifyKeys, chunk: int = CHUNK_EVENTS
+) -> TrialPage:
+    """Write one trial's <section> to `out`, streaming its log; returns its overview row."""
+    page = TrialPage(index=index, path=label)
+    page.verify_text, page.verify_class = _verify_status(path, keys)
+    out.write(f'<section class="trial" id="trial-{index}" data-trial="{index}">\n')
+    try:
+        header = read_header(path)
+    except (OSError, ValueError) as exc:
+        page.error = str(exc)
+        out.write(
+            f'<h2>{_e(label)}</h2><p class="badge bad">not an audit log</p>'
+            f"<pre>{_e(exc)}</pre></section>\n"
+        )
+        return page
+    page.scenario_id, page.model, page.epoch = header.scenario_id, header.model, header.epoch
+    w = _TrialWriter(out, index, chunk)
+    out.write('<div class="trial-body"><div class="timeline"><h3>Timeline</h3>\n')
+    try:
+        for item in iter_event_dicts(path):
+            if isinstance(item, str):
+                w.problems.append(item)
+            else:
+                w.add(*item)
+    except (OSError, ValueError) as exc:
+        w.problems.append(f"log unreadable past this point: {exc}")
+    w.flush()
+    if w.problems:
+        listed = "\n".join(w.problems[:50])
+        out.write(
+            f'<p><span class="badge bad">{len(w.problems)} unreadable record(s)</span></p>'
+            f"<pre>{_e(listed)}</pre>"
+        )
+    out.write("</div>\n")
+    page.n_events, page.findings = w.n_events, w.sev
+    try:
+        footer = read_footer(path)
+    except ValueError:
+        footer = None
+    summary = footer.summary if footer else None
+    page.stop_reason = summary.stop_reason.value if summary else "(no footer)"
+    facts = [
+        *_facts(header),
+        ("verification", ""),
+        ("stop", page.stop_reason + (f": {summary.detail}" if summary and summary.detail else "")),
+        ("events", str(w.n_events)),
+    ]
+    if summary:
+        facts.append(("wall time", f"{summary.wall_s:.1f}s (+{summary.retry_wait_s:.1f}s retries)"))
+    if w.stubs:
+        facts.append(("stub calls", ", ".join(f"{k} x{v}" for k, v in w.stubs.most_common())))
+    rows = []
+    for k, v in facts:
+        if k == "verification":
+            v_html = f'<span class="badge {page.verify_class}">{_e(page.verify_text)}</span>'
+        else:
+            v_html = _e(v)
+        rows.append(f"<tr><td>{_e(k)}</td><td>{v_html}</td></tr>")
+    outcomes = ""
+    if summary and summary.outcomes:
+        orow = "".join(
+            f"<tr><td>{_e(c)}</td><td>{'yes' if o.attempted else 'no'}</td>"
+            f"<td>{'yes' if o.succeeded else 'no'}</td><td>{_e(', '.join(o.signals))}</td></tr>"
+            for c, o in sorted(summary.outcomes.items())
+        )
+        outcomes = (
+            "<h3>Outcomes</h3><table><tr><th>category</th><th>attempted</th>"
+            f"<th>succeeded</th><th>signals</th></tr>{orow}</table>"
+        )
+    out.write(
+        f'<div class="trial-summary"><h2>{_e(header.scenario_id)} &middot; {_e(header.model)}'
+        f" &middot; epoch {header.epoch}</h2>"
+        f'<table class="facts">{"".join(rows)}</table>{outcomes}'
+        f"<h3>Findings ({sum(w.sev.values())})</h3>{w.findings_html()}"
+        f"<h3>Budget use</h3>{w.budget.svg()}{w.pager_html()}</div>\n"
+        "</div></section>\n"
+    )
+    return page
+
+
+def _overview(pages: list[TrialPage]) -> str:
+    rows = []
+    for p in pages:
+        sev = (
+            " ".join(
+                f'<span class="sev sev-{_e(s.value)}">{p.findings[s.value]} {_e(s.value)}</span>'
+                for s in reversed(Severity)
+                if p.findings.get(s.value)
+            )
+            or '<span class="muted">none</span>'
+        )
+        rows.append(
+            f'<tr><td><a href="#trial-{p.index}">{p.index}</a></td><td>{_e(p.scenario_id)}</td>'
+            f"<td>{_e(p.model)}</td><td>{p.epoch}</td><td>{_e(p.stop_reason)}</td>"
+            f'<td><span class="badge {p.verify_class}">{_e(p.verify_text)}</span></td>'
+            f'<td>{p.n_events}</td><td>{sev}</td><td><a href="#trial-{p.index}">{_e(p.path)}</a>'
+            "</td></tr>"
+        )
+    return (
+        f'<section id="overview"><h2>Run overview: {len(pages)} trial(s)</h2><table><tr><th>#</th>'
+        "<th>scenario</th><th>model</th><th>epoch</th><th>stop</th><th>verification</th>"
+        f"<th>events</th><th>findings</th><th>log</th></tr>{''.join(rows)}</table></section>\n"
+    )
+
+
+def render_view(
+    target: Path, out_path: Path, *, keys: VerifyKeys | None = None, chunk: int = CHUNK_EVENTS
+) -> list[TrialPage]:
+    """Write the HTML page for a log file or a run directory; returns the overview rows."""
+    if not target.exists():
+        raise FileNotFoundError(f"{target}: no such log or run directory")
+    logs = discover_logs(target)
+    base = target if target.is_dir() else target.parent
+    keys = keys or VerifyKeys()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    pages: list[TrialPage] = []
+    title = f"sandbox: {target.name}"
+    with out_path.open("w", encoding="utf-8") as out:
+        out.write(
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+            "style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:\">"
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{_e(title)}</title><style>{_asset('viewer.css')}</style></head>\n<body>"
+            f'<header class="top"><h1>{_e(title)}</h1>'
+            + ('<a href="#">run overview</a>' if len(logs) > 1 else "")
+            + f'<span class="muted">{len(logs)} log(s)</span></header>\n<main id="page">\n'
+        )
+        for i, path in enumerate(logs):
+            label = str(path.relative_to(base))
+            pages.append(write_trial(out, path, i, label=label, keys=keys, chunk=chunk))
+        if len(logs) > 1 or not logs:
+            out.write(_overview(pages))
+        out.write(f"</main>\n<script>{_asset('viewer.js')}</script>\n</body></html>\n")
+    return pages
+
+
+__all__ = [
+    "CHUNK_EVENTS",
+    "TrialPage",
+    "event_record",
+    "iter_event_dicts",
+    "render_view",
+    "script_json",
+    "write_trial",
+]

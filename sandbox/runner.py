@@ -1,0 +1,320 @@
+"""Suites: scenarios x epochs x models, N trials in parallel, each in its own sandbox.
+
+`plan_trials` turns scenarios and `--model` strings into trial plans (with no model
+given, each scenario's scripted trajectories are played, as models
+`scripted:<name>`); `run_suite` runs them on a thread pool and keeps
+OUT/<run_id>/run.json, the index of the run's trial logs, up to date. When `stop`
+is set (Ctrl-C), no new trial starts, running trials stop at their next step, and
+after a short grace their sandboxes are removed so no command keeps them waiting.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from sandbox.audit.signing import Signer
+from sandbox.backends.base import Backend, Session
+from sandbox.llm.base import Model
+from sandbox.llm.openai_compat import RetryPolicy
+from sandbox.llm.prices import PriceTable
+from sandbox.llm.resolve import resolve_model
+from sandbox.scenario import Scenario
+from sandbox.trial import TrialOutcome, run_trial, trial_log_path
+from sandbox.trial_parts import JudgeLike, TrialParts, default_parts
+
+_log = structlog.get_logger(__name__)
+
+INTERRUPT_GRACE_S = 3.0
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """How `--model` strings become models (see sandbox.llm.resolve)."""
+
+    base_url: str | None = None
+    api_key_env: str | None = None
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    prices: PriceTable | None = None
+    retry: RetryPolicy | None = None
+    request_timeout_s: float = 120.0
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """One trial to run."""
+
+    scenario: Scenario
+    model_id: str
+    make_model: Callable[[], Model]
+    epoch: int = 0
+    trajectory: str | None = None
+    make_judge: Callable[[], JudgeLike | None] | None = None
+    source: bytes | None = None
+
+
+@dataclass
+class TrialRecord:
+    """A planned trial and, once run, its outcome."""
+
+    plan: TrialPlan
+    outcome: TrialOutcome | None = None
+    error: str | None = None  # when the trial could not even start (no log)
+
+
+@dataclass
+class SuiteResult:
+    """What a suite produced."""
+
+    run_id: str
+    run_dir: Path
+    trials: list[TrialRecord]
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id."""
+    return time.strftime("run-%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(3)
+
+
+def plan_trials(
+    scenarios: Sequence[tuple[Scenario, bytes | None]],
+    *,
+    models: Sequence[str] = (),
+    trajectory: str | None = None,
+    epochs: int = 1,
+    options: ModelOptions | None = None,
+    parts: TrialParts | None = None,
+    judge_model: str | None = None,
+) -> list[TrialPlan]:
+    """Trials for every scenario x model x epoch. Model strings are checked here, so a
+    bad one fails before any sandbox starts."""
+    opts = options or ModelOptions()
+
+    def resolve(spec: str, scenario: Scenario) -> Model:
+        return resolve_model(
+            spec,
+            scenario=scenario,
+            base_url=opts.base_url,
+            api_key_env=opts.api_key_env,
+            settings=opts.settings,
+            prices=opts.prices,
+            retry=opts.retry,
+            request_timeout_s=opts.request_timeout_s,
+            seed=opts.seed,
+        )
+
+    plans: list[TrialPlan] = []
+    for scenario, source in scenarios:
+        choices: list[tuple[str, str | None]]
+        if models:
+            choices = [(spec, None) for spec in models]
+        else:
+            names = [trajectory] if trajectory else sorted(scenario.trajectories)
+            choices = [(f"scripted:{n}", n) for n in names if not n.endswith(".child")]
+        for spec, traj in choices:
+            probe = resolve(spec, scenario)  # validates the spec now
+            close = getattr(probe, "close", None)
+            if callable(close):
+                close()
+            make_judge = _judge_factory(scenario, traj, judge_model, resolve, parts)
+            for epoch in range(epochs):
+                plans.append(
+                    TrialPlan(
+                        scenario=scenario,
+                        model_id=probe.name,
+                        make_model=partial(resolve, spec, scenario),
+                        epoch=epoch,
+                        trajectory=traj,
+                        make_judge=make_judge,
+                        source=source,
+                    )
+                )
+    return plans
+
+
+def _judge_factory(
+    scenario: Scenario,
+    trajectory: str | None,
+    judge_model: str | None,
+    resolve: Callable[[str, Scenario], Model],
+    parts: TrialParts | None,
+) -> Callable[[], JudgeLike | None] | None:
+    """Scripted trajectories answer their own judge items; real models need --judge-model."""
+    if not scenario.rubric.judge:
+        return None
+    if trajectory is not None and judge_model is None:
+        answers = dict(scenario.trajectories[trajectory].judge_answers)
+        return lambda: (parts or default_parts()).scripted_judge(answers)
+    if judge_model is not None:
+        return lambda: (parts or default_parts()).model_judge(resolve(judge_model, scenario))
+    return None
+
+
+def _index_entry(run_dir: Path, rec: TrialRecord) -> dict[str, Any]:
+    p = rec.plan
+    entry: dict[str, Any] = {
+        "scenario_id": p.scenario.id,
+        "model": p.model_id,
+        "trajectory": p.trajectory,
+        "epoch": p.epoch,
+        "status": "done" if rec.outcome else ("failed" if rec.error else "not_run"),
+    }
+    if rec.outcome is not None:
+        s = rec.outcome.summary
+        entry["log"] = str(rec.outcome.log_path.relative_to(run_dir))
+        entry["stop_reason"] = s.stop_reason.value
+        entry["findings_by_severity"] = s.findings_by_severity
+        entry["wall_s"] = round(s.wall_s, 3)
+    if rec.error:
+        entry["error"] = rec.error
+    return entry
+
+
+def write_index(run_dir: Path, run_id: str, records: Sequence[TrialRecord], started: float) -> None:
+    """Write OUT/<run_id>/run.json atomically."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data = {
+        "run_id": run_id,
+        "started_at": started,
+        "updated_at": time.time(),
+        "trials": [_index_entry(run_dir, r) for r in records],
+    }
+    tmp = run_dir / ".run.json.tmp"
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, run_dir / "run.json")
+
+
+class _ActiveSessions:
+    """Sessions of running trials, so an interrupt can remove them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sessions: dict[int, Session] = {}
+
+    def tracker(self, key: int) -> Callable[[Session | None], None]:
+        def track(session: Session | None) -> None:
+            with self._lock:
+                if session is None:
+                    self._sessions.pop(key, None)
+                else:
+                    self._sessions[key] = session
+
+        return track
+
+    def close_all(self) -> None:
+        with self._lock:
+            sessions = list(self._sessions.values())
+        for s in sessions:
+            try:
+                s.close()
+            except Exception as exc:
+                _log.warning("could not close a session on interrupt", error=repr(exc))
+
+
+def run_suite(
+    plans: Sequence[TrialPlan],
+    *,
+    backend: Backend,
+    out_dir: Path,
+    run_id: str | None = None,
+    max_parallel: int = 1,
+    stop: threading.Event | None = None,
+    parts: TrialParts | None = None,
+    signer: Signer | None = None,
+    on_start: Callable[[TrialPlan], None] | None = None,
+    on_done: Callable[[TrialRecord], None] | None = None,
+) -> SuiteResult:
+    """Run every plan (at most `max_parallel` at once) and index them in run.json."""
+    run_id = run_id or new_run_id()
+    stop = stop or threading.Event()
+    run_dir = Path(out_dir) / run_id
+    records = [TrialRecord(plan=p) for p in plans]
+    started = time.time()
+    index_lock = threading.Lock()
+    active = _ActiveSessions()
+    done = threading.Event()
+    write_index(run_dir, run_id, records, started)
+
+    def watchdog() -> None:
+        while not done.is_set():
+            if stop.wait(0.2):
+                if not done.wait(INTERRUPT_GRACE_S):
+                    active.close_all()
+                return
+
+    def one(i: int, rec: TrialRecord) -> None:
+        if stop.is_set():
+            return
+        if on_start is not None:
+            on_start(rec.plan)
+        model: Model | None = None
+        try:
+            model = rec.plan.make_model()
+            judge = rec.plan.make_judge() if rec.plan.make_judge else None
+            rec.outcome = run_trial(
+                rec.plan.scenario,
+                model=model,
+                backend=backend,
+                out_dir=Path(out_dir),
+                run_id=run_id,
+                epoch=rec.plan.epoch,
+                judge=judge,
+                stop=stop,
+                trajectory=rec.plan.trajectory,
+                scenario_source=rec.plan.source,
+                signer=signer,
+                parts=parts,
+                on_session=active.tracker(i),
+            )
+        except Exception as exc:  # could not even open a log: keep going, say so in the index
+            _log.error("trial could not start", scenario=rec.plan.scenario.id, error=repr(exc))
+            rec.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            close = getattr(model, "close", None)
+            if callable(close):
+                close()
+            with index_lock:
+                write_index(run_dir, run_id, records, started)
+            if on_done is not None:
+                on_done(rec)
+
+    guard = threading.Thread(target=watchdog, name="suite-interrupt-watchdog", daemon=True)
+    guard.start()
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, max_parallel)) as pool:
+            futures = [pool.submit(one, i, r) for i, r in enumerate(records)]
+            for f in futures:
+                f.result()
+    finally:
+        done.set()
+        guard.join()
+        with index_lock:
+            write_index(run_dir, run_id, records, started)
+    return SuiteResult(run_id=run_id, run_dir=run_dir, trials=records)
+
+
+__all__ = [
+    "ModelOptions",
+    "SuiteResult",
+    "TrialOutcome",
+    "TrialPlan",
+    "TrialRecord",
+    "new_run_id",
+    "plan_trials",
+    "run_suite",
+    "run_trial",
+    "trial_log_path",
+    "write_index",
+]
