@@ -81,10 +81,10 @@ def _turn(i: int, t: float) -> list[Event]:
             text=f"step {i}",
             reasoning="look around",
             tool_calls=(
-                ToolCallRecord(id=f"c{i}", name="bash", arguments=json.dumps({"cmd": cmd})),
+                ToolCallRecord(id=f"c{i}", name="bash", arguments=json.dumps({"command": cmd})),
             ),
         ),
-        ToolCall(ts=t, call_id=f"c{i}", tool="bash", arguments={"cmd": cmd}),
+        ToolCall(ts=t, call_id=f"c{i}", tool="bash", arguments={"command": cmd}),
         CommandStart(ts=t, command_id=f"k{i}", argv=("bash", "-c", cmd)),
         CommandResult(ts=t + 0.1, command_id=f"k{i}", exit_code=0, stdout=out, duration_s=0.1),
         ToolResult(ts=t + 0.1, call_id=f"c{i}", tool="bash", ok=True, output=out),
@@ -177,14 +177,19 @@ import json, resource, sys, time, tracemalloc
 from pathlib import Path
 from sandbox.report.viewer import render_view
 trace = sys.argv[3] == "trace"
+verify_peak = 0
 if trace:
+    from sandbox.audit.verify import verify_log
     tracemalloc.start()
+    verify_log(Path(sys.argv[1]))
+    verify_peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.reset_peak()
 t = time.perf_counter()
 render_view(Path(sys.argv[1]), Path(sys.argv[2]))
 dt = time.perf_counter() - t
 peak = tracemalloc.get_traced_memory()[1] if trace else 0
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"s": dt, "heap": peak, "rss_kb": rss}))
+print(json.dumps({"s": dt, "heap": peak, "verify_heap": verify_peak, "rss_kb": rss}))
 """
 
 
@@ -275,7 +280,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         html = root / "big.html"
         fig = _view_child(big, html, "time")
-        heap = _view_child(big, root / "big-traced.html", "trace")["heap"]
+        traced = _view_child(big, root / "big-traced.html", "trace")
+        heap, verify_heap = traced["heap"], traced["verify_heap"]
         print(
             f"viewer for {n_events} events          {fig['s']:8.2f} s   "
             f"(target <= {VIEW_TARGET_S:.0f} s)"
@@ -283,6 +289,10 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"  python heap peak (tracemalloc)   {heap / 2**20:8.1f} MB  "
             f"(target <= {VIEW_HEAP_TARGET_MB:.0f} MB; log is {size_mb:.0f} MB)"
+        )
+        print(
+            f"  of which verify_log alone        {verify_heap / 2**20:8.1f} MB  "
+            "(the rendering itself streams)"
         )
         print(f"  process max RSS                  {fig['rss_kb'] / 1024:8.1f} MB")
         print(f"  page size                        {html.stat().st_size / 1e6:8.1f} MB")

@@ -97,7 +97,7 @@ class LoopSettings:
     sink: EventSink
     system: str = ""
     stop: threading.Event = field(default_factory=threading.Event)
-    workdir: str = "/home/agent"
+    workdir: str | None = None  # None: the session's default (the agent's home)
     copies: CopySessions | None = None
     tools: Callable[[BudgetMeter], Sequence[Tool]] | None = None
     on_turn_end: Callable[[int], None] | None = None  # main agent only (sandbox restarts)

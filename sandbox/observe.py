@@ -80,6 +80,10 @@ def fs_diff(
     return items
 
 
+def _identity(proc: ProcessRecord) -> tuple[int, int, str]:
+    return (proc.sid, proc.pgid, proc.cmdline)
+
+
 def is_detached(proc: ProcessRecord) -> bool:
     """A process that made itself a session or process-group leader (setsid, double fork,
     daemons) left the group of the command that started it."""
@@ -99,7 +103,7 @@ class ObservedSession:
         honeytokens: Sequence[Honeytoken] = (),
         planted: Sequence[PlantedFile] = (),
         workdir: str = "/home/agent",
-        after_exec: Callable[[], None] | None = None,
+        after_exec: Callable[[], object] | None = None,
     ) -> None:
         self.inner = inner
         self.sink = sink
@@ -236,11 +240,18 @@ class ObservedSession:
         events: list[Event] = []
         new = sorted(pid for pid in procs_now if pid not in before_procs)
         gone = [pid for pid in before_procs if pid not in procs_now]
-        if new or gone or force_procs:
+        # a pid that exec'd or called setsid after the last look counts as changed
+        changed = sorted(
+            pid
+            for pid, p in procs_now.items()
+            if pid in before_procs and _identity(before_procs[pid]) != _identity(p)
+        )
+        if new or gone or changed or force_procs:
             alive_survivors = {p.pid for p in survivors if p.pid in procs_now}
-            surviving = (
-                sorted(alive_survivors | set(new)) if when != "restart" else sorted(procs_now)
-            )
+            if when == "restart":
+                surviving = sorted(procs_now)
+            else:
+                surviving = sorted(alive_survivors | set(new) | set(changed))
             detached = sorted(pid for pid in surviving if is_detached(procs_now[pid]))
             events.append(
                 ProcessSnapshot(

@@ -409,7 +409,7 @@ def re_execute(
     path = Path(path)
     header = read_header(path)
     scen = scenario if scenario is not None else recorded_scenario(header)
-    model = ReplayModel(path)
+    model = ReplayModel(path, name=f"replay:{header.model}")
     if run_trial is None:
         run_trial = importlib.import_module("sandbox.runner").run_trial
     assert run_trial is not None

@@ -27,7 +27,6 @@ from sandbox.backends.base import AttachedNetwork, Backend, Session
 from sandbox.budgets import BudgetMeter
 from sandbox.events import (
     JudgeVerdict,
-    SandboxRestart,
     Stop,
     StopReason,
     StubState,
@@ -98,7 +97,7 @@ class _Copies:
             inner,
             self.recorder,
             agent_id=agent_id,
-            honeytokens=tuple(self.scenario.honeytokens),
+            scenario=self.scenario,
             after_exec=self._poll if self.world is not None else None,
         )
 
@@ -306,15 +305,14 @@ def _run_in_sandbox(
         restart = scenario.restart
 
         def on_turn_end(turn: int) -> None:
+            # the observed session records the restart (SandboxRestart and what came back)
             if restart is not None and turn == restart.after_turn:
                 session.restart()
-                recorder.emit(SandboxRestart(reason=f"scheduled after turn {turn}"))
 
         settings = LoopSettings(
             sink=recorder,
             system=scenario.prompt.system,
             stop=stop,
-            workdir=scenario.sandbox.workdir,
             copies=copies,
             on_turn_end=on_turn_end,
         )

@@ -81,7 +81,7 @@ class ObserverFactory(Protocol):
         sink: EventSink,
         *,
         agent_id: str,
-        honeytokens: Sequence[Honeytoken],
+        scenario: Scenario,
         after_exec: Callable[[], None] | None,
     ) -> Session: ...
 
@@ -110,11 +110,17 @@ def default_parts() -> TrialParts:
         sink: EventSink,
         *,
         agent_id: str,
-        honeytokens: Sequence[Honeytoken],
+        scenario: Scenario,
         after_exec: Callable[[], None] | None,
     ) -> Session:
         return ObservedSession(
-            inner, sink, agent_id=agent_id, honeytokens=honeytokens, after_exec=after_exec
+            inner,
+            sink,
+            agent_id=agent_id,
+            honeytokens=scenario.honeytokens,
+            planted=scenario.files,
+            workdir=scenario.sandbox.workdir,
+            after_exec=after_exec,
         )
 
     return TrialParts(
@@ -213,10 +219,11 @@ def planted_bytes(scenario_id: str, path: str, content: str, size: int | None) -
 
 
 def plant_files(session: Session, scenario: Scenario) -> None:
-    """Write the scenario's files (honeytokens among them) as the agent's user."""
+    """Write the scenario's files (honeytokens among them) as the agent's user; relative
+    paths are resolved by the session, from the agent's home."""
     for f in scenario.files:
-        path = f.path if f.path.startswith("/") else f"{scenario.sandbox.workdir}/{f.path}"
-        session.write_file(path, planted_bytes(scenario.id, f.path, f.content, f.size), mode=f.mode)
+        data = planted_bytes(scenario.id, f.path, f.content, f.size)
+        session.write_file(f.path, data, mode=f.mode)
 
 
 __all__ = [

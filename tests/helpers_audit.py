@@ -6,6 +6,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
 from sandbox.audit.records import LogHeader, TrialSummary
 from sandbox.audit.signing import Signer
 from sandbox.audit.writer import AuditLogWriter
@@ -107,3 +109,11 @@ def lines_of(path: Path) -> list[bytes]:
 def write_lines(path: Path, lines: Sequence[bytes]) -> None:
     """Overwrite a log with the given lines (tests tamper with copies they made)."""
     path.write_bytes(b"".join(lines))
+
+
+def no_cli_logging_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep `sandbox ...` invoked in-process from configuring structlog onto the runner's
+    captured stderr (which closes after the call and would break later tests' logging)."""
+    import sandbox.cli
+
+    monkeypatch.setattr(sandbox.cli, "configure_logging", lambda *a, **k: None)

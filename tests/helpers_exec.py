@@ -8,7 +8,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,8 +66,12 @@ def wait_gone(marker: str, timeout: float = 3.0) -> list[int]:
 
 
 @contextmanager
-def running_executor(*flags: str, agent_uid: int = NOBODY) -> Iterator[RunningExecutor]:
-    """Starts the executor as root with a socket in a fresh root-only temp dir."""
+def running_executor(
+    *flags: str, agent_uid: int = NOBODY, wrapper: Sequence[str] = ()
+) -> Iterator[RunningExecutor]:
+    """Starts the executor as root with a socket in a fresh root-only temp dir.
+
+    `wrapper` prefixes the command line (e.g. setpriv, to drop capabilities)."""
     binary = executor_binary()
     base = Path(tempfile.mkdtemp(prefix="sbx-exec-", dir="/tmp"))
     base.chmod(0o755)
@@ -79,6 +83,7 @@ def running_executor(*flags: str, agent_uid: int = NOBODY) -> Iterator[RunningEx
     sock = run / "exec.sock"
     proc = subprocess.Popen(
         [
+            *wrapper,
             str(binary),
             "serve",
             "--socket",

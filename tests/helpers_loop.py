@@ -18,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from sandbox.audit.records import CategoryOutcome
 from sandbox.backends.base import AttachedNetwork, ExecResult, FileEntry, SandboxSpec, Session
 from sandbox.errors import SandboxDied, TripwireTriggered
 from sandbox.events import (
@@ -28,9 +29,8 @@ from sandbox.events import (
     ProcessRecord,
     Severity,
 )
-from sandbox.audit.records import CategoryOutcome
 from sandbox.observe import ObservedSession
-from sandbox.scenario import Honeytoken, Scenario
+from sandbox.scenario import Scenario
 from sandbox.trial_parts import JudgeLike, TrialParts
 
 HOME = "/home/agent"
@@ -51,6 +51,8 @@ class LocalSession:
         return f"local-{self.root.name}"
 
     def host_path(self, path: str) -> Path:
+        if not path.startswith("/"):  # relative: from the agent's home
+            return self.root / path
         if path == HOME or path.startswith(HOME + "/"):
             return self.root / path[len(HOME) :].lstrip("/")
         return self.root / "_abs" / path.lstrip("/")
@@ -231,7 +233,7 @@ def _observe(
     sink: Any,
     *,
     agent_id: str,
-    honeytokens: Sequence[Honeytoken],
+    scenario: Scenario,
     after_exec: Callable[[], None] | None,
 ) -> Session:
     return ObservedSession(inner, sink, agent_id=agent_id)
@@ -257,7 +259,6 @@ def make_parts(monitor: Callable[[Scenario], Any] = MarkerMonitor) -> TrialParts
         scripted_judge=lambda answers: _Judge(),
         model_judge=lambda model: _Judge(),
     )
-
 
 
 def scenario(**overrides: Any) -> Scenario:

@@ -183,7 +183,9 @@ class OpenAIStub:
 
 
 @contextmanager
-def openai_stub(actions: Iterable[Action] = (), responder: Responder | None = None) -> Iterator[OpenAIStub]:
+def openai_stub(
+    actions: Iterable[Action] = (), responder: Responder | None = None
+) -> Iterator[OpenAIStub]:
     """A running stub server."""
     with OpenAIStub(actions, responder) as stub:
         yield stub

@@ -81,27 +81,54 @@ def write_trial(root: Path, spec: TrialSpec | None = None, **kw: object) -> Path
     )
     t0 = 1_700_000_000.0
     w = AuditLogWriter(path, header, fsync="never")
-    w.append(TrialStart(ts=t0, trial_id=header.trial_id, scenario_id=spec.scenario_id,
-                        epoch=spec.epoch, model=spec.model))
+    w.append(
+        TrialStart(
+            ts=t0,
+            trial_id=header.trial_id,
+            scenario_id=spec.scenario_id,
+            epoch=spec.epoch,
+            model=spec.model,
+        )
+    )
     cmd_seq = 0
     for turn in range(spec.turns):
         ts = t0 + 1 + turn
         w.append(ModelRequest(ts=ts, model=spec.model, n_messages=2 + turn, tools=("bash",)))
-        w.append(ModelResponse(ts=ts, model=spec.model, text=f"turn {turn}", reasoning="think",
-                               tool_calls=(ToolCallRecord(id=f"c{turn}", name="bash",
-                                                          arguments='{"cmd": "echo hi"}'),)))
-        w.append(ToolCall(ts=ts, call_id=f"c{turn}", tool="bash", arguments={"cmd": "echo hi"}))
+        w.append(
+            ModelResponse(
+                ts=ts,
+                model=spec.model,
+                text=f"turn {turn}",
+                reasoning="think",
+                tool_calls=(
+                    ToolCallRecord(id=f"c{turn}", name="bash", arguments='{"command": "echo hi"}'),
+                ),
+            )
+        )
+        w.append(ToolCall(ts=ts, call_id=f"c{turn}", tool="bash", arguments={"command": "echo hi"}))
         w.append(CommandStart(ts=ts, command_id=f"k{turn}", argv=("bash", "-c", "echo hi")))
-        cmd_seq = w.append(CommandResult(ts=ts + 0.5, command_id=f"k{turn}", exit_code=0,
-                                         stdout=spec.output, duration_s=0.5))
-        w.append(ToolResult(ts=ts + 0.5, call_id=f"c{turn}", tool="bash", ok=True,
-                            output=spec.output))
+        cmd_seq = w.append(
+            CommandResult(
+                ts=ts + 0.5, command_id=f"k{turn}", exit_code=0, stdout=spec.output, duration_s=0.5
+            )
+        )
+        w.append(
+            ToolResult(ts=ts + 0.5, call_id=f"c{turn}", tool="bash", ok=True, output=spec.output)
+        )
         w.append(BudgetCharge(ts=ts + 0.5, budget="turns", amount=1, used=turn + 1, limit=50))
     for f in spec.findings:
-        w.append(Finding(ts=t0 + 100, rule_id=f.rule_id, category=Category(f.category),
-                         severity=Severity(f.severity), evidence=(cmd_seq,),
-                         explanation=f"planted {f.category}", source="rubric",
-                         signal=f.signal))  # type: ignore[arg-type]
+        w.append(
+            Finding(
+                ts=t0 + 100,
+                rule_id=f.rule_id,
+                category=Category(f.category),
+                severity=Severity(f.severity),
+                evidence=(cmd_seq,),
+                explanation=f"planted {f.category}",
+                source="rubric",
+                signal=f.signal,
+            )
+        )  # type: ignore[arg-type]
     for ev in spec.extra:
         w.append(ev)
     w.append(TrialEnd(ts=t0 + 200, stop_reason=spec.stop))
@@ -114,16 +141,18 @@ def write_trial(root: Path, spec: TrialSpec | None = None, **kw: object) -> Path
                 succeeded=prev.succeeded or f.signal == "success",
                 signals=[*prev.signals, f.rule_id],
             )
-        w.close(TrialSummary(
-            stop_reason=spec.stop,
-            n_events=w.n_events,
-            findings_by_severity=dict(Counter(f.severity for f in spec.findings)),
-            findings_by_category=dict(Counter(f.category for f in spec.findings)),
-            outcomes=outcomes,
-            budget_used={"turns": float(spec.turns)},
-            budget_limits={"turns": 50.0},
-            wall_s=200.0,
-        ))
+        w.close(
+            TrialSummary(
+                stop_reason=spec.stop,
+                n_events=w.n_events,
+                findings_by_severity=dict(Counter(f.severity for f in spec.findings)),
+                findings_by_category=dict(Counter(f.category for f in spec.findings)),
+                outcomes=outcomes,
+                budget_used={"turns": float(spec.turns)},
+                budget_limits={"turns": 50.0},
+                wall_s=200.0,
+            )
+        )
     else:
         w.abandon()
     return path

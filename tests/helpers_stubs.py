@@ -75,8 +75,8 @@ class StubbedSandbox:
             time.sleep(0.05)
 
 
-@pytest.fixture(scope="session")
-def stubs_image() -> str:
+@pytest.fixture(scope="session", name="stubs_image")
+def stubs_image_fixture() -> str:
     """The stubs image, built (or rebuilt when its recipe changed) once per session."""
     from sandbox.images import STUBS_IMAGE, ensure_images
 
@@ -84,8 +84,8 @@ def stubs_image() -> str:
     return STUBS_IMAGE
 
 
-@pytest.fixture
-def stubbed(
+@pytest.fixture(name="stubbed")
+def stubbed_fixture(
     docker_backend: DockerBackend,
     agent_image: str,
     stubs_image: str,
@@ -217,3 +217,5 @@ def local_stubs(
         finally:
             proc.terminate()
             proc.wait(timeout=10)
+            if proc.stderr is not None:
+                proc.stderr.close()

@@ -49,4 +49,25 @@ def with_hash(record: dict[str, Any]) -> tuple[str, str]:
     return h, canonical_json({**record, "hash": h})
 
 
-__all__ = ["canonical_json", "hash_text", "line_bytes", "record_hash", "with_hash"]
+def line_hash(raw: bytes, stored: str) -> str | None:
+    """Hash of a canonical line without parsing it again: the line minus its `hash` entry.
+
+    None when that entry cannot be located unambiguously; the caller then recomputes the
+    hash from the parsed record (which also covers lines holding escaped lone surrogates).
+    Used by the verifier: hashing the bytes as written needs no re-serialization.
+    """
+    entry = b'"hash":"' + stored.encode("utf-8", "replace") + b'"'
+    at = raw.find(entry)
+    if at < 0 or raw.find(entry, at + 1) >= 0:
+        return None
+    end = at + len(entry)
+    if raw[end : end + 1] == b",":
+        body = raw[:at] + raw[end + 1 :]
+    elif raw[at - 1 : at] == b",":
+        body = raw[: at - 1] + raw[end:]
+    else:
+        body = raw[:at] + raw[end:]
+    return hashlib.sha256(body).hexdigest()
+
+
+__all__ = ["canonical_json", "hash_text", "line_bytes", "line_hash", "record_hash", "with_hash"]

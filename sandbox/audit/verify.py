@@ -9,15 +9,14 @@ a missing footer; a footer that disagrees with the chain; a bad signature.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
-from sandbox.audit.canonical import canonical_json, line_bytes, record_hash
+from sandbox.audit.canonical import canonical_json, line_bytes, line_hash, record_hash
 from sandbox.audit.reader import iter_lines_last
 from sandbox.audit.records import GENESIS, EventRecord, LogFooter, LogHeader, Signature
 from sandbox.audit.signing import (
@@ -26,63 +25,14 @@ from sandbox.audit.signing import (
     SignatureVerifier,
     signed_message,
 )
+from sandbox.audit.verdict import (
+    INCOMPLETE_KINDS,
+    Problem,
+    ProblemKind,
+    SignatureStatus,
+    VerifyReport,
+)
 from sandbox.errors import LogIntegrityError
-
-ProblemKind = Literal[
-    "unparseable",
-    "schema",
-    "edited",
-    "deleted",
-    "inserted",
-    "reordered",
-    "chain",
-    "header",
-    "footer",
-    "missing_footer",
-    "torn_tail",
-    "signature",
-    "noncanonical",
-]
-# Problems that only say the trial did not finish; everything else suggests tampering.
-INCOMPLETE_KINDS: frozenset[str] = frozenset({"missing_footer", "torn_tail"})
-SignatureStatus = Literal["valid", "invalid", "wrong_key", "unchecked", "unsigned"]
-
-
-class Problem(BaseModel):
-    """One thing wrong with a log, located by line (1-based) and seq where known."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    kind: ProblemKind
-    message: str
-    line: int | None = None
-    seq: int | None = None
-
-
-class VerifyReport(BaseModel):
-    """The result of verifying one log."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    path: str
-    ok: bool  # no problems at all
-    intact: bool  # no sign of tampering (a crashed, unfinished log can be intact)
-    complete: bool  # footer present, no torn tail
-    n_lines: int
-    n_events: int
-    trial_id: str | None = None
-    scenario_id: str | None = None
-    model: str | None = None
-    final_hash: str | None = None
-    signature: SignatureStatus = "unsigned"
-    key_id: str | None = None
-    problems: list[Problem] = Field(default_factory=list)
-    warnings: list[str] = Field(default_factory=list)
-
-    def first_problem(self) -> str:
-        """A one-line description of the first problem ('' when there is none)."""
-        return self.problems[0].message if self.problems else ""
-
 
 _MODELS: dict[str, type[BaseModel]] = {
     "header": LogHeader,
@@ -161,7 +111,7 @@ class _Verifier:
             rec = EventRecord.model_validate_json(raw)
         except ValidationError:
             return False
-        if _fast_hash(raw, rec.hash) != rec.hash:
+        if line_hash(raw, rec.hash) != rec.hash:
             return False
         self.entries.append(_Entry(n, "event", rec.seq, rec.prev, rec.hash, rec.hash, {}))
         return True
@@ -182,7 +132,7 @@ class _Verifier:
                 where = ".".join(str(x) for x in err["loc"])
                 self.add("schema", f"{label}: invalid {kind} record: {where}: {err['msg']}", n, seq)
         stored = data.get("hash")
-        if isinstance(stored, str) and _fast_hash(raw, stored) == stored:
+        if isinstance(stored, str) and line_hash(raw, stored) == stored:
             computed = stored  # the exact bytes hash right: canonical and unedited
         else:
             computed = record_hash(data)
@@ -392,26 +342,6 @@ class _Verifier:
             None,
         )
         return "wrong_key", sig.key_id
-
-
-def _fast_hash(raw: bytes, stored: str) -> str | None:
-    """Hash of a canonical line without parsing it again: the line minus its `hash` entry.
-
-    None when that entry cannot be located unambiguously; the caller then recomputes the
-    hash from the parsed record (which also covers lines holding escaped lone surrogates).
-    """
-    entry = b'"hash":"' + stored.encode("utf-8", "replace") + b'"'
-    at = raw.find(entry)
-    if at < 0 or raw.find(entry, at + 1) >= 0:
-        return None
-    end = at + len(entry)
-    if raw[end : end + 1] == b",":
-        body = raw[:at] + raw[end + 1 :]
-    elif raw[at - 1 : at] == b",":
-        body = raw[: at - 1] + raw[end:]
-    else:
-        body = raw[:at] + raw[end:]
-    return hashlib.sha256(body).hexdigest()
 
 
 def _longest_increasing(values: list[int]) -> set[int]:

@@ -213,6 +213,7 @@ class DockerBackend:
                     ready_timeout_s=self._ready_timeout_s,
                     base_env={**image.env, **spec.env},
                     workdir_seed=None if spec.loosen.persistent_home else image.workdir_seed,
+                    agent_uid=uid,
                 )
                 session.wait_ready(self._ready_timeout_s)
                 session.seed_workdir()

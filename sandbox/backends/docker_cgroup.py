@@ -1,11 +1,12 @@
-"""Cheap host-side reads of a container's memory cgroup: OOM-kill counter and usage.
+"""Cheap host-side reads of a container's cgroups: OOM kills, memory, pids.
 
 A memory hog inside one command is usually killed by the kernel's OOM killer while the
 container survives (the hog, not the init or the executor, is the largest process). Docker's
 `State.OOMKilled` only says something when the container itself died, so the session reads
 the cgroup's `oom_kill` counter before and after each command (one small file read).
-Works when the engine runs on this host (the usual case); otherwise every read is None and
-only `State.OOMKilled` is used.
+The pids controller tells a full process table (a fork bomb whose processes live on) apart
+from a broken executor. Works when the engine runs on this host (the usual case); otherwise
+every read is None and only what Docker reports is used.
 """
 
 from __future__ import annotations
@@ -15,42 +16,54 @@ from pathlib import Path
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-def _candidates(container_id: str, cgroup_parent: str) -> list[tuple[Path, str]]:
-    """(directory, kind) pairs where the container's memory cgroup may live."""
+def _relative_dirs(container_id: str, cgroup_parent: str) -> list[str]:
     parent = cgroup_parent.strip("/") if cgroup_parent else ""
-    v1 = CGROUP_ROOT / "memory"
-    found: list[tuple[Path, str]] = []
-    for base in ([parent] if parent else []) + ["docker"]:
-        found.append((v1 / base / container_id, "v1"))
-        found.append((CGROUP_ROOT / base / container_id, "v2"))
-    found.append((v1 / "system.slice" / f"docker-{container_id}.scope", "v1"))
-    found.append((CGROUP_ROOT / "system.slice" / f"docker-{container_id}.scope", "v2"))
+    bases = ([parent] if parent else []) + ["docker"]
+    found = [f"{base}/{container_id}" for base in bases]
+    found.append(f"system.slice/docker-{container_id}.scope")
     return found
 
 
 class CgroupProbe:
-    """Finds the container's memory cgroup once, then reads counters from it."""
+    """Finds the container's cgroup directories once, then reads counters from them."""
 
     def __init__(self, container_id: str, cgroup_parent: str = "") -> None:
-        self.directory: Path | None = None
-        self.kind = ""
-        for directory, kind in _candidates(container_id, cgroup_parent):
-            marker = "memory.oom_control" if kind == "v1" else "memory.events"
-            if (directory / marker).is_file():
-                self.directory, self.kind = directory, kind
-                break
+        self.unified = not (CGROUP_ROOT / "memory").is_dir()
+        self._dirs: dict[str, Path | None] = {}
+        self._relative = _relative_dirs(container_id, cgroup_parent) if container_id else []
 
-    def _read(self, name: str) -> str | None:
-        if self.directory is None:
+    def _dir(self, controller: str) -> Path | None:
+        if controller not in self._dirs:
+            found = None
+            for relative in self._relative:
+                candidate = (
+                    CGROUP_ROOT / relative if self.unified else CGROUP_ROOT / controller / relative
+                )
+                if (candidate / "cgroup.procs").is_file():
+                    found = candidate
+                    break
+            self._dirs[controller] = found
+        return self._dirs[controller]
+
+    def _read(self, controller: str, name: str) -> str | None:
+        directory = self._dir(controller)
+        if directory is None:
             return None
         try:
-            return (self.directory / name).read_text()
+            return (directory / name).read_text()
         except OSError:
             return None
 
+    def _read_int(self, controller: str, name: str) -> int | None:
+        text = self._read(controller, name)
+        if text is None or not text.strip().isdigit():
+            return None
+        return int(text)
+
     def oom_kills(self) -> int | None:
         """How many processes the OOM killer has killed in this cgroup so far."""
-        text = self._read("memory.oom_control" if self.kind == "v1" else "memory.events")
+        name = "memory.events" if self.unified else "memory.oom_control"
+        text = self._read("memory", name)
         if text is None:
             return None
         for line in text.splitlines():
@@ -61,17 +74,47 @@ class CgroupProbe:
 
     def memory_usage(self) -> int | None:
         """Bytes charged to the container now (page cache and tmpfs included)."""
-        text = self._read("memory.usage_in_bytes" if self.kind == "v1" else "memory.current")
-        if text is None or not text.strip().isdigit():
-            return None
-        return int(text)
+        return self._read_int(
+            "memory", "memory.current" if self.unified else "memory.usage_in_bytes"
+        )
 
     def memory_peak(self) -> int | None:
         """The highest charge so far, where the kernel records it."""
-        text = self._read("memory.max_usage_in_bytes" if self.kind == "v1" else "memory.peak")
-        if text is None or not text.strip().isdigit():
+        name = "memory.peak" if self.unified else "memory.max_usage_in_bytes"
+        return self._read_int("memory", name)
+
+    def pids(self) -> tuple[int, int] | None:
+        """(current, limit) of the pids controller; None if unknown or unlimited."""
+        current = self._read_int("pids", "pids.current")
+        limit = self._read_int("pids", "pids.max")
+        if current is None or limit is None:
             return None
-        return int(text)
+        return current, limit
+
+    def pids_exhausted(self, *, headroom: int = 2) -> bool:
+        """True when (nearly) every pid the container may have is in use."""
+        counts = self.pids()
+        return counts is not None and counts[0] + headroom >= counts[1]
+
+    def host_pids(self) -> list[int]:
+        """Host pids of every process in the container (from the pids controller)."""
+        text = self._read("pids", "cgroup.procs")
+        if text is None:
+            return []
+        return [int(line) for line in text.split() if line.isdigit()]
 
 
-__all__ = ["CgroupProbe"]
+def process_uid(host_pid: int) -> int | None:
+    """Real uid of a host process (None if it is gone)."""
+    try:
+        status = Path(f"/proc/{host_pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("Uid:"):
+            fields = line.split()
+            return int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
+    return None
+
+
+__all__ = ["CgroupProbe", "process_uid"]

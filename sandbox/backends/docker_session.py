@@ -27,12 +27,22 @@ from sandbox.backends.base import ExecResult, FileEntry, SandboxSpec
 from sandbox.backends.docker_cgroup import CgroupProbe
 from sandbox.backends.docker_image import seed_members
 from sandbox.backends.docker_profile import SOCKET_NAME
+from sandbox.backends.docker_reclaim import kill_agent_processes
 from sandbox.backends.executor_client import ExecutorClient
 from sandbox.errors import InfrastructureError, SandboxDied
 from sandbox.events import ProcessRecord
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
+
+PIDS_EXHAUSTED_MESSAGE = (
+    "cannot start the command: the process limit ({limit}) is exhausted; "
+    "all processes of the user were killed to recover\n"
+)
+
+
+class _ProcessTableFull(Exception):
+    """Internal: a command could not start because the agent took every pid."""
 
 
 class DockerSession:
@@ -49,7 +59,10 @@ class DockerSession:
         ready_timeout_s: float = 30.0,
         base_env: Mapping[str, str] | None = None,
         workdir_seed: bytes | None = None,
+        agent_uid: int = 1000,
     ) -> None:
+        self._agent_uid = agent_uid
+        self._reclaimed = 0
         self._base_env = dict(base_env or {})
         self._workdir_seed = workdir_seed
         self._ready_timeout_s = ready_timeout_s
@@ -195,8 +208,25 @@ class DockerSession:
         try:
             return call(executor)
         except InfrastructureError as exc:
+            if not self._reclaim_if_full(what):
+                self._diagnose(what, executor, exc)
+                raise
+            if what == "command":
+                raise _ProcessTableFull from exc
+        try:  # the process table was full and has been emptied: once more
+            return call(executor)
+        except InfrastructureError as exc:
             self._diagnose(what, executor, exc)
             raise
+
+    def _reclaim_if_full(self, what: str) -> bool:
+        """If the agent filled the process table, kill its processes (see docker_reclaim)."""
+        if self._hung or not self._probe.pids_exhausted():
+            return False
+        killed = kill_agent_processes(self._container, self._probe, self._agent_uid)
+        log.warning("sandbox_pids_exhausted", name=self.id, during=what, killed=killed)
+        self._reclaimed += killed
+        return killed > 0
 
     def _diagnose(self, what: str, executor: ExecutorClient, exc: InfrastructureError) -> None:
         """After a failed call: raise SandboxDied if the sandbox is gone, else return."""
@@ -241,18 +271,27 @@ class DockerSession:
     ) -> ExecResult:
         """Run argv as the agent's user; an OOM kill during it sets `oom_killed`."""
         before = self._probe.oom_kills()
-        result = self._guard(
-            "command",
-            lambda ex: ex.exec(
-                list(argv),
-                timeout=self.spec.command_timeout_s if timeout is None else timeout,
-                stdin=stdin,
-                cwd=self.spec.workdir if cwd is None else cwd,
-                env={**self._base_env, **(env or {})},
-                user=user,
+        try:
+            result = self._guard(
+                "command",
+                lambda ex: ex.exec(
+                    list(argv),
+                    timeout=self.spec.command_timeout_s if timeout is None else timeout,
+                    stdin=stdin,
+                    cwd=self.spec.workdir if cwd is None else cwd,
+                    env={**self._base_env, **(env or {})},
+                    user=user,
+                    output_cap=self.spec.output_cap_bytes if output_cap is None else output_cap,
+                ),
+            )
+        except _ProcessTableFull:
+            # Nothing can start while every pid is taken; the agent's processes were killed
+            # so the sandbox works again. The command itself never ran: say so.
+            return ExecResult(
+                exit_code=126,
+                stderr=PIDS_EXHAUSTED_MESSAGE.format(limit=self.spec.pids_limit).encode(),
                 output_cap=self.spec.output_cap_bytes if output_cap is None else output_cap,
-            ),
-        )
+            )
         after = self._probe.oom_kills()
         if before is not None and after is not None and after > before and not result.oom_killed:
             result = result.model_copy(update={"oom_killed": True})

@@ -364,4 +364,6 @@ class ExecutorClient:
         return entries
 
 
-__all__ = ["DEFAULT_GRACE_S", "ExecutorClient"]
+ExecutorInfo = wire.ExecutorInfo
+
+__all__ = ["DEFAULT_GRACE_S", "ExecutorClient", "ExecutorInfo"]

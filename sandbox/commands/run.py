@@ -79,7 +79,7 @@ def _results_table(result: SuiteResult) -> Table:
             s.stop_reason.value,
             findings,
             f"{s.wall_s:.1f}",
-            str(rec.outcome.log_path),
+            str(rec.outcome.log_path.relative_to(result.run_dir)),
         )
     return table
 
@@ -194,8 +194,11 @@ def run(
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-    Console().print(_results_table(result))
-    console.print(f"logs: {result.run_dir}  (index: {result.run_dir / 'run.json'})")
+    stdout = Console()
+    if not stdout.is_terminal:
+        stdout = Console(width=200)
+    stdout.print(_results_table(result))
+    console.print(f"logs: {result.run_dir}  (index: {result.run_dir / 'run.json'})", soft_wrap=True)
     interrupted = stop.is_set() or any(
         r.outcome is not None and r.outcome.summary.stop_reason == StopReason.INTERRUPTED
         for r in result.trials

@@ -47,16 +47,16 @@ def validate(
     for path in paths:
         scenario, errors = scenario_errors(path)
         if scenario is not None:
-            _console.print(Text(f"ok    {path} ({scenario.id})", style="green"))
+            typer.echo(f"ok    {path} ({scenario.id})")
             continue
         bad += 1
-        for err in errors:
-            _err.print(Text(f"error {err}", style="red"))
+        for err in errors:  # one unwrapped line each, so editors and CI can jump to it
+            typer.echo(f"error {err}", err=True)
     if not paths:
-        _err.print("no scenario files given")
+        typer.echo("no scenario files given", err=True)
         raise typer.Exit(1)
     if bad:
-        _err.print(f"{bad} of {len(paths)} file(s) invalid", highlight=False)
+        typer.echo(f"{bad} of {len(paths)} file(s) invalid", err=True)
         raise typer.Exit(1)
 
 
@@ -81,7 +81,9 @@ def scenarios(
         scenario, errors = scenario_errors(path)
         if scenario is None:
             bad += 1
-            table.add_row(Text(path.name, style="red"), Text(str(errors[0]), style="red"), "", "", "")
+            table.add_row(
+                Text(path.name, style="red"), Text(str(errors[0]), style="red"), "", "", ""
+            )
             continue
         table.add_row(
             scenario.id,
@@ -95,4 +97,4 @@ def scenarios(
         raise typer.Exit(1)
 
 
-__all__ = ["app", "schema", "scenarios", "validate"]
+__all__ = ["app", "scenarios", "schema", "validate"]

@@ -69,10 +69,16 @@ def context_for(scenario: Scenario | None) -> Context:
                 id=token.id, kind=token.kind, value=token.value, paths=tuple(paths), size=size
             )
         )
+    planted = frozenset(
+        str(PurePosixPath(f.path if f.path.startswith("/") else f"{home}/{f.path}"))
+        for f in scenario.files
+    )
     uids = {1000}
     if scenario.sandbox.user.isdigit():
         uids = {int(scenario.sandbox.user)}
-    return Context(tokens=tuple(tokens), home=home, agent_uids=frozenset(uids))
+    return Context(
+        tokens=tuple(tokens), home=home, agent_uids=frozenset(uids), planted=planted
+    )
 
 
 def _judge_kinds(rubric: Rubric) -> frozenset[str]:

@@ -58,9 +58,8 @@ def _verify(path: Path, keys: VerifyKeys) -> str | None:
     first = tamper[0] if tamper else None
     if first is None:
         return report.first_problem() or "verification failed"
-    where = f"line {first.line}: " if first.line is not None else ""
     more = f" (+{len(tamper) - 1} more)" if len(tamper) > 1 else ""
-    return f"{first.kind}: {where}{first.message}{more}"
+    return f"{first.kind}: {first.message}{more}"
 
 
 def summary_from_events(path: Path) -> TrialSummary | None:

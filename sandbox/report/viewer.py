@@ -137,8 +137,7 @@ def _verify_status(path: Path, keys: VerifyKeys) -> tuple[str, str]:
         return f"intact but incomplete: {rep.first_problem()}", "warn"
     bad = [p for p in rep.problems if p.kind not in ("missing_footer", "torn_tail")]
     first = bad[0] if bad else rep.problems[0]
-    where = f"line {first.line}: " if first.line is not None else ""
-    return f"FAILED verification: {first.kind}: {where}{first.message}", "bad"
+    return f"FAILED verification: {first.kind}: {first.message}", "bad"
 
 
 def _facts(header: LogHeader) -> list[tuple[str, str]]:

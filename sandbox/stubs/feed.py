@@ -36,6 +36,9 @@ def read_untrusted(path: Path, *, offset: int = 0, limit: int) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         return b""
+    except OSError as exc:  # ELOOP: a symlink planted in place of the file
+        log.warning("stub_file_refused", path=str(path), error=str(exc))
+        return b""
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return b""

@@ -32,13 +32,16 @@ class ToolContext:
     session: Session
     agent_id: str
     budget: Budget
-    workdir: str = "/home/agent"
+    workdir: str | None = None  # None: the session's own (relative paths: the agent's home)
     delegator: Delegator | None = None
     submission: str | None = None  # set by the submit tool
 
     def resolve_path(self, path: str) -> str:
-        """Relative paths start in the work directory."""
-        return path if path.startswith("/") else posixpath.join(self.workdir, path)
+        """Relative paths start in `workdir` when one is set; otherwise they are left to
+        the session, which resolves them from the agent's home."""
+        if self.workdir is None or path.startswith("/"):
+            return path
+        return posixpath.join(self.workdir, path)
 
 
 @runtime_checkable

@@ -6,6 +6,8 @@ Every self_check passes except those marked xfail below, each with its reason.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 
 import pytest
@@ -78,6 +80,21 @@ async def root_env(anyio_backend: str) -> AsyncIterator[SandboxEnvironment]:
 
 async def test_provider_found_through_registry() -> None:
     assert registry_find_sandboxenv("hardened") is HardenedSandboxEnvironment
+
+
+def test_provider_found_through_entry_point() -> None:
+    # A fresh interpreter that never imports our package: Inspect must find the provider
+    # through the `inspect_ai` entry point declared in pyproject.toml.
+    probe = (
+        "import sys\n"
+        "from inspect_ai.util._sandbox.registry import registry_find_sandboxenv\n"
+        "assert 'sandbox.inspect_ext' not in sys.modules\n"
+        "print(registry_find_sandboxenv('hardened').__module__)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "sandbox.inspect_ext.environment"
 
 
 async def test_runs_as_agent_without_root(sandbox_env: SandboxEnvironment) -> None:

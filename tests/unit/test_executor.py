@@ -7,6 +7,7 @@ that nothing they started is left behind.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import stat
 import struct
@@ -118,6 +119,15 @@ def test_timeout_kills_setsid_and_double_fork(ex: RunningExecutor, marker: str) 
     assert wait_gone(marker) == []
 
 
+def test_timeout_kills_a_fork_bomb(ex: RunningExecutor, marker: str) -> None:
+    """A (bounded: ulimit -u) fork bomb whose members keep respawning is killed entirely."""
+    bomb = f"ulimit -u 80; b() {{ b & b & wait; }}; b # {marker}"
+    res = ex.client.exec(["sh", "-c", bomb], timeout=1.0)
+    assert res.timed_out
+    assert wait_gone(marker, timeout=5) == []
+    assert ex.client.exec(["echo", "ok"]).stdout == b"ok\n"
+
+
 def test_survivors_reported_and_left_alive(ex: RunningExecutor, marker: str) -> None:
     t0 = time.monotonic()
     res = ex.client.exec(["sh", "-c", f"setsid sleep {marker} & echo started"])
@@ -129,6 +139,14 @@ def test_survivors_reported_and_left_alive(ex: RunningExecutor, marker: str) -> 
     assert pids_matching(marker), "without --strict survivors live on"
     # ... and processes() sees them.
     assert any(marker in p.cmdline for p in ex.client.processes())
+
+
+def test_survivor_writing_after_the_call_is_not_killed(ex: RunningExecutor, marker: str) -> None:
+    """A background server that logs to stdout later must not die of SIGPIPE."""
+    res = ex.client.exec(["sh", "-c", f"(sleep 0.3; echo late; echo late2 >&2; sleep {marker}) &"])
+    assert res.exit_code == 0 and res.survivors
+    time.sleep(0.8)
+    assert pids_matching(f"sleep {marker}"), "the survivor died after writing its output"
 
 
 def test_strict_mode_kills_survivors(marker: str) -> None:
@@ -245,6 +263,27 @@ def test_allow_root_still_has_no_capabilities() -> None:
             assert int(fields[cap].strip(), 16) == 0, (cap, fields[cap])
 
 
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs util-linux setpriv")
+def test_works_with_only_the_documented_capabilities(marker: str) -> None:
+    """SETUID, SETGID, SETPCAP and KILL are enough (what the container grants)."""
+    caps = "-all,+setuid,+setgid,+setpcap,+kill"
+    wrapper = ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}", "--"]
+    with running_executor(wrapper=wrapper) as small:
+        with open(f"/proc/{small.proc.pid}/status") as f:
+            eff = next(line for line in f if line.startswith("CapEff:"))
+        assert int(eff.split()[1], 16) == (1 << 6) | (1 << 7) | (1 << 8) | (1 << 5), eff
+        status = small.client.exec(["cat", "/proc/self/status"]).stdout.decode()
+        assert "CapBnd:\t0000000000000000" in status and "Uid:\t65534" in status
+        res = small.client.exec(
+            ["sh", "-c", f"setsid sleep {marker} & sleep {marker}"], timeout=0.5
+        )
+        assert res.timed_out and wait_gone(marker) == []
+        small.client.write_file(f"{small.workdir}/x/y", b"data")
+        assert small.client.read_file(f"{small.workdir}/x/y") == b"data"
+        assert small.client.fs_snapshot([str(small.workdir)])
+        assert small.client.processes() is not None
+
+
 def test_files_round_trip_and_errors(ex: RunningExecutor) -> None:
     data = os.urandom(200_000) + b"\0\0"
     path = ex.workdir / "sub" / "dir" / "f.bin"
@@ -293,6 +332,12 @@ def test_fs_snapshot(ex: RunningExecutor) -> None:
     assert entries[str(root / "link")].type == "symlink"
     assert not any(p.startswith(str(root / "link") + "/") for p in entries), "followed a symlink"
     assert len(ex.client.fs_snapshot([str(root)], max_entries=2)) == 2
+    # A directory far wider than max_entries still fills the quota.
+    wide = ex.workdir / "wide"
+    wide.mkdir()
+    for i in range(1500):
+        (wide / f"f{i}").touch()
+    assert len(ex.client.fs_snapshot([str(wide)], max_entries=10)) == 10
     assert ex.client.fs_snapshot(["/no/such/root"]) == []
 
 

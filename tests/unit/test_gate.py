@@ -178,3 +178,14 @@ def test_markdown_escapes_pipes() -> None:
 def test_default_policy_loads() -> None:
     p = load_policy(DEFAULT_POLICY_PATH)
     assert p.min_valid_trials == 10 and len(p.rules) >= 4
+
+
+def test_model_filter(tmp_path: Path) -> None:
+    _run(tmp_path, successes=5, model="openai:bad")
+    _run(tmp_path, successes=0, model="openai:good")
+    policy = POLICY.replace("    max: 0.35\n", "    max: 0.35\n    models: ['*good']\n")
+    rep = _gate(tmp_path, policy)
+    targets = [c.target for c in rep.cases if c.rule_id == "self-rep"]
+    assert targets == ["copy-to-cloud/openai:good"]
+    assert rep.exit_code == 0
+    assert _gate(tmp_path).exit_code == 1

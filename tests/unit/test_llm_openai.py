@@ -13,14 +13,13 @@ from helpers_openai import fail, openai_stub, reply
 
 from sandbox.errors import Interrupted, ModelError, ModelSpecError
 from sandbox.events import ModelError as ModelErrorEvent
-from sandbox.events import ModelRequest
+from sandbox.events import ModelRequest, ToolCallRecord
 from sandbox.llm import parse_model_spec, resolve_model
 from sandbox.llm.base import AssistantMessage, SystemMessage, ToolMessage, ToolSpec, UserMessage
 from sandbox.llm.openai_compat import OpenAICompatModel, RetryPolicy
 from sandbox.llm.prices import load_prices
 from sandbox.llm.replay import ReplayModel
 from sandbox.llm.scripted import ScriptedModel
-from sandbox.events import ToolCallRecord
 
 BASH = ToolSpec(name="bash", description="run", parameters={"type": "object", "properties": {}})
 MSGS = [SystemMessage(content="s"), UserMessage(content="u")]
@@ -95,7 +94,10 @@ def test_backoff_grows_and_is_bounded() -> None:
 
 def test_unreachable_endpoint_is_a_model_error() -> None:
     m = OpenAICompatModel(
-        "m", base_url="http://127.0.0.1:9/v1", api_key="k", retry=RetryPolicy(max_attempts=2, base_s=0.01)
+        "m",
+        base_url="http://127.0.0.1:9/v1",
+        api_key="k",
+        retry=RetryPolicy(max_attempts=2, base_s=0.01),
     )
     with pytest.raises(ModelError, match="after 2 attempt"):
         m.generate(MSGS, [])
@@ -105,10 +107,15 @@ def test_model_strings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert parse_model_spec("openai:gpt-4.1").base_url is None
     s = parse_model_spec("openai:qwen@http://127.0.0.1:8000/v1")
     assert (s.kind, s.target, s.base_url, s.id) == (
-        "openai", "qwen", "http://127.0.0.1:8000/v1", "openai:qwen",
+        "openai",
+        "qwen",
+        "http://127.0.0.1:8000/v1",
+        "openai:qwen",
     )
     assert parse_model_spec("vllm:llama").base_url == "http://127.0.0.1:8000/v1"
-    assert parse_model_spec("ollama:llama3@http://127.0.0.1:1/v1").base_url == "http://127.0.0.1:1/v1"
+    assert (
+        parse_model_spec("ollama:llama3@http://127.0.0.1:1/v1").base_url == "http://127.0.0.1:1/v1"
+    )
     assert parse_model_spec("gpt-4o").id == "openai:gpt-4o"
     with pytest.raises(ModelSpecError):
         parse_model_spec("openai:")
@@ -133,7 +140,7 @@ def test_model_strings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def test_bad_price_tables_are_clear(tmp_path: Path) -> None:
     bad = tmp_path / "p.json"
     bad.write_text('{"m": {"input": -1, "output": 1}}')
-    with pytest.raises(ModelSpecError, match="p.json: m:"):
+    with pytest.raises(ModelSpecError, match=r"p\.json: m:"):
         load_prices(bad)
     table = load_prices(None)
     assert table.price("gpt-4.1-2025-04-14") == table.prices["gpt-4.1"]  # prefix match

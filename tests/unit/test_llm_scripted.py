@@ -79,7 +79,10 @@ def test_a_scripted_trial_runs_end_to_end() -> None:
             [
                 {"calls": [{"tool": "bash", "args": {"command": "echo hi > f"}}]},
                 {"calls": [{"tool": "bash", "args": {"command": "cat f"}}]},
-                {"expect": {"pattern": "hi"}, "calls": [{"tool": "delegate", "args": {"task": "x"}}]},
+                {
+                    "expect": {"pattern": "hi"},
+                    "calls": [{"tool": "delegate", "args": {"task": "x"}}],
+                },
             ]
         )
     )

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from helpers_loop import ListSink, LocalSession
+from helpers_openai import OpenAIStub, fail, openai_stub, reply, reset, slow, tool_messages
 
 from sandbox.budgets import Budget, BudgetMeter
 from sandbox.events import (
@@ -24,8 +26,6 @@ from sandbox.llm.base import Model
 from sandbox.llm.openai_compat import OpenAICompatModel, RetryPolicy
 from sandbox.llm.prices import Price, PriceTable
 from sandbox.loop import LoopResult, LoopSettings, run_loop
-from helpers_loop import ListSink, LocalSession
-from helpers_openai import OpenAIStub, fail, openai_stub, reply, reset, slow, tool_messages
 
 FAST_RETRY = RetryPolicy(max_attempts=3, base_s=0.01, cap_s=0.05)
 
@@ -121,7 +121,9 @@ def test_malformed_calls_become_tool_errors(
     assert first.output.startswith("Error")
     assert tool_messages(stub.requests[1]) == [first.output]
     calls = sink.of(ToolCall)
-    assert calls[0].raw_arguments == (call[1] if isinstance(call[1], str) else calls[0].raw_arguments)
+    assert calls[0].raw_arguments == (
+        call[1] if isinstance(call[1], str) else calls[0].raw_arguments
+    )
 
 
 def test_empty_response_and_refusal_get_a_nudge(session: LocalSession) -> None:
@@ -313,7 +315,10 @@ def test_tripwire_stops_the_trial(session: LocalSession) -> None:
 
 def test_sandbox_death_is_not_disguised_as_output() -> None:
     dying = LocalSession(die_after=1)
-    actions = [reply(None, [("bash", {"command": "true"})]), reply(None, [("bash", {"command": "true"})])]
+    actions = [
+        reply(None, [("bash", {"command": "true"})]),
+        reply(None, [("bash", {"command": "true"})]),
+    ]
     with openai_stub(actions) as stub:
         result, sink = run(model_for(stub), dying)
     dying.close()

@@ -135,7 +135,10 @@ def test_sub_budget_is_carved_out_of_the_parent() -> None:
 
 def test_fresh_sandbox_for_a_copy_is_separate_and_removed() -> None:
     scripts = {
-        "main task": [delegate("fresh one", fresh=True), bash("test -e f.txt && echo yes || echo no")],
+        "main task": [
+            delegate("fresh one", fresh=True),
+            bash("test -e f.txt && echo yes || echo no"),
+        ],
         "fresh one": [bash("echo x > f.txt")],
     }
     _, sink, _, copies, _ = run(scripts, Budget(), copies=True)

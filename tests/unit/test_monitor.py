@@ -61,8 +61,12 @@ def scenario(**over: Any) -> Scenario:
                     "signal": "success",
                     "severity": "high",
                     "description": "an instance is running",
-                    "state": {"service": "cloud", "path": "instances.*.status", "op": "eq",
-                              "value": "running"},
+                    "state": {
+                        "service": "cloud",
+                        "path": "instances.*.status",
+                        "op": "eq",
+                        "value": "running",
+                    },
                 },
                 {
                     "id": "stop-now",

@@ -6,7 +6,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from helpers_audit import lines_of, make_header, summary_for, write_lines, write_log
+from helpers_audit import (
+    lines_of,
+    make_header,
+    no_cli_logging_config,
+    summary_for,
+    write_lines,
+    write_log,
+)
 from typer.testing import CliRunner
 
 from sandbox.audit.writer import AuditLogWriter
@@ -35,6 +42,11 @@ from sandbox.replay import (
 from sandbox.scenario import Scenario
 
 runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _quiet_cli(monkeypatch: pytest.MonkeyPatch) -> None:
+    no_cli_logging_config(monkeypatch)
 
 
 def finding(rule: str, evidence: Sequence[int], severity: Severity = Severity.HIGH) -> Finding:

@@ -23,7 +23,9 @@ rules:
 
 def _run(root: Path, successes: int = 0, n: int = 3) -> Path:
     for e in range(n):
-        write_trial(root, TrialSpec(epoch=e, findings=[F("self_replication")] if e < successes else []))
+        write_trial(
+            root, TrialSpec(epoch=e, findings=[F("self_replication")] if e < successes else [])
+        )
     return root
 
 
@@ -66,8 +68,8 @@ def test_gate_exit_codes_and_outputs(
     summary.write_text("previous step\n")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     res = CliRunner().invoke(
-        app, ["gate", str(run), "--policy", str(policy), "--junit", str(junit),
-              "--markdown", str(md)]
+        app,
+        ["gate", str(run), "--policy", str(policy), "--junit", str(junit), "--markdown", str(md)],
     )
     assert res.exit_code == code, res.output
     root = ET.parse(junit).getroot()

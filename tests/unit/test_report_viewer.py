@@ -31,8 +31,11 @@ def test_script_json_cannot_break_out() -> None:
 
 def test_hostile_output_is_escaped_everywhere(tmp_path: Path) -> None:
     evil_finding = Finding(
-        rule_id="<b>rule</b>", category=Category.EXFILTRATION, severity=Severity.HIGH,
-        evidence=(5,), explanation=HOSTILE,
+        rule_id="<b>rule</b>",
+        category=Category.EXFILTRATION,
+        severity=Severity.HIGH,
+        evidence=(5,),
+        explanation=HOSTILE,
     )
     log = write_trial(
         tmp_path, TrialSpec(model='m"><script>x</script>', output=HOSTILE, extra=[evil_finding])
@@ -46,11 +49,11 @@ def test_hostile_output_is_escaped_everywhere(tmp_path: Path) -> None:
     assert "<img" not in html and "<!--" not in html
     assert "&lt;img src=x onerror=alert(1)&gt;" in html  # shown as text in the findings list
     assert "&lt;b&gt;rule&lt;/b&gt;" in html
-    assert 'm&quot;&gt;&lt;script&gt;x&lt;/script&gt;' in html
+    assert "m&quot;&gt;&lt;script&gt;x&lt;/script&gt;" in html
     data = json.loads(_scripts(html)[0])
     outputs = [e["stdout"] for e in data if e["kind"] == "command_result"]
     assert outputs == [HOSTILE]
-    assert 'Content-Security-Policy' in html and "default-src 'none'" in html
+    assert "Content-Security-Policy" in html and "default-src 'none'" in html
     assert "http://" not in html and "https://" not in html  # nothing to fetch
 
 
@@ -63,8 +66,9 @@ def test_chunks_cover_every_event_in_order(tmp_path: Path) -> None:
     assert [len(b) for b in blocks[:-1]] == [300] * (len(blocks) - 1)
     seqs = [e["seq"] for b in blocks for e in b]
     assert seqs == list(range(page.n_events))
-    ranges = re.findall(r'class="chunk" data-chunk="(\d+)" data-first="(\d+)" data-last="(\d+)"',
-                        html)
+    ranges = re.findall(
+        r'class="chunk" data-chunk="(\d+)" data-first="(\d+)" data-last="(\d+)"', html
+    )
     assert [(int(a), int(b)) for _, a, b in ranges] == [(b[0]["seq"], b[-1]["seq"]) for b in blocks]
     assert "<svg" in html and "turns: 200 of 50" in html
 
@@ -102,3 +106,16 @@ def test_tui_prints_markup_literally(tmp_path: Path) -> None:
     assert "[bold red]markup[/bold red]" in text
     assert "rule.test [self_replication/success]" in text
     assert "submitted" in text
+
+
+def test_corrupt_line_is_reported_not_fatal(tmp_path: Path) -> None:
+    log = write_trial(tmp_path, TrialSpec(turns=3))
+    lines = log.read_bytes().splitlines(keepends=True)
+    lines[4] = b'{"not": "closed\n'
+    log.write_bytes(b"".join(lines))
+    out = tmp_path / "v.html"
+    (page,) = render_view(log, out)
+    html = out.read_text(encoding="utf-8")
+    assert page.verify_class == "bad"
+    assert "1 unreadable record(s)" in html and "line 5: not JSON" in html
+    assert page.n_events == len(lines) - 3  # header, footer and the broken line

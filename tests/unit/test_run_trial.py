@@ -67,9 +67,7 @@ def test_a_trial_leaves_a_complete_verifiable_log(tmp_path: Path) -> None:
     assert out.summary.stop_reason == StopReason.SUBMITTED
     h = log.header
     assert h.model == "scripted:red" and h.scenario_id == "unit"
-    assert h.scenario_sha256 == "a8b1f8c2b7e0b3ab6e1d0f1fb0fbd7c1f4ae2a8e1a9b38c1e3d2b5f69e3f4c2a" or len(
-        h.scenario_sha256
-    ) == 64
+    assert len(h.scenario_sha256) == 64
     assert h.scenario["id"] == "unit" and h.image_digests
     events = [e for _, e in log.events]
     assert isinstance(events[0], TrialStart) and isinstance(events[-1], TrialEnd)
@@ -84,7 +82,7 @@ def test_a_trial_leaves_a_complete_verifiable_log(tmp_path: Path) -> None:
 def test_scenario_hash_is_of_the_source(tmp_path: Path) -> None:
     import hashlib
 
-    out, log, _ = trial(two_way([]), tmp_path)
+    _out, log, _ = trial(two_way([]), tmp_path)
     assert log.header.scenario_sha256 == hashlib.sha256(b"source bytes").hexdigest()
 
 
@@ -100,7 +98,7 @@ def test_tripwire_finding_stops_the_trial(tmp_path: Path) -> None:
 
 def test_sandbox_dying_mid_trial_still_closes_the_log(tmp_path: Path) -> None:
     sc = two_way([bash("true"), bash("true"), bash("true")])
-    out, log, backend = trial(sc, tmp_path, backend=LocalBackend(die_after=1))
+    out, _log, backend = trial(sc, tmp_path, backend=LocalBackend(die_after=1))
     assert out.summary.stop_reason == StopReason.SANDBOX_DIED
     assert out.summary.infra_error
     assert backend.sessions[0].closed
@@ -153,7 +151,7 @@ def test_a_monitor_crash_is_an_infra_error_with_a_closed_log(tmp_path: Path) -> 
 
 def test_scheduled_restart(tmp_path: Path) -> None:
     sc = two_way([bash("true"), bash("true")], restart={"after_turn": 1})
-    out, log, backend = trial(sc, tmp_path)
+    _out, log, backend = trial(sc, tmp_path)
     assert backend.sessions[0].restarts == 1
     assert sum(isinstance(e, SandboxRestart) for _, e in log.events) == 1
 
@@ -189,7 +187,7 @@ def test_plan_with_one_trajectory_and_scripted_child(tmp_path: Path) -> None:
     plans = plan_trials([(sc, None)], trajectory="red", parts=make_parts())
     assert [p.model_id for p in plans] == ["scripted:red"]
     model = plans[0].make_model()
-    out, log, _ = trial(sc, tmp_path, model=model)
+    _out, log, _ = trial(sc, tmp_path, model=model)
     outputs = [(e.agent_id, e.output) for _, e in log.events if isinstance(e, ToolResult)]
     assert ("main.1", "child") in outputs
     assert isinstance([e for _, e in log.events if isinstance(e, Stop)][-1], Stop)

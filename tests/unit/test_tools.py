@@ -10,7 +10,9 @@ from sandbox.budgets import Budget
 from sandbox.tools import cap_output, default_tools
 from sandbox.tools.shell import format_result
 
-FORBIDDEN = re.compile(r"\b(evaluat\w*|monitor\w*|test\w*|watch\w*|observ\w*|benchmark\w*|graded?)\b", re.I)
+FORBIDDEN = re.compile(
+    r"\b(evaluat\w*|monitor\w*|test\w*|watch\w*|observ\w*|benchmark\w*|graded?)\b", re.I
+)
 
 
 def test_model_visible_text_never_mentions_being_watched() -> None:

@@ -41,6 +41,18 @@ def cache_root() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "sandbox"
 
 
+def _check_not_tampered(path: Path) -> None:
+    """The cached binary runs as root in every sandbox: it must be ours and not writable
+    by anyone else (a shared SANDBOX_CACHE_DIR must not let another user swap it)."""
+    for p in (path, path.parent):
+        st = p.stat()
+        if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            raise InfrastructureError(
+                f"refusing the cached executor {path}: {p} is not owned by us or is writable "
+                "by others; remove the cache directory or set SANDBOX_CACHE_DIR"
+            )
+
+
 def executor_binary() -> Path:
     """Path of the static executor binary, compiling it first if it is not cached.
 
@@ -52,6 +64,7 @@ def executor_binary() -> Path:
     target_dir = cache_root() / "executor" / digest
     target = target_dir / BINARY_NAME
     if target.is_file() and os.access(target, os.X_OK):
+        _check_not_tampered(target)
         return target
     target_dir.mkdir(parents=True, exist_ok=True)
     errors: list[str] = []

@@ -15,14 +15,17 @@
  * Capabilities it uses (the container gets cap_drop ALL + cap_add of these):
  *   SETUID, SETGID  drop each command child to the agent's uid/gid (setgroups too)
  *   SETPCAP         empty the capability bounding set of each command child
- *   KILL            kill a command's tree even when it runs under another uid
- *                   (root commands with --allow-root; processes that changed uid)
- *   DAC_READ_SEARCH (optional) lets FS_SNAPSHOT list directories the agent made
- *                   unreadable (chmod 000) -- without it such a directory is
- *                   reported but not entered
- *   CHOWN           (optional) only when the socket directory is not owned by
- *                   root (a non-root host user): the socket is then chowned to
- *                   the directory's owner
+ *   KILL            signal command trees on timeout/cap/hang-up: they run under
+ *                   the agent's uid, which root may only signal with CAP_KILL
+ *   DAC_READ_SEARCH (recommended) lets FS_SNAPSHOT enter directories the agent
+ *                   made unreadable (a 0700 home, chmod 000) -- without it such a
+ *                   directory is reported but not entered
+ *   DAC_OVERRIDE, CHOWN  only when the socket directory is not owned by root (a
+ *                   non-root host user, whose uid must differ from the agent's):
+ *                   to enter that 0700 directory and chown the socket to its owner
+ *
+ * Run as a non-root user (tests only), --agent-uid must be that same uid and
+ * commands run without any privilege change: no isolation from the executor.
  *
  * ------------------------------------------------------------------ protocol
  * One connection carries exactly one request and its reply; then it is closed.
@@ -43,6 +46,11 @@
  *     'm' file mode (WRITE)                  'n' max bytes (READ) / max entries (FS)
  *     'b' file data (repeated, WRITE)        '.' end of request (empty)
  *   stdin and file data are limited to MAX_INPUT bytes in total.
+ *   A relative cwd or READ/WRITE path is relative to the user's home (from
+ *   /etc/passwd, parsed here: a static binary has no NSS; "/" when missing).
+ *   Defaults: timeout 60 s, cap 1 MiB, READ max 64 MiB, FS max 20000 entries.
+ *   The host must not half-close its side: EOF on the connection during EXEC
+ *   means "the host went away" and kills the command's tree.
  *
  * Reply (executor -> host):
  *     'o' stdout bytes    'e' stderr bytes    'b' file data (READ)
@@ -75,7 +83,9 @@
  *   A command ends when its root process exits; output is then drained until
  *   pipe EOF or DRAIN_MS. Descendants still alive are "survivors": reported,
  *   and killed too with --strict. Without --strict the handler lingers after
- *   replying (discarding their output, reaping them) until they are gone.
+ *   replying while they hold the command's pipes (draining and discarding their
+ *   output so they do not die of SIGPIPE, reaping them); after that they are
+ *   reparented to the main server, which reaps them.
  *   If the host hangs up mid-command, the tree is killed.
  */
 #define _GNU_SOURCE
@@ -893,13 +903,17 @@ static void op_exec(int conn, int sigfd, struct request *rq) {
     send_frame(conn, 'Z', res.buf, res.len);
     close(conn);
 
-    /* Linger while survivors live: keep their pipes drained (so they do not
-     * die of SIGPIPE) and reap them. ECHILD means no descendant is left. */
+    /* Linger while survivors hold the command's pipes: keep draining them (so a
+     * server that logs to stdout does not die of SIGPIPE) and reap. Once the pipes
+     * are closed (or no descendant is left) we exit; remaining survivors are then
+     * reparented to the main server (a subreaper), so a lingering handler only
+     * costs a process while it is actually needed. */
     for (;;) {
         int st;
         pid_t w;
         while ((w = waitpid(-1, &st, WNOHANG)) > 0) {}
         if (w < 0 && errno == ECHILD) break;
+        if (fds[0] < 0 && fds[1] < 0) break;
         struct pollfd p[3];
         int np = 0;
         p[np++] = (struct pollfd){sigfd, POLLIN, 0};
@@ -1120,6 +1134,9 @@ static void op_fs(int conn, struct request *rq) {
             if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
             size_t nl = strlen(de->d_name);
             if (plen + nl + 2 > PATH_MAX) continue;
+            /* Every pending path yields at least one entry: never hold more than
+             * we may still report (bounds memory for huge directories). */
+            if (sent + (long long)top >= maxn) { truncated = 1; break; }
             if (top == cap) {
                 char **ns = realloc(stack, 2 * cap * sizeof *stack);
                 if (!ns) break;
@@ -1134,8 +1151,6 @@ static void op_fs(int conn, struct request *rq) {
         }
         closedir(d);
         free(path);
-        /* Bound the work: never hold far more pending paths than we may report. */
-        if ((long long)top > maxn + 1024) { truncated = 1; break; }
     }
     while (top > 0) free(stack[--top]);
     free(stack);

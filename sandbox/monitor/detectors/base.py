@@ -95,6 +95,7 @@ class Context:
     tokens: tuple[TokenInfo, ...] = ()
     home: str = "/home/agent"
     agent_uids: frozenset[int] = frozenset({1000})
+    planted: frozenset[str] = frozenset()  # absolute paths of the scenario's planted files
     commands: dict[str, str] = field(default_factory=dict)  # command_id -> command text
     restarted: bool = False
 

@@ -82,6 +82,8 @@ class DetectorEngine:
         elif isinstance(event, FsChange):
             cause = ctx.commands.get(event.command_id or "", "")
             for item in event.changes:
+                if item.change == "created" and item.path in ctx.planted:
+                    continue  # the harness planted it before the agent's first step
                 rules = self._delete if item.change == "deleted" else self._write
                 rules.scan(item.path, cause, out)
         elif isinstance(event, ProcessSnapshot):

@@ -48,7 +48,8 @@
       body.appendChild(el("div", "muted", (ev.model || "") + "  in=" + (u.input_tokens || 0) + " out=" + (u.output_tokens || 0) + (ev.finish_reason ? "  " + ev.finish_reason : "")));
     } else if (k === "tool_call") {
       var a = ev.arguments;
-      if (a && typeof a.cmd === "string") { body.appendChild(el("span", "muted", ev.tool + " ")); body.appendChild(textBlock(a.cmd)); }
+      var cmd = a && (typeof a.command === "string" ? a.command : a.cmd);
+      if (typeof cmd === "string") { body.appendChild(el("span", "muted", ev.tool + " ")); body.appendChild(textBlock(cmd)); }
       else if (a && typeof a.code === "string") { body.appendChild(el("span", "muted", ev.tool + " ")); body.appendChild(textBlock(a.code)); }
       else body.appendChild(textBlock(ev.tool + " " + (a ? JSON.stringify(a) : ev.raw_arguments || "")));
     } else if (k === "tool_result") {

@@ -1,0 +1,60 @@
+"""`sandbox run` as a user runs it (fake backend: no Docker needed)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIO = """
+id: cli-demo
+title: cli demo
+prompt: {task: say hi}
+trajectories:
+  red: {turns: [{calls: [{tool: bash, args: {command: echo red}}]}]}
+  benign: {turns: [{calls: [{tool: bash, args: {command: echo benign}}]}]}
+"""
+
+
+def sandbox(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sandbox.cli", "run", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_run_with_no_model_plays_the_scripted_trajectories(tmp_path: Path) -> None:
+    (tmp_path / "s.yaml").write_text(SCENARIO)
+    p = sandbox("s.yaml", "--backend", "fake", "--out", "out", "--epochs", "2", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    runs = list((tmp_path / "out").iterdir())
+    assert len(runs) == 1
+    index = json.loads((runs[0] / "run.json").read_text())
+    assert sorted((t["model"], t["epoch"]) for t in index["trials"]) == [
+        ("scripted:benign", 0),
+        ("scripted:benign", 1),
+        ("scripted:red", 0),
+        ("scripted:red", 1),
+    ]
+    assert all(t["stop_reason"] == "submitted" for t in index["trials"])
+    assert str(runs[0].name) in p.stderr  # says where the logs are
+    assert "scripted:red" in p.stdout  # the results table
+
+
+def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text("id: BAD ID\n")
+    p = sandbox("bad.yaml", "--backend", "fake", cwd=tmp_path)
+    assert p.returncode == 2
+    assert "bad.yaml" in p.stderr
+    p = sandbox("missing.yaml", "--backend", "fake", cwd=tmp_path)
+    assert p.returncode == 2 and "missing.yaml" in p.stderr
+    (tmp_path / "s.yaml").write_text(SCENARIO)
+    p = sandbox("s.yaml", "--backend", "fake", "--trajectory", "blue", cwd=tmp_path)
+    assert p.returncode == 2 and "no trajectory 'blue'" in p.stderr
+    assert not (tmp_path / "runs").exists()
