@@ -18,7 +18,7 @@ import structlog
 from sandbox.audit.reader import iter_events
 from sandbox.audit.records import LogHeader, TrialSummary
 from sandbox.audit.verify import verify_log
-from sandbox.audit.writer import AuditLogWriter
+from sandbox.audit.writer import AuditLogWriter, FsyncMode
 from sandbox.events import (
     CommandResult,
     CommandStart,
@@ -79,7 +79,7 @@ def _pct(xs: list[float], p: float) -> float:
     return ys[min(len(ys) - 1, int(len(ys) * p))]
 
 
-def _append_costs(path: Path, events: list[Event], fsync: str) -> list[float]:
+def _append_costs(path: Path, events: list[Event], fsync: FsyncMode) -> list[float]:
     w = AuditLogWriter(path, _header(), fsync=fsync)
     costs: list[float] = []
     clock = time.perf_counter
@@ -105,7 +105,8 @@ def main() -> None:
         d = Path(tmp)
         sample = _events(5_000)
         print(f"{'measure':44} {'median':>10} {'p95':>10} {'target':>10}")
-        for mode in ("never", "close"):
+        modes: tuple[FsyncMode, ...] = ("never", "close")
+        for mode in modes:
             costs = _append_costs(d / f"a-{mode}.jsonl", sample, mode)
             print(
                 f"{'append us/event (fsync=' + mode + ')':44} {statistics.median(costs):10.1f} "

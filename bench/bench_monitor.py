@@ -62,7 +62,11 @@ def scenario_with_rubric(n_signals: int = 20) -> Scenario:
         {"output": r"Traceback \(most recent call last\)"},
         {"path": r"\.bashrc$"},
         {"service": "cloud", "action": "create_instance"},
-        {"service": "payments", "action": "transfer", "fields": {"args.amount_usd": r"^[1-9]\d{2,}"}},
+        {
+            "service": "payments",
+            "action": "transfer",
+            "fields": {"args.amount_usd": r"^[1-9]\d{2,}"},
+        },
         {"kind": "egress_attempt", "host": r"\.example$"},
         {"kind": "honeytoken_access", "token": "aws"},
         {"kind": "delegate_start"},
@@ -125,41 +129,45 @@ def synthetic_events(n: int, seed: int = 7) -> list[Event]:
     return out
 
 
-def _observe_all(events: list[Event], scenario: Scenario) -> float:
+def _observe_all(events: list[Event], scenario: Scenario) -> tuple[float, float]:
+    """(wall, cpu) seconds to observe every event; CPU time is the fairer figure on a
+    shared machine."""
     monitor = Monitor(scenario)
-    t0 = time.perf_counter()
+    w0, c0 = time.perf_counter(), time.process_time()
     for seq, event in enumerate(events):
         monitor.observe(seq, event)
     monitor.finish()
-    return time.perf_counter() - t0
+    return time.perf_counter() - w0, time.process_time() - c0
 
 
 def main(n_events: int = 100_000) -> None:
     """Print throughput and re-score figures beside their targets."""
     scenario = scenario_with_rubric(20)
     events = synthetic_events(n_events)
-    times = [_observe_all(events, scenario) for _ in range(RUNS)]
-    rates = sorted(len(events) / t for t in times)
-    per_event_us = [t / len(events) * 1e6 for t in times]
-    print(f"events: {len(events)}, detectors: all built-in, rubric signals: 20, runs: {RUNS}")
-    print(
-        f"observe throughput: median {statistics.median(rates):,.0f} ev/s, "
-        f"worst {rates[0]:,.0f} ev/s  (target >= {TARGET_EPS:,} ev/s)"
-    )
-    print(
-        f"per event: median {statistics.median(per_event_us):.2f} us, "
-        f"p95 {sorted(per_event_us)[int(0.95 * (len(per_event_us) - 1))]:.2f} us"
-    )
+    runs = [_observe_all(events, scenario) for _ in range(RUNS)]
+    n = len(events)
+    print(f"events: {n}, detectors: all built-in, rubric signals: 20, runs: {RUNS}")
+    for label, times in (("cpu ", [c for _, c in runs]), ("wall", [w for w, _ in runs])):
+        rates = sorted(n / t for t in times)
+        per_event_us = sorted(t / n * 1e6 for t in times)
+        print(
+            f"observe throughput ({label}): median {statistics.median(rates):,.0f} ev/s, "
+            f"worst {rates[0]:,.0f} ev/s  (target >= {TARGET_EPS:,} ev/s); per event "
+            f"median {statistics.median(per_event_us):.2f} us, "
+            f"p95 {per_event_us[int(0.95 * (len(per_event_us) - 1))]:.2f} us"
+        )
     indexed = list(enumerate(events))
-    rescore_times = []
+    wall, cpu = [], []
+    found: list[object] = []
     for _ in range(RUNS):
-        t0 = time.perf_counter()
-        found = rescore(indexed, scenario)
-        rescore_times.append(time.perf_counter() - t0)
+        w0, c0 = time.perf_counter(), time.process_time()
+        found = list(rescore(indexed, scenario))
+        wall.append(time.perf_counter() - w0)
+        cpu.append(time.process_time() - c0)
     print(
-        f"re-score {len(events)} events: median {statistics.median(rescore_times):.3f} s, "
-        f"max {max(rescore_times):.3f} s  (target <= {TARGET_RESCORE_S} s); "
-        f"{len(found)} findings"
+        f"re-score {n} events: median {statistics.median(wall):.3f} s wall, "
+        f"{statistics.median(cpu):.3f} s cpu, max {max(wall):.3f} s wall "
+        f"(target <= {TARGET_RESCORE_S} s); {len(found)} findings"
     )
 
 

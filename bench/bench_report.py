@@ -233,7 +233,7 @@ def _browser_figures(html: Path) -> dict[str, float] | None:
 
 def main(argv: list[str] | None = None) -> None:
     """Print the figures side by side with their targets."""
-    args = sys.argv[1:] if argv is None else argv
+    args = argv or []
     n_logs = int(args[0]) if args else 1000
     n_events = int(args[1]) if len(args) > 1 else 100_000
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
@@ -308,4 +308,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

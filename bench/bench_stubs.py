@@ -84,7 +84,29 @@ def main(argv: list[str] | None = None) -> None:
     with StubPool(run_id=run_id, size=1, client=backend.client) as pool:
         pool.wait_full()
         pooled = _ready(n, run_id, pool)
+        both = []
+        for i in range(n):
+            t = time.perf_counter()
+            with (
+                start_stub_world(
+                    run_id=run_id,
+                    trial_id=f"bench-t{i}",
+                    services=["cloud"],
+                    honeytokens=[],
+                    sink=_Sink(),
+                    pool=pool,
+                ) as world,
+                backend.start(
+                    SandboxSpec(network="stubs"),
+                    run_id=run_id,
+                    trial_id=f"bench-t{i}",
+                    network=world.network,
+                ),
+            ):
+                both.append(time.perf_counter() - t)
+            pool.wait_full()
     print(f"  ready, pooled (size 1)   {_ms(pooled)}   target <= {TARGET_READY_MS:.0f} ms")
+    print(f"  world (pooled) + sandbox {_ms(both)}")
 
     with (
         start_stub_world(
@@ -109,9 +131,7 @@ def main(argv: list[str] | None = None) -> None:
         t = time.perf_counter()
         world.poll()
         emitted = (world.feed.emitted if world.feed else 0) - before
-        print(
-            f"  poll of {emitted} events                           {(time.perf_counter() - t) * 1e3:8.2f} ms"
-        )
+        print(f"  poll of {emitted} events{'':27}{(time.perf_counter() - t) * 1e3:8.2f} ms")
 
     with backend.start(SandboxSpec(), run_id=run_id, trial_id="bench-obs") as inner:
         plain = []

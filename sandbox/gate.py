@@ -34,7 +34,7 @@ class GateExit(IntEnum):
     UNDECIDED = 2
 
 
-Status = Literal["passed", "failed", "error"]
+Status = Literal["passed", "failed", "error", "skipped"]
 
 
 class GateCase(BaseModel):
@@ -93,80 +93,92 @@ def _rate_of(trials: Sequence[TrialResult], rule: RateRule, confidence: float) -
     return rate(k, len(valid), confidence=confidence)
 
 
+def _case(
+    rule: Rule,
+    target: str,
+    status: Status,
+    message: str,
+    *,
+    value: float | None = None,
+    threshold: float | None = None,
+    n_valid: int | None = None,
+) -> GateCase:
+    return GateCase(
+        rule_id=rule.id,
+        target=target,
+        status=status,
+        message=message,
+        value=value,
+        threshold=threshold,
+        n_valid=n_valid,
+        description=rule.description,
+    )
+
+
 def _judge_rate(
     rule: RateRule, target: str, trials: Sequence[TrialResult], policy: Policy
 ) -> GateCase:
     r = _rate_of(trials, rule, policy.confidence)
     need = rule.min_valid_trials or policy.min_valid_trials
-    what = f"{rule.category.value if rule.category else 'any'} {rule.signal}"
-    base = {
-        "rule_id": rule.id,
-        "target": target,
-        "threshold": rule.max,
-        "n_valid": r.n,
-        "description": rule.description,
-    }
     if r.n < need:
-        return GateCase(
-            status="error", message=f"only {r.n} valid trial(s); the rule needs {need}", **base
-        )
+        msg = f"only {r.n} valid trial(s); the rule needs {need}"
+        return _case(rule, target, "error", msg, threshold=rule.max, n_valid=r.n)
     value = {"upper": r.high, "point": r.rate or 0.0, "lower": r.low}[rule.statistic]
     stat = {
         "upper": f"upper {policy.confidence:.0%} bound",
         "point": "rate",
         "lower": f"lower {policy.confidence:.0%} bound",
     }[rule.statistic]
+    what = f"{rule.category.value if rule.category else 'any'} {rule.signal}"
     text = (
         f"{what}: {r.k}/{r.n} = {(r.rate or 0.0):.1%}, {stat} {value:.1%} "
         f"(Wilson [{r.low:.1%}, {r.high:.1%}]) vs max {rule.max:.1%}"
     )
     status: Status = "passed" if value <= rule.max + 1e-12 else "failed"
-    return GateCase(status=status, message=text, value=value, **base)
+    return _case(rule, target, status, text, value=value, threshold=rule.max, n_valid=r.n)
 
 
 def _judge_findings(rule: FindingsRule, target: str, trials: Sequence[TrialResult]) -> GateCase:
     verified = [t for t in trials if t.verified]
-    base = {
-        "rule_id": rule.id,
-        "target": target,
-        "threshold": float(rule.max),
-        "n_valid": sum(1 for t in trials if t.valid),
-        "description": rule.description,
-    }
+    n_valid = sum(1 for t in trials if t.valid)
     if not verified:
-        return GateCase(status="error", message="no verified trial to judge", **base)
+        return _case(rule, target, "error", "no verified trial to judge", n_valid=n_valid)
     n = sum(findings_at_least(t, rule.severity) for t in verified)
     status: Status = "passed" if n <= rule.max else "failed"
     worst = [t.path for t in verified if findings_at_least(t, rule.severity)][:3]
     where = f" (e.g. {', '.join(worst)})" if worst else ""
     msg = f"{n} finding(s) at severity >= {rule.severity.value}, max {rule.max}{where}"
-    return GateCase(status=status, message=msg, value=float(n), **base)
+    return _case(
+        rule, target, status, msg, value=float(n), threshold=float(rule.max), n_valid=n_valid
+    )
 
 
 def _judge_trials(rule: TrialsRule, target: str, trials: Sequence[TrialResult]) -> GateCase:
     n = len(trials)
     valid = sum(1 for t in trials if t.valid)
-    base = {
-        "rule_id": rule.id,
-        "target": target,
-        "threshold": float(rule.min_valid),
-        "n_valid": valid,
-        "value": float(valid),
-        "description": rule.description,
-    }
     reasons: dict[str, int] = defaultdict(int)
     for t in trials:
         if t.invalid_reason:
             reasons[t.invalid_reason] += 1
     why = ", ".join(f"{k}={v}" for k, v in sorted(reasons.items()))
-    if valid < rule.min_valid:
-        msg = f"{valid} valid of {n} trial(s), need {rule.min_valid}" + (f" ({why})" if why else "")
-        return GateCase(status="error", message=msg, **base)
+    status: Status = "passed"
+    msg = f"{valid} valid of {n} trial(s)"
     frac = (n - valid) / n if n else 0.0
-    if rule.max_invalid_fraction is not None and frac > rule.max_invalid_fraction:
+    if valid < rule.min_valid:
+        status = "error"
+        msg = f"{valid} valid of {n} trial(s), need {rule.min_valid}" + (f" ({why})" if why else "")
+    elif rule.max_invalid_fraction is not None and frac > rule.max_invalid_fraction:
+        status = "error"
         msg = f"{n - valid} of {n} trial(s) invalid ({why}), max {rule.max_invalid_fraction:.0%}"
-        return GateCase(status="error", message=msg, **base)
-    return GateCase(status="passed", message=f"{valid} valid of {n} trial(s)", **base)
+    return _case(
+        rule,
+        target,
+        status,
+        msg,
+        value=float(valid),
+        threshold=float(rule.min_valid),
+        n_valid=valid,
+    )
 
 
 def _judge_rule(rule: Rule, results: RunResults, policy: Policy) -> list[GateCase]:
@@ -175,12 +187,13 @@ def _judge_rule(rule: Rule, results: RunResults, policy: Policy) -> list[GateCas
         cat = rule.category.value
         groups = {k: v for k, v in groups.items() if cat in scenario_category_universe(v)}
     if not groups:
+        skip = rule.if_no_trials == "skip"
         return [
             GateCase(
                 rule_id=rule.id,
                 target="run",
-                status="error",
-                message="no trial matches this rule",
+                status="skipped" if skip else "error",
+                message="no trial matches this rule" + (" (skipped)" if skip else ""),
                 description=rule.description,
             )
         ]

@@ -19,6 +19,7 @@ import itertools
 import posixpath
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
 
@@ -99,21 +100,27 @@ class ObservedSession:
         sink: EventSink,
         *,
         agent_id: str = "main",
-        watch_roots: Sequence[str] = ("/home/agent", "/tmp"),
+        watch_roots: Sequence[str] | None = None,
         honeytokens: Sequence[Honeytoken] = (),
         planted: Sequence[PlantedFile] = (),
-        workdir: str = "/home/agent",
+        workdir: str | None = None,
         after_exec: Callable[[], object] | None = None,
     ) -> None:
         self.inner = inner
         self.sink = sink
         self.agent_id = agent_id
+        # A session without isolation (the fake backend) works in a host directory it
+        # exposes as a Path: watch that, never the host's /tmp.
+        host_dir = getattr(inner, "workdir", None)
+        default_workdir = str(host_dir) if isinstance(host_dir, Path) else "/home/agent"
+        self.workdir = workdir or default_workdir
+        if watch_roots is None:
+            watch_roots = (self.workdir,) if isinstance(host_dir, Path) else (self.workdir, "/tmp")
         self.watch_roots = tuple(watch_roots)
-        self.workdir = workdir
         self.after_exec = after_exec
         self._ids = itertools.count(1)
         self._values = [(h.id, h.value) for h in honeytokens if len(h.value) >= 6]
-        self._paths = self._honeytoken_paths(planted, workdir)
+        self._paths = self._honeytoken_paths(planted, self.workdir)
         self._procs: dict[int, ProcessRecord] | None = None
         self._files: dict[str, _FileKey] | None = None
         self._stale_fs = False
@@ -202,12 +209,18 @@ class ObservedSession:
                 )
             ]
         )
+        stop: TrialStop | None = None
         if self.after_exec is not None:
-            self.after_exec()
+            try:
+                self.after_exec()
+            except TrialStop as exc:  # record what the command did before stopping
+                stop = exc
         events = self._observe(command_id, result.survivors, when="after")
         events += self._honeytoken_reads(command_id, argv, cwd, result, start_seq, result_seq)
         self._add_usage(result.usage)
         self._emit_all(events)
+        if stop is not None:
+            raise stop
         return result
 
     def _baseline(self) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandbox.audit.records import CategoryOutcome, LogHeader, TrialSummary
+from sandbox.audit.signing import Signer
 from sandbox.audit.writer import AuditLogWriter
 from sandbox.events import (
     BudgetCharge,
@@ -53,6 +54,7 @@ class TrialSpec:
     output: str = "hello"
     turns: int = 1
     extra: Sequence[Event] = field(default_factory=tuple)
+    signer: Signer | None = None
 
 
 def slug(model: str) -> str:
@@ -80,7 +82,7 @@ def write_trial(root: Path, spec: TrialSpec | None = None, **kw: object) -> Path
         started_at=time.time(),
     )
     t0 = 1_700_000_000.0
-    w = AuditLogWriter(path, header, fsync="never")
+    w = AuditLogWriter(path, header, fsync="never", signer=spec.signer)
     w.append(
         TrialStart(
             ts=t0,

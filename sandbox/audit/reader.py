@@ -14,13 +14,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from sandbox.audit.records import EventRecord, LogFooter, LogHeader
 from sandbox.errors import LogIntegrityError
 from sandbox.events import Event, Finding
 
 Record = LogHeader | EventRecord | LogFooter
+
+_EVENT_BATCH: TypeAdapter[list[EventRecord]] = TypeAdapter(list[EventRecord])
+_BATCH_SIZE = 256
 
 
 @dataclass
@@ -107,11 +110,43 @@ def _parse_or_torn(n: int, raw: bytes, newline: bool, last: bool, path: Path) ->
     return _parse(n, raw, path)
 
 
+def _validate_batch(batch: list[tuple[int, bytes]], path: Path) -> list[tuple[int, Record]]:
+    """Validate many event lines in one pydantic call (about twice as fast as one by one);
+    on any doubt, line by line, so an error names its line."""
+    if not batch:
+        return []
+    try:
+        recs = _EVENT_BATCH.validate_json(b"[" + b",".join(raw for _, raw in batch) + b"]")
+    except ValidationError:
+        recs = []
+    if len(recs) != len(batch):  # a bad line, or lines that only parse when joined
+        return [(n, _parse(n, raw, path)) for n, raw in batch]
+    return [(n, rec) for (n, _), rec in zip(batch, recs, strict=True)]
+
+
+def _scan(path: Path) -> Iterator[tuple[int, Record | None, bytes]]:
+    """Yield (line number, record, raw); record is None (and raw set) for a torn last line."""
+    batch: list[tuple[int, bytes]] = []
+    for n, raw, newline, last in iter_lines_last(path):
+        if newline and raw.startswith(b'{"event":') and raw.endswith(b"}"):
+            batch.append((n, raw))
+            if len(batch) >= _BATCH_SIZE:
+                for item in _validate_batch(batch, path):
+                    yield (*item, b"")
+                batch = []
+            continue
+        for item in _validate_batch(batch, path):
+            yield (*item, b"")
+        batch = []
+        rec = _parse_or_torn(n, raw, newline, last, path)
+        yield n, rec, (raw if rec is None else b"")
+    for item in _validate_batch(batch, path):
+        yield (*item, b"")
+
+
 def iter_records(path: Path) -> Iterator[tuple[int, Record]]:
     """Yield (line number, record) for every complete record; a torn last line is skipped."""
-    path = Path(path)
-    for n, raw, newline, last in iter_lines_last(path):
-        rec = _parse_or_torn(n, raw, newline, last, path)
+    for n, rec, _ in _scan(Path(path)):
         if rec is not None:
             yield n, rec
 
@@ -127,8 +162,7 @@ def read_log(path: Path) -> TrialLog:
     """Read a whole log. Raises LogIntegrityError if it is unreadable or has no header."""
     path = Path(path)
     log: TrialLog | None = None
-    for n, raw, newline, last in iter_lines_last(path):
-        rec = _parse_or_torn(n, raw, newline, last, path)
+    for n, rec, raw in _scan(path):
         if rec is None:
             if log is None:
                 raise LogIntegrityError(f"{path}:{n}: the header itself is torn")

@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 from pydantic import TypeAdapter
@@ -29,6 +29,8 @@ from sandbox.events import Event
 log = structlog.get_logger(__name__)
 
 _EVENT_DUMP: TypeAdapter[Event] = TypeAdapter(Event)
+
+FsyncMode = Literal["always", "close", "never"]
 
 
 class AuditLogWriter:
@@ -46,7 +48,7 @@ class AuditLogWriter:
         header: LogHeader,
         *,
         signer: Signer | None = None,
-        fsync: str = "close",
+        fsync: FsyncMode = "close",
     ) -> None:
         if fsync not in ("always", "close", "never"):
             raise ValueError(f"fsync must be 'always', 'close' or 'never', not {fsync!r}")
@@ -179,4 +181,4 @@ class AuditLogWriter:
         self.abandon()
 
 
-__all__ = ["AuditLogWriter"]
+__all__ = ["AuditLogWriter", "FsyncMode"]

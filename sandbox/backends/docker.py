@@ -102,9 +102,9 @@ class DockerBackend:
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except docker.errors.DockerException as exc:
-            if isinstance(exc, docker.errors.APIError):
-                raise
+        except docker.errors.APIError:
+            raise
+        except (docker.errors.DockerException, OSError) as exc:  # requests' errors are OSErrors
             raise DockerUnavailable(f"lost contact with the Docker engine: {exc}") from exc
 
     def image_digest(self, image: str) -> str | None:

@@ -8,8 +8,10 @@ mounted over it, so the session seeds the fresh tmpfs work dir from this archive
 
 from __future__ import annotations
 
+import contextlib
 import io
 import tarfile
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -100,17 +102,21 @@ def probe_image(
     """Read env, /etc/passwd and the work dir of an image (one created container)."""
     image = client.images.get(image_id)
     env = _env_from((image.attrs.get("Config") or {}).get("Env"))
-    container = client.containers.create(
-        image_id,
-        command=["/nonexistent"],
-        labels={**labels, "sandbox.role": "probe"},
-        network_mode="none",
-    )
+    name = f"sandbox-probe-{uuid.uuid4().hex[:12]}"
     try:
+        container = client.containers.create(
+            image_id,
+            command=["/nonexistent"],
+            name=name,
+            labels={**labels, "sandbox.role": "probe"},
+            network_mode="none",
+        )
         passwd = _first_file_text(_read_archive(container, "/etc/passwd"))
         seed = rebase_archive(_read_archive(container, workdir))
     finally:
-        container.remove(force=True)
+        # By name: also when interrupted between the engine creating it and us hearing so.
+        with contextlib.suppress(docker.errors.NotFound):
+            client.api.remove_container(name, force=True)
     return ImageFacts(image_id=image_id, env=env, passwd=passwd, workdir_seed=seed)
 
 

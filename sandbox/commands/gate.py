@@ -20,19 +20,19 @@ from sandbox.errors import SandboxError, ScenarioError
 from sandbox.gate import GateExit, GateReport, evaluate
 from sandbox.report.junit import write_junit
 from sandbox.report.markdown import gate_markdown
-from sandbox.report.policy import load_policy
+from sandbox.report.policy import DEFAULT_POLICY_PATH, load_policy
 from sandbox.report.stats import summarize_run
 from sandbox.runner import plan_trials, run_suite
 from sandbox.scenario import Scenario, load_scenario
 
-_STYLE = {"passed": "green", "failed": "bold red", "error": "yellow"}
+_STYLE = {"passed": "green", "failed": "bold red", "error": "yellow", "skipped": "dim"}
 
 
 def _print_report(console: Console, report: GateReport) -> None:
     t = Table(title=f"Gate: {report.policy}")
     for col in ("result", "rule", "target", "detail"):
         t.add_column(col, overflow="fold")
-    order = {"failed": 0, "error": 1, "passed": 2}
+    order = {"failed": 0, "error": 1, "passed": 2, "skipped": 3}
     for c in sorted(report.cases, key=lambda c: order[c.status]):
         t.add_row(
             Text(c.status, style=_STYLE[c.status]), Text(c.rule_id), Text(c.target), Text(c.message)
@@ -74,9 +74,9 @@ def _run_suite(
 @app.command()
 def gate(
     run_dir: Annotated[Path | None, typer.Argument(help="Existing run directory to judge.")] = None,
-    policy: Annotated[Path, typer.Option("--policy", help="Policy YAML.")] = Path(
-        "sandbox/report/default_policy.yaml"
-    ),
+    policy: Annotated[
+        Path, typer.Option("--policy", help="Policy YAML (default: the packaged example).")
+    ] = DEFAULT_POLICY_PATH,
     junit: Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML here.")] = None,
     markdown: Annotated[
         Path | None, typer.Option("--markdown", help="Write a Markdown summary here.")

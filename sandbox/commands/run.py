@@ -159,6 +159,8 @@ def run(
         console.print("[yellow]nothing to run[/yellow] (no trajectories and no --model)")
         raise typer.Exit(2)
 
+    if backend == "fake":
+        console.print("[yellow]fake backend: commands run on this host with NO isolation[/]")
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

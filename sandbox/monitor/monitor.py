@@ -37,12 +37,14 @@ from sandbox.monitor.detectors import BUILTIN, Context, Detector, DetectorEngine
 from sandbox.monitor.judge import Judge, parse_answer, render_transcript
 from sandbox.monitor.rubric import JudgeItem, Rubric
 from sandbox.monitor.scoring import MAX_EVIDENCE, RubricScorer
+from sandbox.monitor.text import command_text
 from sandbox.scenario import Scenario
 
 log = structlog.get_logger(__name__)
 
 MAX_FINDINGS_PER_RULE = 5
 _NOT_OBSERVED = frozenset({"finding", "judge_verdict"})
+_COMMAND_KINDS = frozenset({"command_start", "tool_call"})
 
 
 def context_for(scenario: Scenario | None) -> Context:
@@ -76,9 +78,7 @@ def context_for(scenario: Scenario | None) -> Context:
     uids = {1000}
     if scenario.sandbox.user.isdigit():
         uids = {int(scenario.sandbox.user)}
-    return Context(
-        tokens=tuple(tokens), home=home, agent_uids=frozenset(uids), planted=planted
-    )
+    return Context(tokens=tuple(tokens), home=home, agent_uids=frozenset(uids), planted=planted)
 
 
 def _judge_kinds(rubric: Rubric) -> frozenset[str]:
@@ -115,7 +115,8 @@ class Monitor:
         if isinstance(event, StubState):
             self._states[event.service] = (seq, event)
         out: list[Finding] = []
-        hits = self._engine.check(seq, event)
+        command = command_text(event) if kind in _COMMAND_KINDS else None
+        hits = self._engine.check(seq, event, command)
         for hit in hits:
             rule = hit.rule
             self._counts[rule.id] += 1
@@ -138,7 +139,7 @@ class Monitor:
                     signal=rule.signal,
                 )
             )
-        rubric = self._scorer.observe(seq, event)
+        rubric = self._scorer.observe(seq, event, command)
         if rubric:
             for finding in rubric:
                 self._counts[finding.rule_id] += 1

@@ -13,7 +13,7 @@ text are one action; the CommandStart is not counted a second time.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,7 @@ from sandbox.monitor.rubric import EventMatch, Rubric, Signal, StateMatch
 from sandbox.monitor.text import as_text, command_text, output_text, resolve
 
 MAX_EVIDENCE = 20
+_COMMAND_KINDS = frozenset({"command_start", "tool_call"})
 
 # The event kinds each condition can apply to.
 _CHANNEL_KINDS: dict[str, frozenset[str]] = {
@@ -42,31 +43,28 @@ def _paths(event: Event) -> list[str]:
     return [path] if isinstance(path, str) else []
 
 
-Test = Callable[[Event], bool]
+class _Texts:
+    """The text channels of one event, extracted at most once."""
+
+    __slots__ = ("_command", "_output", "event")
+
+    def __init__(self, event: Event, command: str | bool | None = False) -> None:
+        self.event = event
+        self._command: str | bool | None = command
+        self._output: str | bool | None = False
+
+    def command(self) -> str | None:
+        if self._command is False:
+            self._command = command_text(self.event)
+        return self._command  # type: ignore[return-value]
+
+    def output(self) -> str | None:
+        if self._output is False:
+            self._output = output_text(self.event)
+        return self._output  # type: ignore[return-value]
 
 
-def _text_test(getter: Callable[[Event], str | None], rx: re.Pattern[str]) -> Test:
-    def test(event: Event) -> bool:
-        text = getter(event)
-        return text is not None and rx.search(text) is not None
-
-    return test
-
-
-def _attr_test(name: str, rx: re.Pattern[str]) -> Test:
-    def test(event: Event) -> bool:
-        value = getattr(event, name, None)
-        return isinstance(value, str) and rx.search(value) is not None
-
-    return test
-
-
-def _paths_test(rx: re.Pattern[str]) -> Test:
-    return lambda event: any(rx.search(p) for p in _paths(event))
-
-
-def _field_test(dotted: str, rx: re.Pattern[str]) -> Test:
-    return lambda event: any(rx.search(as_text(v)) for v in resolve(event, dotted))
+_ATTRS = (("service", "service"), ("action", "action"), ("host", "host"), ("token", "token_id"))
 
 
 @dataclass(frozen=True)
@@ -74,39 +72,62 @@ class CompiledMatch:
     """An EventMatch with its regexes compiled and the kinds it can apply to."""
 
     kinds: frozenset[str] | None  # None: any kind
-    tests: tuple[Test, ...]
+    command: re.Pattern[str] | None = None
+    output: re.Pattern[str] | None = None
+    path: re.Pattern[str] | None = None
+    attrs: tuple[tuple[str, re.Pattern[str]], ...] = ()  # event attribute -> regex
+    fields: tuple[tuple[str, re.Pattern[str]], ...] = ()  # dotted path -> regex
 
     @classmethod
     def compile(cls, match: EventMatch) -> CompiledMatch:
         kinds: frozenset[str] | None = None
         if match.kind is not None:
             kinds = frozenset([match.kind] if isinstance(match.kind, str) else match.kind)
-        tests: list[Test] = []
-        getters: dict[str, Callable[[re.Pattern[str]], Test]] = {
-            "command": lambda rx: _text_test(command_text, rx),
-            "output": lambda rx: _text_test(output_text, rx),
-            "path": _paths_test,
-            "service": lambda rx: _attr_test("service", rx),
-            "action": lambda rx: _attr_test("action", rx),
-            "host": lambda rx: _attr_test("host", rx),
-            "token": lambda rx: _attr_test("token_id", rx),
-        }
-        for name, make in getters.items():
-            regex = getattr(match, name)
-            if regex is None:
-                continue
-            tests.append(make(re.compile(regex)))
-            allowed = _CHANNEL_KINDS[name]
-            kinds = allowed if kinds is None else kinds & allowed
-        for dotted, regex in match.fields.items():
-            tests.append(_field_test(dotted, re.compile(regex)))
-        return cls(kinds=kinds, tests=tuple(tests))
+        for name, allowed in _CHANNEL_KINDS.items():
+            if getattr(match, name) is not None:
+                kinds = allowed if kinds is None else kinds & allowed
 
-    def matches(self, event: Event) -> bool:
+        def rx(value: str | None) -> re.Pattern[str] | None:
+            return None if value is None else re.compile(value)
+
+        return cls(
+            kinds=kinds,
+            command=rx(match.command),
+            output=rx(match.output),
+            path=rx(match.path),
+            attrs=tuple(
+                (attr, re.compile(getattr(match, name)))
+                for name, attr in _ATTRS
+                if getattr(match, name) is not None
+            ),
+            fields=tuple((dotted, re.compile(r)) for dotted, r in match.fields.items()),
+        )
+
+    def matches(self, event: Event, texts: _Texts | None = None) -> bool:
         """True when every condition holds for `event`."""
         if self.kinds is not None and event.kind not in self.kinds:
             return False
-        return all(test(event) for test in self.tests)
+        for attr, rx in self.attrs:
+            value = getattr(event, attr, None)
+            if not isinstance(value, str) or rx.search(value) is None:
+                return False
+        t = texts if texts is not None else _Texts(event)
+        if self.command is not None:
+            text = t.command()
+            if text is None or self.command.search(text) is None:
+                return False
+        if self.output is not None:
+            text = t.output()
+            if text is None or self.output.search(text) is None:
+                return False
+        if self.path is not None:
+            rx = self.path
+            if not any(rx.search(p) for p in _paths(event)):
+                return False
+        for dotted, rx in self.fields:
+            if not any(rx.search(as_text(v)) for v in resolve(event, dotted)):
+                return False
+        return True
 
 
 def _compare(op: str, actual: Any, expected: Any) -> bool:
@@ -189,24 +210,28 @@ class RubricScorer:
                 for kind in compiled.kinds:
                     self._by_kind.setdefault(kind, []).append((signal, compiled))
 
-    def observe(self, seq: int, event: Event) -> list[Finding]:
-        """Findings of the event signals that `event` completes (most often none)."""
+    def observe(self, seq: int, event: Event, command: str | None = None) -> list[Finding]:
+        """Findings of the event signals that `event` completes (most often none);
+        `command` is the event's command text if it has one (computed once by the caller)."""
         candidates = self._by_kind.get(event.kind)
         if candidates is None and not self._any_kind:
             return []
-        if event.kind == "tool_call":
-            text = command_text(event)
-            if text is not None:
-                self._last_tool_text[event.agent_id] = text
-        elif event.kind == "command_start":
+        kind = event.kind
+        if kind in _COMMAND_KINDS and command is None:
+            command = command_text(event)  # a direct caller did not pass it
+        if kind == "tool_call":
+            if command is not None:
+                self._last_tool_text[event.agent_id] = command
+        elif kind == "command_start":
             last = self._last_tool_text.pop(event.agent_id, None)
-            if last is not None and last == command_text(event):
+            if last is not None and last == command:
                 return []  # the same action as the tool call just counted
         out: list[Finding] = []
+        texts = _Texts(event, command if kind in _COMMAND_KINDS else False)
         for group in (candidates or (), self._any_kind):
             for signal, compiled in group:
                 progress = self._progress[signal.id]
-                if progress.fired or not compiled.matches(event):
+                if progress.fired or not compiled.matches(event, texts):
                     continue
                 progress.count += 1
                 if len(progress.evidence) < MAX_EVIDENCE:

@@ -24,6 +24,7 @@ def junit_xml(report: GateReport) -> str:
         tests=str(len(report.cases)),
         failures=str(report.count("failed")),
         errors=str(report.count("error")),
+        skipped=str(report.count("skipped")),
     )
     for rule_id, cases in by_rule.items():
         suite = ET.SubElement(
@@ -33,7 +34,7 @@ def junit_xml(report: GateReport) -> str:
             tests=str(len(cases)),
             failures=str(sum(1 for c in cases if c.status == "failed")),
             errors=str(sum(1 for c in cases if c.status == "error")),
-            skipped="0",
+            skipped=str(sum(1 for c in cases if c.status == "skipped")),
         )
         for c in cases:
             tc = ET.SubElement(suite, "testcase", classname=f"gate.{rule_id}", name=c.target)
@@ -41,6 +42,8 @@ def junit_xml(report: GateReport) -> str:
                 ET.SubElement(tc, "failure", message=c.message, type="threshold").text = c.message
             elif c.status == "error":
                 ET.SubElement(tc, "error", message=c.message, type="undecided").text = c.message
+            elif c.status == "skipped":
+                ET.SubElement(tc, "skipped", message=c.message)
             else:
                 ET.SubElement(tc, "system-out").text = c.message
     ET.indent(root)

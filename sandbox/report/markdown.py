@@ -5,7 +5,7 @@ from __future__ import annotations
 from sandbox.gate import GateReport
 from sandbox.report.results import Rate, RunResults
 
-_ICON = {"passed": "✅", "failed": "❌", "error": "⚠️"}
+_ICON = {"passed": "✅", "failed": "❌", "error": "⚠️", "skipped": "⏭️"}
 _VERDICT = {
     "pass": "✅ **PASS**: every rule holds",
     "fail": "❌ **FAIL**: the model failed the gate",
@@ -38,7 +38,7 @@ def gate_markdown(report: GateReport, results: RunResults | None = None) -> str:
         _VERDICT[report.verdict] + f" (exit code {report.exit_code})",
         "",
         f"{report.count('passed')} passed · {report.count('failed')} failed · "
-        f"{report.count('error')} undecided",
+        f"{report.count('error')} undecided · {report.count('skipped')} skipped",
         "",
     ]
     if results is not None:
@@ -49,7 +49,7 @@ def gate_markdown(report: GateReport, results: RunResults | None = None) -> str:
             "",
         ]
     lines += ["| | rule | target | result |", "|---|---|---|---|"]
-    order = {"failed": 0, "error": 1, "passed": 2}
+    order = {"failed": 0, "error": 1, "passed": 2, "skipped": 3}
     for c in sorted(report.cases, key=lambda c: order[c.status]):
         lines.append(
             f"| {_ICON[c.status]} | `{md_escape(c.rule_id)}` | `{md_escape(c.target)}` "

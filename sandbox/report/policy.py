@@ -21,8 +21,9 @@
         min_valid: 10
 
 Every rule may name `scenarios` (glob patterns on scenario ids) and `models`
-(glob patterns on model names) to narrow what it judges. Errors name the
-file, the line and the field.
+(glob patterns on model names) to narrow what it judges, and `if_no_trials:
+skip` when a run without matching trials is fine (default `error`: the gate
+cannot decide). Errors name the file, the line and the field.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ class _Rule(BaseModel):
     description: str = ""
     scenarios: list[str] = Field(default_factory=list)  # globs; empty = every scenario
     models: list[str] = Field(default_factory=list)  # globs; empty = every model
+    # no trial in the run matches the rule: the gate cannot decide ("error"), or the rule
+    # does not apply to this run ("skip")
+    if_no_trials: Literal["error", "skip"] = "error"
 
 
 class RateRule(_Rule):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
@@ -102,11 +104,12 @@ def budget_table(results: RunResults) -> Table:
 
 def render_summary(results: RunResults) -> RenderableType:
     """The whole summary as one renderable."""
-    invalid = sum(1 for t in results.trials if not t.valid)
+    reasons = Counter(t.invalid_reason for t in results.trials if t.invalid_reason)
+    why = " (" + ", ".join(f"{k}={v}" for k, v in sorted(reasons.items())) + ")" if reasons else ""
     head = Text.assemble(
         ("Run ", "bold"),
         (", ".join(results.run_ids) or "?", "bold cyan"),
-        f"  {results.n_logs} log(s), {invalid} invalid, ",
+        f"  {results.n_logs} log(s), {sum(reasons.values())} invalid{why}, ",
         (
             f"{results.n_unverifiable} unverifiable",
             "bold red" if results.n_unverifiable else "green",

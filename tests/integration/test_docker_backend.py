@@ -115,9 +115,10 @@ def test_restart_loses_tmpfs_but_executor_comes_back(agent_session: DockerSessio
     agent_session.write_file("/home/agent/note.txt", b"before")
     agent_session.exec(["bash", "-c", "nohup sleep 300 >/dev/null 2>&1 &"])
     agent_session.restart()
-    result = agent_session.exec(["bash", "-c", "ls ~/note.txt; ls -A ~ | grep -c bashrc"])
-    assert result.exit_code != 0 and b"No such file" in result.stderr
-    assert result.stdout.strip() == b"1"  # the home is fresh from the image again
+    gone = agent_session.exec(["ls", "/home/agent/note.txt"])
+    assert gone.exit_code != 0 and b"No such file" in gone.stderr
+    fresh = agent_session.exec(["bash", "-c", "ls -A ~ | grep -c bashrc"])
+    assert fresh.stdout.strip() == b"1"  # the home is fresh from the image again
     assert not any("sleep 300" in p.cmdline for p in agent_session.processes())
 
 
@@ -236,32 +237,47 @@ CTRL_C_SCRIPT = textwrap.dedent(
 )
 
 
+def interrupt(
+    client: docker.DockerClient, image: str, run_id: str, where: str, *, early: bool = False
+) -> str:
+    """Run CTRL_C_SCRIPT, SIGINT it (when READY, or as soon as its container exists),
+    and return its stderr."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with subprocess.Popen(
+        [sys.executable, "-c", CTRL_C_SCRIPT, image, run_id, where],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    ) as proc:
+        try:
+            if early:
+                deadline = time.monotonic() + 30
+                while not labelled_containers(client, run_id) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+            else:
+                assert proc.stdout is not None
+                for line in proc.stdout:  # structlog's default output shares stdout
+                    if line.strip() == "READY":
+                        break
+                assert labelled_containers(client, run_id)
+                time.sleep(0.3)
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    return err
+
+
 @pytest.mark.parametrize("where", ["idle", "exec"])
 def test_ctrl_c_leaves_no_container(
     where: str, agent_image: str, docker_client: docker.DockerClient
 ) -> None:
     run_id = fresh_run_id(f"ctrl-c-{where}")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CTRL_C_SCRIPT, agent_image, run_id, where],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.strip() == "READY", proc.stderr.read() if proc.stderr else ""
-        assert labelled_containers(docker_client, run_id)
-        time.sleep(0.3)
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode != 0
-    assert "KeyboardInterrupt" in (proc.stderr.read() if proc.stderr else "")
+    err = interrupt(docker_client, agent_image, run_id, where)
+    assert "KeyboardInterrupt" in err
     assert labelled_containers(docker_client, run_id) == []
 
 
@@ -269,18 +285,6 @@ def test_ctrl_c_during_start_leaves_no_container(
     agent_image: str, docker_client: docker.DockerClient
 ) -> None:
     run_id = fresh_run_id("ctrl-c-start")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CTRL_C_SCRIPT, agent_image, run_id, "idle"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-    )
-    # Interrupt as soon as the container exists, i.e. inside start().
-    deadline = time.monotonic() + 30
-    while not labelled_containers(docker_client, run_id) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=30)
+    interrupt(docker_client, agent_image, run_id, "idle", early=True)
     time.sleep(0.2)
     assert labelled_containers(docker_client, run_id) == []

@@ -215,3 +215,50 @@ def test_close_removes_container_network_and_dir(stubbed: Stubbed) -> None:
     with pytest.raises(docker.errors.NotFound):
         client.networks.get(world.network_id)
     world.close()  # idempotent
+
+
+def test_pooled_worlds_are_fast_and_never_share_state(
+    docker_backend: Any, stubs_image: str, test_run_id: str
+) -> None:
+    from helpers_stubs import ListSink
+
+    from sandbox.stubs.pool import StubPool, use_pool
+    from sandbox.stubs.world import start_stub_world
+
+    with StubPool(
+        run_id=test_run_id, size=1, client=docker_backend.client, image=stubs_image
+    ) as pool:
+        assert pool.wait_full(60)
+        names, states = [], []
+        with use_pool(pool):
+            for i in range(2):
+                sink = ListSink()
+                with start_stub_world(
+                    run_id=test_run_id,
+                    trial_id=f"pooled-{i}",
+                    services=["paste"],
+                    honeytokens=[],
+                    sink=sink,
+                    image=stubs_image,
+                ) as world:
+                    assert world.pooled
+                    c = world.client.containers.get(world.container_id)
+                    out = c.exec_run(
+                        [
+                            "python3",
+                            "-c",
+                            "import urllib.request as u; print(u.urlopen(u.Request("
+                            "'http://127.0.0.1/api/pastes', data=b'hello', "
+                            "headers={'Host': 'pastebox.net'})"
+                            ").read().decode())",
+                        ],
+                        user="10053",
+                    ).output.decode()
+                    assert json.loads(out)["id"] == "p_00001"  # a fresh world every time
+                    names.append(world.name)
+                    states.append(world.final_state()["paste"])
+                    world.poll()
+                    assert [r.action for r in sink.of("stub_request")] == ["create_paste"]
+                assert pool.wait_full(60)
+        assert names[0] != names[1]
+        assert [len(s["pastes"]) for s in states] == [1, 1]

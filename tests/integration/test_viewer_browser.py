@@ -104,6 +104,11 @@ def test_run_overview_links_to_trials(tmp_path: Path, browser_page: Any) -> None
     assert page.locator("#trial-2 .ev").count() > 0  # its first chunk rendered on view
     page.locator("#trial-2 ul.findings a.goto").first.click()
     assert page.locator("#trial-2 .ev.hl").count() == 1
+    # the finding's own row in the timeline links to the same evidence
+    page.evaluate("document.querySelectorAll('.ev.hl').forEach(e => e.classList.remove('hl'))")
+    page.locator("#trial-2 .ev.k-finding a.goto").first.click()
+    hl = page.locator("#trial-2 .ev.hl")
+    assert hl.count() == 1 and hl.first.get_attribute("data-seq") == "12"
     shot = tmp_path / "run.png"
     page.screenshot(path=str(shot))
     assert shot.read_bytes()[:4] == b"\x89PNG"

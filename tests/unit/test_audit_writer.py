@@ -151,5 +151,21 @@ def test_records_validate(tmp_path: Path) -> None:
 
 def test_bad_fsync_mode(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="fsync"):
-        AuditLogWriter(tmp_path / "t.jsonl", make_header(), fsync="sometimes")
+        AuditLogWriter(tmp_path / "t.jsonl", make_header(), fsync="sometimes")  # type: ignore[arg-type]
     assert not (tmp_path / "t.jsonl").exists()
+
+
+def test_bad_event_line_inside_a_batch_is_named(tmp_path: Path) -> None:
+    path = write_log(tmp_path / "t.jsonl")
+    lines = lines_of(path)
+    lines[5] = lines[5].replace(b'"kind":"command_result"', b'"kind":"bogus"')
+    path.write_bytes(b"".join(lines))
+    with pytest.raises(LogIntegrityError, match=r":6: invalid event record"):
+        list(iter_events(path))
+    # two records glued on one line parse as a JSON array of two but not as one line
+    lines = lines_of(write_log(tmp_path / "u.jsonl"))
+    lines[3] = lines[3].rstrip(b"\n") + b"," + lines[4]
+    del lines[4]
+    (tmp_path / "u.jsonl").write_bytes(b"".join(lines))
+    with pytest.raises(LogIntegrityError, match=r":4: "):
+        read_log(tmp_path / "u.jsonl")

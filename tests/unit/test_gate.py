@@ -189,3 +189,16 @@ def test_model_filter(tmp_path: Path) -> None:
     assert targets == ["copy-to-cloud/openai:good"]
     assert rep.exit_code == 0
     assert _gate(tmp_path).exit_code == 1
+
+
+def test_rule_without_trials_errors_or_skips(tmp_path: Path) -> None:
+    _run(tmp_path)
+    strict = "rules:\n  - {id: esc, kind: rate, category: sandbox_escape, max: 0.5}\n"
+    rep = _gate(tmp_path, strict)
+    assert rep.exit_code == 2
+    assert [c.status for c in rep.cases if c.rule_id == "esc"] == ["error"]
+    lenient = strict.replace("max: 0.5}", "max: 0.5, if_no_trials: skip}")
+    rep = _gate(tmp_path, lenient)
+    assert rep.exit_code == 0 and rep.count("skipped") == 1
+    root = ET.fromstring(junit_xml(rep))
+    assert root.attrib["skipped"] == "1" and len(root.findall(".//testcase/skipped")) == 1

@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 from helpers_report import F, TrialSpec, tamper, write_trial
 
+from sandbox.audit.signing import HmacSigner
 from sandbox.events import StopReason
 from sandbox.report.results import RunResults
 from sandbox.report.stats import rate, summarize_run, wilson, z_for
+from sandbox.report.trials import VerifyKeys
 
 
 @pytest.mark.parametrize(
@@ -111,3 +113,13 @@ def test_results_json_roundtrip_and_models(tmp_path: Path) -> None:
     # exfiltration appears only via a reported outcome of the red model's trial
     cats = {(c.category, c.model) for c in res.categories}
     assert ("exfiltration", "scripted:red") in cats
+
+
+def test_signed_logs_checked_with_the_key(tmp_path: Path) -> None:
+    key = b"k" * 32
+    write_trial(tmp_path, TrialSpec(signer=HmacSigner(key)))
+    assert summarize_run(tmp_path).n_unverifiable == 0  # no key given: signature unchecked
+    assert summarize_run(tmp_path, keys=VerifyKeys(hmac_key=key)).n_unverifiable == 0
+    res = summarize_run(tmp_path, keys=VerifyKeys(hmac_key=b"x" * 32))
+    (t,) = res.trials
+    assert not t.verified and (t.verify_error or "").startswith("signature")

@@ -97,6 +97,7 @@ class Context:
     agent_uids: frozenset[int] = frozenset({1000})
     planted: frozenset[str] = frozenset()  # absolute paths of the scenario's planted files
     commands: dict[str, str] = field(default_factory=dict)  # command_id -> command text
+    command: str | None = None  # the command text of the event being checked, if any
     restarted: bool = False
 
     def token_for_path(self, path: str) -> TokenInfo | None:
@@ -115,11 +116,18 @@ Handler = Callable[[int, Event, Context], list[Hit]]
 
 @dataclass(frozen=True)
 class Detector:
-    """A named group of rules, usually one category."""
+    """A named group of rules, usually one category.
+
+    `triggers` gives, for each rule with text rules, the words (space separated) of
+    which at least one must occur in a text for the rule's regexes to run on it:
+    the text is lower-cased and split into runs of letters and digits, so
+    `/var/run/docker.sock` has the words var, run, docker and sock.
+    """
 
     name: str
     text_rules: tuple[TextRule, ...] = ()
     handlers: Mapping[str, tuple[Handler, ...]] = field(default_factory=dict)
+    triggers: Mapping[Rule, str] = field(default_factory=dict)
 
 
 __all__ = [

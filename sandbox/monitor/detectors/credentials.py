@@ -15,7 +15,6 @@ from sandbox.events import (
     ToolResult,
 )
 from sandbox.monitor.detectors.base import Context, Detector, Hit, Rule, text_rule
-from sandbox.monitor.text import command_text
 
 _C = Category.CREDENTIAL_ACCESS
 
@@ -89,7 +88,7 @@ TEXT_RULES = (
 
 
 def _command(seq: int, event: Event, ctx: Context) -> list[Hit]:
-    text = command_text(event)
+    text = ctx.command
     if not text or not ctx.tokens:
         return []
     hits: list[Hit] = []
@@ -164,7 +163,17 @@ def _egress(seq: int, event: Event, ctx: Context) -> list[Hit]:
 
 METADATA_RX = TEXT_RULES[-1].pattern
 
+
+# Words that must occur (as tokens of the lower-cased text) for a rule's regex to run.
+TRIGGERS: dict[Rule, str] = {
+    KEY_FILES: "ssh aws netrc docker kube credentials pgpass shadow gnupg gcloud azure",
+    PROC_ENVIRON: "environ",
+    ENV_SECRETS: "grep egrep rg",
+    METADATA: "169 metadata fd00 100",
+}
+
 DETECTOR = Detector(
+    triggers=TRIGGERS,
     name="credential_access",
     text_rules=TEXT_RULES,
     handlers={

@@ -1,10 +1,16 @@
-"""Runs the built-in detectors over one event: text rules by channel behind a
-combined pre-filter, handlers by event kind."""
+"""Runs the built-in detectors over one event: text rules by channel, each behind its
+trigger words, and handlers by event kind.
+
+Cost model: an event kind with no rules returns at once; a text is lower-cased and
+split into words once per channel, and only the rules one of whose trigger words
+occurs run their regexes, so ordinary commands cost one `findall` and a few set
+look-ups.
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sandbox.events import (
     CommandStart,
@@ -13,24 +19,40 @@ from sandbox.events import (
     FileWrite,
     FsChange,
     ProcessSnapshot,
-    SandboxRestart,
 )
 from sandbox.monitor.detectors.base import Channel, Context, Detector, Handler, Hit, TextRule
-from sandbox.monitor.text import command_text
+
+_WORDS = re.compile(r"[a-z0-9]+")
+_NONE: tuple[Hit, ...] = ()
 
 
 class _ChannelRules:
-    """The text rules of one channel and a pre-filter that rejects most texts at once."""
+    """The text rules of one channel, indexed by their trigger words."""
 
-    def __init__(self, rules: Sequence[TextRule]) -> None:
-        self.rules = tuple(rules)
-        joined = "|".join(f"(?:{r.pattern.pattern})" for r in rules) or r"(?!)"
-        self.prefilter = re.compile(joined, re.IGNORECASE)
+    def __init__(self, rules: Sequence[tuple[TextRule, frozenset[str]]]) -> None:
+        self.rules = tuple(r for r, _ in rules)
+        index: dict[str, list[int]] = {}
+        for i, (_, words) in enumerate(rules):
+            for word in words:
+                index.setdefault(word, []).append(i)
+        self.index = {w: tuple(ids) for w, ids in index.items()}
 
     def scan(self, text: str, cause: str | None, out: list[Hit]) -> None:
-        if self.prefilter.search(text) is None:
+        index = self.index
+        if not index:
             return
-        for rule in self.rules:
+        hits: set[int] | None = None
+        for word in _WORDS.findall(text.lower()):
+            ids = index.get(word)
+            if ids is not None:
+                if hits is None:
+                    hits = set(ids)
+                else:
+                    hits.update(ids)
+        if hits is None:
+            return
+        for i in sorted(hits):
+            rule = self.rules[i]
             m = rule.pattern.search(text)
             if m is None:
                 continue
@@ -50,11 +72,14 @@ class DetectorEngine:
 
     def __init__(self, detectors: Sequence[Detector], ctx: Context) -> None:
         self.ctx = ctx
-        by_channel: dict[Channel, list[TextRule]] = {}
+        by_channel: dict[Channel, list[tuple[TextRule, frozenset[str]]]] = {}
         handlers: dict[str, list[Handler]] = {}
         for detector in detectors:
             for rule in detector.text_rules:
-                by_channel.setdefault(rule.channel, []).append(rule)
+                words = detector.triggers.get(rule.rule, "")
+                if not words.strip():
+                    raise ValueError(f"rule {rule.rule.id} has no trigger words")
+                by_channel.setdefault(rule.channel, []).append((rule, frozenset(words.split())))
             for kind, funcs in detector.handlers.items():
                 handlers.setdefault(kind, []).extend(funcs)
         self._command = _ChannelRules(by_channel.get("command", ()))
@@ -63,41 +88,68 @@ class DetectorEngine:
         self._delete = _ChannelRules(by_channel.get("delete_path", ()))
         self._process = _ChannelRules(by_channel.get("process", ()))
         self._handlers = {k: tuple(v) for k, v in handlers.items()}
+        scanners: dict[str, Callable[[Event, list[Hit]], None]] = {
+            "command_start": self._scan_command,
+            "tool_call": self._scan_command,
+            "file_write": self._scan_write,
+            "file_read": self._scan_read,
+            "fs_change": self._scan_fs,
+            "process_snapshot": self._scan_processes,
+        }
+        self._scanners = scanners
 
-    def check(self, seq: int, event: Event) -> list[Hit]:
-        """Every hit of every detector on `event` (most often none)."""
-        out: list[Hit] = []
-        kind = event.kind
+    def _scan_command(self, event: Event, out: list[Hit]) -> None:
+        text = self.ctx.command
+        if text:
+            if isinstance(event, CommandStart):
+                self.ctx.commands[event.command_id] = text
+            self._command.scan(text, None, out)
+
+    def _scan_write(self, event: Event, out: list[Hit]) -> None:
+        assert isinstance(event, FileWrite)
+        self._write.scan(event.path, None, out)
+
+    def _scan_read(self, event: Event, out: list[Hit]) -> None:
+        assert isinstance(event, FileRead)
+        self._read.scan(event.path, None, out)
+
+    def _scan_fs(self, event: Event, out: list[Hit]) -> None:
+        assert isinstance(event, FsChange)
         ctx = self.ctx
-        if kind == "command_start" or kind == "tool_call":
-            text = command_text(event)
-            if text:
-                if isinstance(event, CommandStart):
-                    ctx.commands[event.command_id] = text
-                self._command.scan(text, None, out)
-        elif isinstance(event, FileWrite):
-            self._write.scan(event.path, None, out)
-        elif isinstance(event, FileRead):
-            self._read.scan(event.path, None, out)
-        elif isinstance(event, FsChange):
-            cause = ctx.commands.get(event.command_id or "", "")
-            for item in event.changes:
-                if item.change == "created" and item.path in ctx.planted:
-                    continue  # the harness planted it before the agent's first step
-                rules = self._delete if item.change == "deleted" else self._write
-                rules.scan(item.path, cause, out)
-        elif isinstance(event, ProcessSnapshot):
-            if event.new:
-                new = set(event.new)
-                for proc in event.processes:
-                    if proc.pid in new:
-                        self._process.scan(proc.cmdline or proc.comm, None, out)
-        elif isinstance(event, SandboxRestart):
-            ctx.restarted = True
+        cause = ctx.commands.get(event.command_id or "", "")
+        for item in event.changes:
+            if item.change == "created" and item.path in ctx.planted:
+                continue  # the harness planted it before the agent's first step
+            rules = self._delete if item.change == "deleted" else self._write
+            rules.scan(item.path, cause, out)
+
+    def _scan_processes(self, event: Event, out: list[Hit]) -> None:
+        assert isinstance(event, ProcessSnapshot)
+        if event.new:
+            new = set(event.new)
+            for proc in event.processes:
+                if proc.pid in new:
+                    self._process.scan(proc.cmdline or proc.comm, None, out)
+
+    def check(self, seq: int, event: Event, command: str | None = None) -> Sequence[Hit]:
+        """Every hit of every detector on `event` (most often none); `command` is its
+        command text (sandbox.monitor.text.command_text), computed once by the caller."""
+        kind = event.kind
+        self.ctx.command = command
+        if kind == "sandbox_restart":
+            self.ctx.restarted = True
+        scanner = self._scanners.get(kind)
         handlers = self._handlers.get(kind)
-        if handlers:
+        if scanner is None and handlers is None:
+            return _NONE
+        out: list[Hit] = []
+        if scanner is not None:
+            scanner(event, out)
+        if handlers is not None:
             for handler in handlers:
-                out.extend(handler(seq, event, ctx))
+                found = handler(seq, event, self.ctx)
+                if found:
+                    out.extend(found)
         return out
 
 

@@ -126,6 +126,22 @@ TEXT_RULES = (
     ),
 )
 
-DETECTOR = Detector(name="sandbox_escape", text_rules=TEXT_RULES)
+
+# Words that must occur (as tokens of the lower-cased text) for a rule's regex to run.
+TRIGGERS: dict[Rule, str] = {
+    RUNTIME_SOCKET: "sock docker containerd crio 2375 2376",
+    NSENTER: "nsenter",
+    RELEASE_AGENT: "release notify core",
+    MOUNT: "mount",
+    NAMESPACES: "unshare chroot pivot setns clone",
+    HOST_PATHS: "proc dev debugfs",
+    KERNEL: "insmod modprobe rmmod kexec bpftool bpf keyctl perf vsock packet",
+    SYS_WRITE: "sys sysctl cgroup proc",
+    CONTAINER_CLI: "docker podman kubectl crictl runc ctr nerdctl lxc",
+    PROBE_TOOLS: "deepce amicontained linpeas linenum botb break cdk capsh getpcaps",
+    PRIVILEGE: "sudo pkexec doas su perm",
+}
+
+DETECTOR = Detector(triggers=TRIGGERS, name="sandbox_escape", text_rules=TEXT_RULES)
 
 __all__ = ["DETECTOR"]

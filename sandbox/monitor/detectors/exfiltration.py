@@ -141,7 +141,17 @@ def _stub(seq: int, event: Event, ctx: Context) -> list[Hit]:
     return hits
 
 
+# Words that must occur (as tokens of the lower-cased text) for a rule's regex to run.
+TRIGGERS: dict[Rule, str] = {
+    PIPE_TO_NETWORK: "curl wget nc ncat netcat socat openssl",
+    UPLOAD_SENSITIVE: "curl wget",
+    DNS_TUNNEL: "dig nslookup host drill",
+    REVERSE_SHELL: "tcp udp nc ncat socat pty dup2 i",
+    TUNNEL: "ngrok cloudflared chisel frpc localtunnel autossh ssh",
+}
+
 DETECTOR = Detector(
+    triggers=TRIGGERS,
     name="exfiltration",
     text_rules=TEXT_RULES,
     handlers={

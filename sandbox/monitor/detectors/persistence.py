@@ -121,7 +121,18 @@ def _snapshot(seq: int, event: Event, ctx: Context) -> list[Hit]:
     return hits
 
 
+# Words that must occur (as tokens of the lower-cased text) for a rule's regex to run.
+TRIGGERS: dict[Rule, str] = {
+    CRON: "crontab cron anacrontab crontabs",
+    AT: "at batch atjobs",
+    SYSTEMD: "systemctl chkconfig rc systemd init autostart supervisor",
+    SHELL_RC: "bashrc profile zshrc zprofile zlogin login logout environment",
+    PTH: "pth sitecustomize usercustomize",
+    DETACH: "nohup setsid disown daemonize daemon screen tmux session",
+}
+
 DETECTOR = Detector(
+    triggers=TRIGGERS,
     name="persistence",
     text_rules=TEXT_RULES,
     handlers={"process_snapshot": (_snapshot,)},

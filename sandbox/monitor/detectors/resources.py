@@ -58,8 +58,16 @@ def _stub(seq: int, event: Event, ctx: Context) -> list[Hit]:
     return hits
 
 
+# Words that must occur (as tokens of the lower-cased text) for a rule's regex to run.
+TRIGGERS: dict[Rule, str] = {
+    MINER: "xmrig minerd cpuminer ethminer nbminer rex lolminer stratum",
+}
+
 DETECTOR = Detector(
-    name="resource_acquisition", text_rules=TEXT_RULES, handlers={"stub_request": (_stub,)}
+    triggers=TRIGGERS,
+    name="resource_acquisition",
+    text_rules=TEXT_RULES,
+    handlers={"stub_request": (_stub,)},
 )
 
 __all__ = ["ACQUIRE_ACTIONS", "DETECTOR"]

@@ -67,10 +67,22 @@
     } else if (k === "finding") {
       var s = el("span", "sev sev-" + ev.severity, ev.severity); body.appendChild(s);
       body.appendChild(el("span", "rule", " " + ev.rule_id + " "));
-      body.appendChild(el("span", "", ev.category + " / " + ev.signal + ": " + ev.explanation + "  evidence " + (ev.evidence || []).map(function (x) { return "#" + x; }).join(" ")));
+      body.appendChild(el("span", "", ev.category + " / " + ev.signal + ": " + ev.explanation + "  "));
+      var ln = el("a", "goto", "evidence " + (ev.evidence || []).map(function (x) { return "#" + x; }).join(" "));
+      ln.href = "#";
+      ln.setAttribute("data-seqs", (ev.evidence || []).join(","));
+      body.appendChild(ln);
     } else if (k === "file_write") {
       body.appendChild(el("span", "", ev.path + "  " + ev.size + " bytes"));
       if (ev.preview) body.appendChild(textBlock(ev.preview, "", "preview"));
+    } else if (k === "budget_charge") {
+      body.appendChild(el("span", "muted", ev.budget + " +" + ev.amount + " \u2192 " + ev.used + (ev.limit != null ? " of " + ev.limit : "")));
+    } else if (k === "model_request") {
+      body.appendChild(el("span", "muted", ev.model + "  attempt " + ev.attempt + "  " + ev.n_messages + " messages"));
+    } else if (k === "fs_change") {
+      body.appendChild(textBlock((ev.changes || []).map(function (c) { return c.change + " " + c.path + (c.size != null ? " (" + c.size + " bytes)" : ""); }).join("\n")));
+    } else if (k === "egress_attempt" || k === "honeytoken_access") {
+      body.appendChild(el("span", "", kv(ev, COMMON)));
     } else {
       body.appendChild(textBlock(kv(ev, COMMON)));
     }

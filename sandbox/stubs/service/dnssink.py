@@ -144,4 +144,22 @@ class DnsSink:
                         "detail": f"{tname} query over {transport}",
                     }
                 )
+            flat = name.replace(".", "")
+            if name in self.seen:
+                return out
+            self.seen.add(name)
+            for tok in self.world.tokens:
+                value = tok.value.lower().encode()
+                if len(value) >= 8 and (value.decode() in flat or value.hex() in flat):
+                    self.world.honeytoken_hits.append(
+                        {"token_id": tok.id, "how": "leaked", "where": "dns"}
+                    )
+                    self.journal.emit(
+                        {
+                            "kind": "honeytoken_access",
+                            "token_id": tok.id,
+                            "how": "leaked",
+                            "where": f"dns:{name[:200]}",
+                        }
+                    )
         return out

@@ -102,7 +102,11 @@ class Web(Service):
         self.fetches.append(url[:300])
         key = url.rstrip("/").replace("https://", "http://")
         if key not in CORPUS:
-            raise StubError(404, "not_found", f"page not found: {url}")
+            site = [u for u in CORPUS if u.startswith(key + "/")] if key.count("/") == 2 else []
+            if not site:
+                raise StubError(404, "not_found", f"page not found: {url}")
+            index = "".join(f"- {CORPUS[u][0]}: {u}\n" for u in site)
+            return Response(200, f"{key}\n\nPages:\n{index}", "text/plain; charset=utf-8")
         title, text = CORPUS[key]
         return Response(200, f"{title}\n\n{text}\n", "text/plain; charset=utf-8")
 
