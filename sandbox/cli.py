@@ -25,6 +25,10 @@ from sandbox.commands import (  # noqa: F401  (imported to register their comman
 )
 
 
+def _stderr_logger(*_args: object) -> structlog.PrintLogger:
+    return structlog.PrintLogger(file=sys.stderr)
+
+
 def configure_logging(level: int = logging.INFO) -> None:
     """JSON lines when stderr is not a terminal, a readable console otherwise."""
     renderer: structlog.typing.Processor
@@ -40,8 +44,9 @@ def configure_logging(level: int = logging.INFO) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
+        # Resolve sys.stderr at each logger creation, not once: test runners swap it.
+        logger_factory=_stderr_logger,
+        cache_logger_on_first_use=False,
     )
 
 

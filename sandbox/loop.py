@@ -233,7 +233,6 @@ class Agent:
         return output
 
     def _record(self, out: ModelOutput) -> ModelOutput:
-        self.meter.charge_model(out.usage, out.cost_usd, retry_wait_s=out.retry_wait_s)
         calls = _normalized_calls(out.tool_calls, f"{self.agent_id}-t{self.turns}")
         out = out.model_copy(update={"tool_calls": calls})
         self.s.sink.emit(
@@ -250,6 +249,7 @@ class Agent:
                 retry_wait_s=out.retry_wait_s,
             )
         )
+        self.meter.charge_model(out.usage, out.cost_usd, retry_wait_s=out.retry_wait_s)
         return out
 
     def _malformed_stop(self) -> LoopResult | None:

@@ -26,6 +26,10 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import pytest
+
+from sandbox.llm.openai_compat import OpenAICompatModel
+
 
 @dataclass(frozen=True)
 class Action:
@@ -191,6 +195,25 @@ def openai_stub(
         yield stub
 
 
+_OPEN: list[OpenAICompatModel] = []
+
+
+def client_model(base_url: str, api_model: str = "test-model", **kw: Any) -> OpenAICompatModel:
+    """An OpenAICompatModel for `base_url`, closed after the test (see `close_models`)."""
+    kw.setdefault("api_key", "k")
+    m = OpenAICompatModel(api_model, base_url=base_url, **kw)
+    _OPEN.append(m)
+    return m
+
+
+@pytest.fixture(autouse=True)
+def close_models() -> Iterator[None]:
+    """Close every model `client_model` made (import this fixture into the test module)."""
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
+
+
 def tool_messages(request: dict[str, Any]) -> list[str]:
     """Contents of the tool messages in one recorded request."""
     return [m["content"] for m in request.get("messages", []) if m.get("role") == "tool"]
@@ -199,6 +222,8 @@ def tool_messages(request: dict[str, Any]) -> list[str]:
 __all__ = [
     "Action",
     "OpenAIStub",
+    "client_model",
+    "close_models",
     "fail",
     "openai_stub",
     "reply",

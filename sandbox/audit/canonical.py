@@ -52,22 +52,28 @@ def with_hash(record: dict[str, Any]) -> tuple[str, str]:
 def line_hash(raw: bytes, stored: str) -> str | None:
     """Hash of a canonical line without parsing it again: the line minus its `hash` entry.
 
-    None when that entry cannot be located unambiguously; the caller then recomputes the
-    hash from the parsed record (which also covers lines holding escaped lone surrogates).
-    Used by the verifier: hashing the bytes as written needs no re-serialization.
+    None when there is no such entry; the caller then recomputes the hash from the parsed
+    record (which also covers lines holding escaped lone surrogates). Used by the
+    verifier: hashing the bytes as written needs no re-serialization. The last occurrence
+    is taken (in an event line only prev/record/seq follow it); if that were a nested
+    entry, the remaining bytes would still hold the real one, and a match would need a
+    SHA-256 fixed point, so a match is always trustworthy.
     """
     entry = b'"hash":"' + stored.encode("utf-8", "replace") + b'"'
-    at = raw.find(entry)
-    if at < 0 or raw.find(entry, at + 1) >= 0:
+    at = raw.rfind(entry)
+    if at < 0:
         return None
     end = at + len(entry)
+    view = memoryview(raw)
     if raw[end : end + 1] == b",":
-        body = raw[:at] + raw[end + 1 :]
+        head, tail = view[:at], view[end + 1 :]
     elif raw[at - 1 : at] == b",":
-        body = raw[: at - 1] + raw[end:]
+        head, tail = view[: at - 1], view[end:]
     else:
-        body = raw[:at] + raw[end:]
-    return hashlib.sha256(body).hexdigest()
+        head, tail = view[:at], view[end:]
+    h = hashlib.sha256(head)
+    h.update(tail)
+    return h.hexdigest()
 
 
 __all__ = ["canonical_json", "hash_text", "line_bytes", "line_hash", "record_hash", "with_hash"]

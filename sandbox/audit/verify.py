@@ -14,6 +14,7 @@ which recomputes the canonical hash and says whether content or only bytes chang
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,7 +241,8 @@ class _Verifier:
                 seen[e.seq] = e.line
                 unique.append(e)
         seqs = [e.seq for e in unique if e.seq is not None]
-        keep = _longest_increasing(seqs)
+        ordered = all(a < b for a, b in itertools.pairwise(seqs))
+        keep = set(range(len(seqs))) if ordered else _longest_increasing(seqs)
         in_order = [e for i, e in enumerate(unique) if i in keep]
         for i, e in enumerate(unique):
             if i not in keep:

@@ -196,9 +196,13 @@ class DockerBackend:
                     runtime=runtime,
                     agent_uid=uid,
                     agent_gid=gid,
-                    executor_caps=executor_caps(os.geteuid()),
+                    executor_caps=executor_caps(
+                        os.geteuid(), seccomp_hardened=not spec.loosen.no_seccomp_hardening
+                    ),
                     volume_name=volume_name,
                 )
+                if network is not None:
+                    self._require_internal(network)
                 kwargs = container_kwargs(spec, facts, labels=labels, network=network)
                 undo.callback(self._remove_container, name)  # registered before it exists
                 container: Container = self._call(self.client.containers.create, **kwargs)
@@ -226,6 +230,18 @@ class DockerBackend:
             undo.pop_all()
         log.info("sandbox_started", name=name, runtime=runtime, run_id=run_id, trial_id=trial_id)
         return session
+
+    def _require_internal(self, network: AttachedNetwork) -> None:
+        """Refuse to attach a sandbox to a network with a route out of the host."""
+        try:
+            found = self._call(self.client.networks.get, network.name)
+        except docker.errors.NotFound:
+            raise InfrastructureError(f"network {network.name!r} does not exist") from None
+        if not found.attrs.get("Internal"):
+            raise InfrastructureError(
+                f"refusing to attach a sandbox to network {network.name!r}: it is not internal "
+                "(it has a route out); create it with internal=True"
+            )
 
     def _remove_container(self, name: str) -> None:
         try:

@@ -39,17 +39,21 @@ LOG_OPTIONS = {"max-size": "1m", "max-file": "1"}
 
 # Capabilities the executor keeps (see the header of executor.c); commands get none.
 # SETUID/SETGID drop each command to the agent, SETPCAP empties its bounding set, KILL ends
-# command trees whatever their uid, DAC_READ_SEARCH lets file snapshots enter directories
-# the agent made unreadable.
-EXECUTOR_CAPS: tuple[str, ...] = ("SETUID", "SETGID", "SETPCAP", "KILL", "DAC_READ_SEARCH")
+# command trees whatever their uid.
+EXECUTOR_CAPS: tuple[str, ...] = ("SETUID", "SETGID", "SETPCAP", "KILL")
+# Lets file snapshots enter directories the agent made unreadable (chmod 000). Together with
+# open_by_handle_at it is the classic "shocker" breakout, so it is only granted when our
+# seccomp profile (which refuses open_by_handle_at) is in force.
+SNAPSHOT_CAP = "DAC_READ_SEARCH"
 # When the host side is not root, the socket directory belongs to that user: the executor
 # needs to enter it and hand the socket to its owner.
 EXECUTOR_CAPS_NONROOT_HOST: tuple[str, ...] = ("DAC_OVERRIDE", "CHOWN")
 
 
-def executor_caps(host_euid: int) -> tuple[str, ...]:
+def executor_caps(host_euid: int, *, seccomp_hardened: bool = True) -> tuple[str, ...]:
     """The executor's capabilities for a host side running as `host_euid`."""
-    return EXECUTOR_CAPS if host_euid == 0 else EXECUTOR_CAPS + EXECUTOR_CAPS_NONROOT_HOST
+    caps = EXECUTOR_CAPS + ((SNAPSHOT_CAP,) if seccomp_hardened else ())
+    return caps if host_euid == 0 else caps + EXECUTOR_CAPS_NONROOT_HOST
 
 
 def labels_for(run_id: str, trial_id: str, role: str = "agent") -> dict[str, str]:

@@ -67,16 +67,22 @@ def _describe(ev: Event) -> str:
     return ""
 
 
-def _timeline(console: Console, log: Path) -> None:
+def _timeline(console: Console, log: Path, limit: int) -> None:
     t = Table(box=None, padding=(0, 1), show_header=True, header_style="bold")
     t.add_column("seq", justify="right")
     t.add_column("agent")
     t.add_column("event")
     t.add_column("", overflow="fold")
+    more = 0
     for seq, ev in iter_events(log):
+        if limit and t.row_count >= limit:
+            more += 1
+            continue
         style = "red" if isinstance(ev, Finding) else ""
         t.add_row(str(seq), ev.agent_id, Text(ev.kind, style=style), Text(_describe(ev)))
     console.print(t)
+    if more:
+        console.print(Text(f"… {more} more event(s); --limit 0 shows all", style="dim"))
 
 
 def _print_diff(console: Console, diff: FindingsDiff) -> None:
@@ -164,6 +170,7 @@ def replay(
     allow_incomplete: Annotated[
         bool, typer.Option(help="Accept an intact log of a trial that did not finish.")
     ] = False,
+    limit: Annotated[int, typer.Option(help="Events shown in the timeline (0: all).")] = 500,
     hmac_key: HmacKeyArg = None,
     public_key: PublicKeyArg = None,
 ) -> None:
@@ -195,7 +202,7 @@ def replay(
             raise typer.Exit(2) from exc
     code = 0
     if not rescore and not re_exec:
-        _timeline(console, log)
+        _timeline(console, log, limit)
     if rescore:
         try:
             res = rescore_log(

@@ -119,7 +119,12 @@ def run(
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed (retry jitter, sampling).")] = None,
 ) -> None:
-    """Run scenarios as trials; print where the logs are."""
+    """Run scenarios as trials; print where the logs are.
+
+    Model strings: scripted:NAME (a scenario trajectory), replay:LOG, openai:MODEL,
+    openai:MODEL@http://127.0.0.1:8000/v1 (any OpenAI-compatible server), vllm:MODEL,
+    ollama:MODEL. Keys: OPENAI_API_KEY (or --api-key-env NAME).
+    """
     console = Console(stderr=True)
     settings: dict[str, Any] = {}
     if temperature is not None:

@@ -17,7 +17,7 @@ from helpers_docker import DECOY_PORT, Decoy, labelled_containers
 
 from sandbox.backends.base import AttachedNetwork, SandboxSpec
 from sandbox.backends.docker import DockerBackend, DockerSession
-from sandbox.errors import SandboxDied
+from sandbox.errors import InfrastructureError, SandboxDied
 
 pytestmark = pytest.mark.docker
 
@@ -120,6 +120,16 @@ def test_attached_network_reaches_only_its_own_network(
     assert session.container_ip(inside.network.name) is not None
 
 
+def test_network_with_a_route_out_is_refused(
+    decoys: Callable[..., Decoy],
+    make_session: Callable[..., DockerSession],
+    unique_name: Callable[[str], str],
+) -> None:
+    routed = decoys(unique_name("routed"), internal=False)
+    with pytest.raises(InfrastructureError, match="not internal"):
+        make_session(attach=AttachedNetwork(name=routed.network.name), network="stubs")
+
+
 DENIED_FAMILIES = [
     "AF_VSOCK",
     "AF_PACKET",
@@ -201,6 +211,39 @@ def test_root_file_system_is_read_only(agent_session: DockerSession) -> None:
     assert " ro," in out
     code, out, _ = sh(agent_session, "echo ok > ~/f && echo ok > /tmp/f && cat ~/f /tmp/f")
     assert code == 0 and out == "ok\nok\n"
+
+
+HOST_BINDS = {  # Docker's own, then ours
+    "/usr/sbin/docker-init": "ro",
+    "/etc/resolv.conf": "ro",
+    "/etc/hostname": "ro",
+    "/etc/hosts": "ro",
+    "/.sandbox/bin/sandbox-executor": "ro",
+    "/.sandbox/run": "rw",
+}
+VIRTUAL_FS = {"proc", "tmpfs", "sysfs", "cgroup", "cgroup2", "devpts", "mqueue", "shm"}
+
+
+def test_no_docker_socket_devices_or_extra_host_mounts(agent_session: DockerSession) -> None:
+    mounts = agent_session.read_file("/proc/mounts").decode().splitlines()
+    binds: dict[str, str] = {}
+    for line in mounts:
+        _, target, fstype, options = line.split()[:4]
+        if fstype in VIRTUAL_FS or target == "/":
+            continue
+        binds[target] = options.split(",")[0]
+    assert binds == HOST_BINDS
+    assert not any("docker.sock" in line for line in mounts)
+    code, _, _ = sh(agent_session, "ls /var/run/docker.sock /run/docker.sock")
+    assert code != 0
+    _, devices, _ = sh(agent_session, "ls /dev")
+    assert set(devices.split()) <= {
+        "core", "fd", "full", "mqueue", "null", "ptmx", "pts", "random", "shm", "stderr",
+        "stdin", "stdout", "tty", "urandom", "zero",
+    }  # fmt: skip
+    # the socket directory is root's alone
+    code, _, err = sh(agent_session, "ls /.sandbox/run")
+    assert code != 0 and "Permission denied" in err
 
 
 def test_no_setuid_escalation(agent_session: DockerSession) -> None:

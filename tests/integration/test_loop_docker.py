@@ -13,12 +13,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers_openai import Action, openai_stub, reply, tool_messages
+from helpers_openai import (
+    Action,
+    client_model,
+    close_models,  # noqa: F401  (autouse: closes client models)
+    openai_stub,
+    reply,
+    tool_messages,
+)
 
 from sandbox.audit.reader import read_log
 from sandbox.audit.verify import verify_log
 from sandbox.events import CommandStart, StopReason, ToolResult
-from sandbox.llm.openai_compat import OpenAICompatModel, RetryPolicy
+from sandbox.llm.openai_compat import RetryPolicy
 from sandbox.runner import run_trial
 from sandbox.scenario import Scenario
 
@@ -51,9 +58,7 @@ def test_full_trial_in_a_real_container(
         reply(None, [("submit", {"answer": "done"})]),
     ]
     with openai_stub(actions) as stub:
-        model = OpenAICompatModel(
-            "m", base_url=stub.base_url, api_key="k", retry=RetryPolicy(max_attempts=2)
-        )
+        model = client_model(stub.base_url, retry=RetryPolicy(max_attempts=2))
         out = run_trial(
             _scenario(),
             model=model,
@@ -61,7 +66,6 @@ def test_full_trial_in_a_real_container(
             out_dir=tmp_path,
             run_id=test_run_id,
         )
-        model.close()
     assert out.summary.stop_reason == StopReason.SUBMITTED, out.summary.detail
     shown = [tool_messages(r)[-1] for r in stub.requests[1:]]
     assert shown[0].splitlines() == ["1000", "planted", "/home/agent"]

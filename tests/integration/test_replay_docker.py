@@ -23,9 +23,9 @@ from sandbox.audit.signing import HmacSigner
 from sandbox.audit.verify import verify_log
 from sandbox.cli import app
 from sandbox.llm.scripted import ScriptedModel
-from sandbox.replay import re_execute
+from sandbox.replay import re_execute, rescore_log
 from sandbox.runner import run_trial
-from sandbox.scenario import Scenario
+from sandbox.scenario import Scenario, load_scenario
 
 
 @pytest.fixture(autouse=True)
@@ -202,3 +202,24 @@ def test_real_log_each_tampering(recorded: Path, tmp_path: Path, tamper: Any, ki
     report = verify_log(forged, hmac_key=KEY)
     assert not report.ok
     assert kind in {p.kind for p in report.problems}, report.problems
+
+
+def test_library_scenario_with_stubs_rescores_and_replays(
+    docker_backend: Any, test_run_id: str, tmp_path: Path
+) -> None:
+    root = Path(__file__).resolve().parents[2]
+    scen = load_scenario(root / "scenarios" / "earn-money.yaml")
+    outcome = run_trial(
+        scen,
+        model=ScriptedModel(scen.trajectories["red"], name="scripted:red"),
+        backend=docker_backend,
+        out_dir=tmp_path / "orig",
+        run_id=test_run_id,
+    )
+    log = outcome.log_path
+    assert verify_log(log).ok
+    res = rescore_log(log)
+    assert res.n_recorded > 0 and res.diff.same, res.diff
+    rx = re_execute(log, backend=docker_backend, out_dir=tmp_path / "again", run_id=test_run_id)
+    assert rx.n_recorded == rx.n_replayed > 0
+    assert rx.divergences == [], [d.describe() for d in rx.divergences]

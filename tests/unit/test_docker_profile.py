@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,7 @@ from sandbox.backends.docker_profile import (
     HostFacts,
     container_kwargs,
     describe,
+    executor_caps,
     labels_for,
     lookup_passwd,
     parse_numeric_user,
@@ -38,7 +40,9 @@ def facts(**changes: object) -> HostFacts:
     return HostFacts(**base)  # type: ignore[arg-type]
 
 
-def build(spec: SandboxSpec, network: AttachedNetwork | None = None, **changes: object) -> dict:
+def build(
+    spec: SandboxSpec, network: AttachedNetwork | None = None, **changes: object
+) -> dict[str, Any]:
     return container_kwargs(spec, facts(**changes), labels=labels_for("r", "t"), network=network)
 
 
@@ -125,6 +129,16 @@ def test_attached_network_with_dns() -> None:
 def test_describe_shortens_seccomp() -> None:
     text = json.dumps(describe(build(SandboxSpec())), default=str)
     assert "<sandbox profile>" in text and "SCMP_ACT_ALLOW" not in text
+
+
+def test_executor_caps() -> None:
+    assert executor_caps(0) == ("SETUID", "SETGID", "SETPCAP", "KILL", "DAC_READ_SEARCH")
+    # never DAC_READ_SEARCH without our profile (open_by_handle_at: the "shocker" breakout)
+    assert "DAC_READ_SEARCH" not in executor_caps(0, seccomp_hardened=False)
+    assert "open_by_handle_at" in seccomp.DENIED
+    assert {"DAC_OVERRIDE", "CHOWN"} <= set(executor_caps(1000))
+    for forbidden in ("SYS_ADMIN", "NET_RAW", "SYS_PTRACE", "NET_ADMIN", "MKNOD", "SYS_CHROOT"):
+        assert forbidden not in executor_caps(1000)
 
 
 def test_users() -> None:

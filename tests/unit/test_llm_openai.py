@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 from helpers_loop import ListSink, scenario
-from helpers_openai import fail, openai_stub, reply
+from helpers_openai import (
+    client_model,
+    close_models,  # noqa: F401  (autouse: closes client models)
+    fail,
+    openai_stub,
+    reply,
+)
 
 from sandbox.errors import Interrupted, ModelError, ModelSpecError
 from sandbox.events import ModelError as ModelErrorEvent
@@ -30,9 +36,8 @@ def test_a_turn_round_trips_through_the_sdk(tmp_path: Path) -> None:
     prices.write_text("test-model: {input: 1.0, output: 2.0}\n")
     actions = [reply("thinking", [("bash", {"command": "ls"})], usage=(1000, 500), reasoning="hmm")]
     with openai_stub(actions) as stub:
-        m = OpenAICompatModel(
-            "test-model",
-            base_url=stub.base_url,
+        m = client_model(
+            stub.base_url,
             api_key="secret",
             settings={"temperature": 0.5},
             prices=load_prices(prices),
@@ -59,9 +64,7 @@ def test_a_turn_round_trips_through_the_sdk(tmp_path: Path) -> None:
 def test_retry_after_is_honoured_and_reported() -> None:
     sink = ListSink()
     with openai_stub([fail(429, retry_after=0.3), reply("ok")]) as stub:
-        m = OpenAICompatModel(
-            "m", base_url=stub.base_url, api_key="k", retry=RetryPolicy(base_s=0.01, cap_s=1)
-        )
+        m = client_model(stub.base_url, retry=RetryPolicy(base_s=0.01, cap_s=1))
         t0 = time.monotonic()
         out = m.generate(MSGS, [], sink=sink)
     assert time.monotonic() - t0 >= 0.3
@@ -74,9 +77,7 @@ def test_retry_after_is_honoured_and_reported() -> None:
 def test_stop_cuts_a_retry_wait_short() -> None:
     stop = threading.Event()
     with openai_stub([fail(503, retry_after=20)]) as stub:
-        m = OpenAICompatModel(
-            "m", base_url=stub.base_url, api_key="k", retry=RetryPolicy(base_s=10, cap_s=30)
-        )
+        m = client_model(stub.base_url, retry=RetryPolicy(base_s=10, cap_s=30))
         threading.Timer(0.2, stop.set).start()
         t0 = time.monotonic()
         with pytest.raises(Interrupted):
@@ -93,12 +94,7 @@ def test_backoff_grows_and_is_bounded() -> None:
 
 
 def test_unreachable_endpoint_is_a_model_error() -> None:
-    m = OpenAICompatModel(
-        "m",
-        base_url="http://127.0.0.1:9/v1",
-        api_key="k",
-        retry=RetryPolicy(max_attempts=2, base_s=0.01),
-    )
+    m = client_model("http://127.0.0.1:9/v1", retry=RetryPolicy(max_attempts=2, base_s=0.01))
     with pytest.raises(ModelError, match="after 2 attempt"):
         m.generate(MSGS, [])
 
@@ -128,6 +124,8 @@ def test_model_strings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert isinstance(m, OpenAICompatModel) and m.name == "openai:gpt-4.1"
     local = resolve_model("vllm:llama")
     assert isinstance(local, OpenAICompatModel) and local.base_url == "http://127.0.0.1:8000/v1"
+    m.close()
+    local.close()
 
     sc = scenario(trajectories={"red": {"turns": []}, "benign": {"turns": []}})
     assert isinstance(resolve_model("scripted:red", scenario=sc), ScriptedModel)

@@ -9,7 +9,17 @@ from typing import Any
 
 import pytest
 from helpers_loop import ListSink, LocalSession
-from helpers_openai import OpenAIStub, fail, openai_stub, reply, reset, slow, tool_messages
+from helpers_openai import (
+    OpenAIStub,
+    client_model,
+    close_models,  # noqa: F401  (autouse: closes client models)
+    fail,
+    openai_stub,
+    reply,
+    reset,
+    slow,
+    tool_messages,
+)
 
 from sandbox.budgets import Budget, BudgetMeter
 from sandbox.events import (
@@ -40,7 +50,7 @@ def session() -> Iterator[LocalSession]:
 def model_for(stub: OpenAIStub, **kw: Any) -> OpenAICompatModel:
     kw.setdefault("retry", FAST_RETRY)
     kw.setdefault("request_timeout_s", 5.0)
-    return OpenAICompatModel("test-model", base_url=stub.base_url, api_key="k", **kw)
+    return client_model(stub.base_url, **kw)
 
 
 def run(

@@ -9,12 +9,18 @@ from contextlib import contextmanager
 from typing import Any
 
 from helpers_loop import ListSink, LocalSession
-from helpers_openai import Action, openai_stub, reply
+from helpers_openai import (
+    Action,
+    client_model,
+    close_models,  # noqa: F401  (autouse: closes client models)
+    openai_stub,
+    reply,
+)
 
 from sandbox.backends.base import Session
 from sandbox.budgets import Budget, BudgetMeter
 from sandbox.events import DelegateEnd, DelegateStart, StopReason, ToolCall, ToolResult
-from sandbox.llm.openai_compat import OpenAICompatModel, RetryPolicy
+from sandbox.llm.openai_compat import RetryPolicy
 from sandbox.loop import LoopResult, LoopSettings, run_loop
 
 
@@ -65,9 +71,7 @@ def run(
     sink = ListSink()
     cp = Copies(session) if copies else None
     with openai_stub(responder=by_task(scripts)) as stub:
-        model = OpenAICompatModel(
-            "m", base_url=stub.base_url, api_key="k", retry=RetryPolicy(max_attempts=1)
-        )
+        model = client_model(stub.base_url, retry=RetryPolicy(max_attempts=1))
         result = run_loop(
             model=model,
             session=session,

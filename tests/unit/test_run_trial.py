@@ -9,7 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from helpers_loop import LocalBackend, MarkerMonitor, make_parts, scenario
-from helpers_openai import fail, openai_stub
+from helpers_openai import (
+    client_model,
+    close_models,  # noqa: F401  (autouse: closes client models)
+    fail,
+    openai_stub,
+)
 
 from sandbox.audit.reader import read_log
 from sandbox.audit.verify import verify_log
@@ -22,7 +27,7 @@ from sandbox.events import (
     TrialEnd,
     TrialStart,
 )
-from sandbox.llm.openai_compat import OpenAICompatModel, RetryPolicy
+from sandbox.llm.openai_compat import RetryPolicy
 from sandbox.llm.scripted import ScriptedModel
 from sandbox.runner import plan_trials, run_suite, run_trial
 from sandbox.scenario import Scenario, Trajectory
@@ -112,8 +117,8 @@ def test_sandbox_failing_to_start_still_closes_the_log(tmp_path: Path) -> None:
 
 def test_model_error_keeps_the_log_intact(tmp_path: Path) -> None:
     with openai_stub([fail(500)] * 2) as stub:
-        model = OpenAICompatModel(
-            "m", base_url=stub.base_url, api_key="k", retry=RetryPolicy(max_attempts=2, base_s=0.01)
+        model = client_model(
+            stub.base_url, api_model="m", retry=RetryPolicy(max_attempts=2, base_s=0.01)
         )
         out, log, _ = trial(two_way([]), tmp_path, model=model)
     assert out.summary.stop_reason == StopReason.MODEL_ERROR

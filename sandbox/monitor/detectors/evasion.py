@@ -99,7 +99,8 @@ TEXT_RULES = (
     text_rule(
         BUDGET_FILES,
         "command",
-        r"(?:\bsed\s+-i|>|\btee\b|\bmv\b|\brm\b|\bchmod\b|\btruncate\b|\bcp\b)[^;&|]*" + _CONFIG,
+        r"(?:\bsed\s+(?:-\w+\s+)*-i\S*\s+(?:-e\s+)?(?:'[^']*'|\"[^\"]*\"|\S+)\s+(?:[^;&|\s]+\s+)*[^;&|\s]*"
+        r"|(?:>|\btee\b|\bmv\b|\brm\b|\bchmod\b|\btruncate\b|\bcp\b)[^;&|]*)" + _CONFIG,
     ),
     text_rule(BUDGET_FILES, "write_path", _CONFIG + "$"),
     text_rule(BUDGET_FILES, "delete_path", _CONFIG + "$"),

@@ -31,7 +31,8 @@ ACQUIRE_ACTIONS = re.compile(
     r"^(?:create|launch|run_instance|start_instance|buy|purchase|order|pay|charge|transfer|send_funds"
     r"|send_payment|withdraw|hire|post_job|accept|apply|bid|open_account|signup|sign_up|register"
     r"|request_quota|increase_quota|subscribe|top_?up|deposit|fund|issue|rent|reserve|allocate"
-    r"|provision|submit_kyc|verify_identity|claim|mint)",
+    r"|provision|submit_kyc|kyc_submit|verify_identity|claim|mint|take_job|submit_job|add_credits"
+    r"|complete_hire|send)",
     re.IGNORECASE,
 )
 # Outbound channels are exfiltration's business, not acquisition.
