@@ -197,11 +197,21 @@ def write_index(run_dir: Path, run_id: str, records: Sequence[TrialRecord], star
 
 
 class _ActiveSessions:
-    """Sessions of running trials, so an interrupt can remove them."""
+    """Sessions and models of running trials, so an interrupt can stop them: removing a
+    sandbox ends the command running in it, closing a model's connections ends its
+    request."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sessions: dict[int, Session] = {}
+        self._models: dict[int, Model] = {}
+
+    def add_model(self, key: int, model: Model | None) -> None:
+        with self._lock:
+            if model is None:
+                self._models.pop(key, None)
+            else:
+                self._models[key] = model
 
     def tracker(self, key: int) -> Callable[[Session | None], None]:
         def track(session: Session | None) -> None:
@@ -215,12 +225,17 @@ class _ActiveSessions:
 
     def close_all(self) -> None:
         with self._lock:
-            sessions = list(self._sessions.values())
-        for s in sessions:
+            things: list[Any] = [*self._sessions.values(), *self._models.values()]
+        for thing in things:
+            close = getattr(thing, "close", None)
+            if not callable(close):
+                continue
             try:
-                s.close()
+                close()
             except Exception as exc:
-                _log.warning("could not close a session on interrupt", error=repr(exc))
+                _log.warning(
+                    "could not close on interrupt", what=type(thing).__name__, error=repr(exc)
+                )
 
 
 def run_suite(
@@ -235,6 +250,7 @@ def run_suite(
     signer: Signer | None = None,
     on_start: Callable[[TrialPlan], None] | None = None,
     on_done: Callable[[TrialRecord], None] | None = None,
+    interrupt_grace_s: float = INTERRUPT_GRACE_S,
 ) -> SuiteResult:
     """Run every plan (at most `max_parallel` at once) and index them in run.json."""
     run_id = run_id or new_run_id()
@@ -250,7 +266,7 @@ def run_suite(
     def watchdog() -> None:
         while not done.is_set():
             if stop.wait(0.2):
-                if not done.wait(INTERRUPT_GRACE_S):
+                if not done.wait(interrupt_grace_s):
                     active.close_all()
                 return
 
@@ -262,6 +278,7 @@ def run_suite(
         model: Model | None = None
         try:
             model = rec.plan.make_model()
+            active.add_model(i, model)
             judge = rec.plan.make_judge() if rec.plan.make_judge else None
             rec.outcome = run_trial(
                 rec.plan.scenario,
@@ -282,6 +299,7 @@ def run_suite(
             _log.error("trial could not start", scenario=rec.plan.scenario.id, error=repr(exc))
             rec.error = f"{type(exc).__name__}: {exc}"
         finally:
+            active.add_model(i, None)
             close = getattr(model, "close", None)
             if callable(close):
                 close()

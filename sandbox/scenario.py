@@ -27,7 +27,7 @@ from sandbox.backends.base import SandboxSpec
 from sandbox.budgets import Budget
 from sandbox.errors import ScenarioError
 from sandbox.events import Category
-from sandbox.monitor.rubric import Rubric, check_regex
+from sandbox.monitor.rubric import DetectorSettings, Rubric, check_regex
 
 
 class Prompt(BaseModel):
@@ -133,6 +133,7 @@ class Scenario(BaseModel):
     files: list[PlantedFile] = Field(default_factory=list)
     restart: Restart | None = None
     rubric: Rubric = Rubric()
+    detectors: DetectorSettings = DetectorSettings()  # per-scenario tuning of built-in rules
     trajectories: dict[str, Trajectory] = Field(default_factory=dict)
 
     @model_validator(mode="after")

@@ -110,6 +110,11 @@ def reset() -> Action:
 Responder = Callable[[dict[str, Any]], Action]
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients that time out or close early are part of the script
+
+
 class OpenAIStub:
     """The server. Use as a context manager; `base_url` points the client at it."""
 
@@ -140,7 +145,7 @@ class OpenAIStub:
                         action = reply("done")
                 stub._serve(self, action)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _QuietServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 

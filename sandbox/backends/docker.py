@@ -29,6 +29,7 @@ from sandbox.backends.base import AttachedNetwork, SandboxSpec
 from sandbox.backends.docker_cleanup import remove_managed, safe_name, socket_dir_prefix
 from sandbox.backends.docker_engine import connect
 from sandbox.backends.docker_image import ImageFacts, probe_image
+from sandbox.backends.docker_interrupts import deferred_interrupts
 from sandbox.backends.docker_profile import (
     HostFacts,
     container_kwargs,
@@ -188,7 +189,8 @@ class DockerBackend:
                 if spec.loosen.persistent_home:
                     volume_name = f"{name}-home"
                     undo.callback(self._remove_volume, volume_name)
-                    self._call(self.client.volumes.create, name=volume_name, labels=labels)
+                    with deferred_interrupts():
+                        self._call(self.client.volumes.create, name=volume_name, labels=labels)
                 facts = HostFacts(
                     name=name,
                     executor_binary=self._executor_path or executor_binary(),
@@ -205,7 +207,8 @@ class DockerBackend:
                     self._require_internal(network)
                 kwargs = container_kwargs(spec, facts, labels=labels, network=network)
                 undo.callback(self._remove_container, name)  # registered before it exists
-                container: Container = self._call(self.client.containers.create, **kwargs)
+                with deferred_interrupts():
+                    container: Container = self._call(self.client.containers.create, **kwargs)
                 log.debug("sandbox_create", name=name, config=describe(kwargs))
                 self._call(container.start)
                 session = DockerSession(
@@ -227,8 +230,10 @@ class DockerBackend:
                 ) from exc
             except docker.errors.APIError as exc:
                 raise InfrastructureError(f"Docker refused to start the sandbox: {exc}") from exc
+            log.info(
+                "sandbox_started", name=name, runtime=runtime, run_id=run_id, trial_id=trial_id
+            )
             undo.pop_all()
-        log.info("sandbox_started", name=name, runtime=runtime, run_id=run_id, trial_id=trial_id)
         return session
 
     def _require_internal(self, network: AttachedNetwork) -> None:

@@ -19,6 +19,8 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
+from sandbox.backends.docker_interrupts import deferred_interrupts
+
 MAX_SEED_BYTES = 32 * 1024 * 1024  # a larger home directory is not seeded (logged)
 
 
@@ -104,13 +106,14 @@ def probe_image(
     env = _env_from((image.attrs.get("Config") or {}).get("Env"))
     name = f"sandbox-probe-{uuid.uuid4().hex[:12]}"
     try:
-        container = client.containers.create(
-            image_id,
-            command=["/nonexistent"],
-            name=name,
-            labels={**labels, "sandbox.role": "probe"},
-            network_mode="none",
-        )
+        with deferred_interrupts():
+            container = client.containers.create(
+                image_id,
+                command=["/nonexistent"],
+                name=name,
+                labels={**labels, "sandbox.role": "probe"},
+                network_mode="none",
+            )
         passwd = _first_file_text(_read_archive(container, "/etc/passwd"))
         seed = rebase_archive(_read_archive(container, workdir))
     finally:

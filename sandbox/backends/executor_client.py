@@ -137,8 +137,19 @@ def _connect(path: Path, timeout: float) -> socket.socket:
     return sock
 
 
+def _process_limit_result(err: wire.WireError, cap: int) -> ExecResult:
+    """EAGAIN on EXEC means one thing: the agent's processes filled the sandbox's process
+    table, the executor killed them to free it, and this command did not run. That is the
+    agent's doing, so the model sees it as a failed command (126: could not be run), with
+    the executor's explanation, never as an infrastructure error."""
+    notice = f"sandbox: {err.message}\n".encode()
+    return ExecResult(exit_code=126, stderr=notice[:cap], output_cap=cap)
+
+
 def _raise_file_error(err: wire.WireError, path: str) -> None:
     """Maps an errno from a file op to the builtin error (FileNotFoundError, ...)."""
+    if err.errno == errno.EAGAIN:
+        raise InfrastructureError(f"{path}: {err.message}")
     if err.errno == errno.EFBIG:
         raise ValueError(err.message)
     if err.errno == errno.EPROTO:
@@ -235,7 +246,10 @@ class ExecutorClient:
         finally:
             conn.close()
         if kind == wire.ERROR:
-            raise self._exec_error(wire.decode_error(payload))
+            error = wire.decode_error(payload)
+            if error.errno == errno.EAGAIN:
+                return _process_limit_result(error, cap)
+            raise self._exec_error(error)
         res = wire.decode_exec_result(payload)
         if res.survivors != len(survivors) or res.cap != cap:
             raise ExecutorProtocolError("exec result disagrees with the reply (survivors/cap)")

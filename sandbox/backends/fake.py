@@ -58,7 +58,17 @@ class FakeSession:
         return self._id
 
     def _resolve(self, path: str) -> Path:
-        return self.workdir / path if not os.path.isabs(path) else Path(path)
+        """Relative paths resolve in the work dir. Absolute paths outside it are re-rooted
+        under it (a scenario's /home/agent/x becomes <workdir>/home/agent/x), and `..` may not
+        climb out: the fake has no isolation, so its file API must never touch the host."""
+        root = str(self.workdir)
+        joined = path if os.path.isabs(path) else os.path.join(root, path)
+        norm = os.path.normpath(joined)
+        if norm == root or norm.startswith(root + os.sep):
+            return Path(norm)
+        if not os.path.isabs(path):
+            raise PermissionError(f"{path}: outside the fake sandbox's work dir")
+        return Path(os.path.normpath(os.path.join(root, norm.lstrip(os.sep))))
 
     def _check_user(self, user: str | None) -> None:
         if user in (None, "", getpass.getuser(), str(os.getuid())):

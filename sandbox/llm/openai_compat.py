@@ -37,6 +37,7 @@ from sandbox.llm.base import (
 from sandbox.llm.prices import PriceTable
 
 RETRYABLE_STATUS = frozenset({408, 409, 429})
+_STOP_POLL_S = 0.1  # how often a waiting request looks at the stop flag
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,44 @@ class OpenAICompatModel:
         with self._rng_lock:
             return self.retry.delay(attempt, self._rng, _retry_after(exc))
 
+    def _create(self, payload: list[dict[str, Any]], tools: list[dict[str, Any]]) -> ChatCompletion:
+        return self._client.chat.completions.create(
+            model=self.api_model,
+            messages=payload,  # type: ignore[arg-type]  # plain dicts of the same shape
+            tools=tools if tools else openai.omit,  # type: ignore[arg-type]
+            extra_body=self.settings or None,
+        )
+
+    def _request(
+        self,
+        payload: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        stop: threading.Event | None,
+    ) -> ChatCompletion:
+        """One request; with a stop flag it runs in a daemon thread so that an interrupt
+        need not wait for a slow server (the abandoned request ends at its own timeout)."""
+        if stop is None:
+            return self._create(payload, tools)
+        box: list[ChatCompletion | BaseException] = []
+        done = threading.Event()
+
+        def work() -> None:
+            try:
+                box.append(self._create(payload, tools))
+            except BaseException as exc:  # handed to the caller below
+                box.append(exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=work, name="model-request", daemon=True).start()
+        while not done.wait(_STOP_POLL_S):
+            if stop.is_set():
+                raise Interrupted("interrupted during a model request")
+        result = box[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
     def generate(
         self,
         messages: Sequence[Message],
@@ -205,13 +244,10 @@ class OpenAICompatModel:
             )  # fmt: skip
             started = time.monotonic()
             try:
-                completion = self._client.chat.completions.create(
-                    model=self.api_model,
-                    messages=payload,  # type: ignore[arg-type]  # plain dicts of the same shape
-                    tools=tool_payload if tool_payload else openai.omit,  # type: ignore[arg-type]
-                    extra_body=self.settings or None,
-                )
+                completion = self._request(payload, tool_payload, stop)
             except openai.OpenAIError as exc:
+                if stop is not None and stop.is_set():  # e.g. the client was closed on Ctrl-C
+                    raise Interrupted("interrupted during a model request") from exc
                 elapsed = time.monotonic() - started
                 retry = is_retryable(exc) and attempt < self.retry.max_attempts
                 delay = self._delay(attempt, exc) if retry else 0.0

@@ -100,6 +100,9 @@ class Monitor:
         self._findings: list[Finding] = []
         self._states: dict[str, tuple[int, StubState]] = {}
         self._judge_kinds = _judge_kinds(self.rubric)
+        tuning = scenario.detectors if scenario is not None else None
+        self._severity = dict(tuning.severity) if tuning is not None else {}
+        self._disabled = frozenset(tuning.disable) if tuning is not None else frozenset()
         self._transcript: list[tuple[int, Event]] = []
         self._finished = False
 
@@ -119,6 +122,8 @@ class Monitor:
         hits = self._engine.check(seq, event, command)
         for hit in hits:
             rule = hit.rule
+            if rule.id in self._disabled:
+                continue
             self._counts[rule.id] += 1
             keys = self._keys.setdefault(rule.id, set())
             if hit.key in keys or len(keys) >= MAX_FINDINGS_PER_RULE:
@@ -130,7 +135,7 @@ class Monitor:
                     agent_id=event.agent_id,
                     rule_id=rule.id,
                     category=rule.category,
-                    severity=rule.severity,
+                    severity=self._severity.get(rule.id, rule.severity),
                     evidence=(seq, *hit.evidence),
                     explanation=f"{rule.explanation}: {hit.detail}"
                     if hit.detail

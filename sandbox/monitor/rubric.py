@@ -18,6 +18,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sandbox.events import Category, Event, Severity
+from sandbox.monitor.detectors import builtin_rules
 
 
 def _event_kinds() -> frozenset[str]:
@@ -141,6 +142,25 @@ class JudgeItem(BaseModel):
         return self
 
 
+class DetectorSettings(BaseModel):
+    """Per-scenario tuning of the built-in detectors, by rule id (`persistence.cron`):
+    a different severity (`tripwire` makes a rule stop the trial; anything else makes a
+    tripwire rule only report) or switching a rule off. Both are logged with the scenario."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    severity: dict[str, Severity] = Field(default_factory=dict)
+    disable: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _known_rules(self) -> DetectorSettings:
+        known = builtin_rules()
+        unknown = sorted({*self.severity, *self.disable} - set(known))
+        if unknown:
+            raise ValueError(f"unknown detector rule(s) {unknown}; known: {sorted(known)}")
+        return self
+
+
 class Rubric(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -158,6 +178,7 @@ class Rubric(BaseModel):
 
 __all__ = [
     "EVENT_KINDS",
+    "DetectorSettings",
     "EventMatch",
     "JudgeItem",
     "Rubric",

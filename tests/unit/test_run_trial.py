@@ -197,3 +197,36 @@ def test_plan_with_one_trajectory_and_scripted_child(tmp_path: Path) -> None:
     assert ("main.1", "child") in outputs
     assert isinstance([e for _, e in log.events if isinstance(e, Stop)][-1], Stop)
     assert Trajectory  # imported for type clarity
+
+
+def test_interrupt_cuts_a_slow_model_request_short(tmp_path: Path) -> None:
+    import time
+
+    from helpers_openai import slow
+
+    from sandbox.runner import TrialPlan
+
+    sc = two_way([])
+    stop = threading.Event()
+    with openai_stub([slow(30)]) as stub:
+        plan = TrialPlan(
+            scenario=sc,
+            model_id="openai:m",
+            make_model=lambda: client_model(stub.base_url, request_timeout_s=60),
+        )
+        threading.Timer(0.5, stop.set).start()
+        t0 = time.monotonic()
+        result = run_suite(
+            [plan],
+            backend=LocalBackend(),
+            out_dir=tmp_path,
+            run_id="slow",
+            stop=stop,
+            parts=make_parts(),
+            interrupt_grace_s=0.2,
+        )
+    assert time.monotonic() - t0 < 10
+    outcome = result.trials[0].outcome
+    assert outcome is not None
+    assert outcome.summary.stop_reason == StopReason.INTERRUPTED
+    assert verify_log(outcome.log_path).complete

@@ -186,3 +186,12 @@ def test_cli_validate_schema_and_scenarios(tmp_path: Path) -> None:
     assert json.loads(out.read_text())["title"] == "Scenario"
     table = runner.invoke(app, ["scenarios"])
     assert table.exit_code == 0 and "escape-probe" in table.output
+
+
+def test_unknown_detector_rule_is_named(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "title: Demo\n", "title: Demo\ndetectors:\n  disable: [persistence.crontab]\n"
+    )
+    err = error_of(write(tmp_path, text))
+    assert err.line == 3 and err.field == "detectors"
+    assert "persistence.crontab" in str(err) and "persistence.cron'" in str(err)

@@ -102,7 +102,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/fsuid.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -155,7 +157,15 @@ static int g_strict;
 static int g_allow_root;
 static int g_privileged;          /* running as root: really drop privileges */
 static pid_t g_main_pid;
-static char g_comm[17];           /* our own comm, to recognise handlers in PS */
+/* Pids of the live handlers, written by the main server only, read by PS in the handlers
+ * (a MAP_SHARED page inherited across fork; gone from a command at exec). PS hides exactly
+ * these pids, never "whatever is named like us": under --allow-root a root command could
+ * rename itself after us and would otherwise hide from PS. */
+#define MAX_HANDLERS 1024
+static volatile pid_t *g_handlers;
+/* Set in a handler forked right after the main server freed the process table (see
+ * reclaim_pids): an EXEC it serves is refused with a notice instead of run. */
+static int g_reclaimed;
 
 static void logmsg(const char *fmt, ...) {
     va_list ap;
@@ -578,18 +588,36 @@ static int list_procs(struct pinfo **out) {
     return (int)n;
 }
 
-/* Marks in mark[] the processes whose parent chain reaches `ancestor`. */
+static int cmp_pid(const void *a, const void *b) {
+    pid_t x = ((const struct pinfo *)a)->pid, y = ((const struct pinfo *)b)->pid;
+    return (x > y) - (x < y);
+}
+
+/* Marks in mark[] (1/0) the processes whose parent chain reaches `ancestor`. Sorts v by
+ * pid; each chain is walked once (verdicts are memoised), so a bomb's deep or wide tree
+ * costs O(n log n), not O(n^2) per level. */
 static void mark_descendants(struct pinfo *v, int n, pid_t ancestor, char *mark) {
     memset(mark, 0, (size_t)n);
-    for (int changed = 1; changed;) {
-        changed = 0;
-        for (int i = 0; i < n; i++) {
-            if (mark[i] || v[i].pid == ancestor) continue;
-            int hit = (v[i].ppid == ancestor);
-            for (int j = 0; !hit && j < n; j++) hit = mark[j] && v[j].pid == v[i].ppid;
-            if (hit) { mark[i] = 1; changed = 1; }
+    int *path = malloc(((size_t)n + 1) * sizeof *path);
+    if (!path) return;
+    qsort(v, (size_t)n, sizeof *v, cmp_pid);
+    for (int i = 0; i < n; i++) {
+        int len = 0, j = i;
+        char verdict = 2; /* 1 descendant, 2 not (0: not decided yet) */
+        while (len < n) { /* bounded: a stale snapshot may hold a cycle */
+            if (mark[j]) { verdict = mark[j]; break; }
+            path[len++] = j;
+            if (v[j].ppid == ancestor && v[j].pid != ancestor) { verdict = 1; break; }
+            if (v[j].pid == ancestor || v[j].ppid <= 0) break;
+            struct pinfo key = {.pid = v[j].ppid};
+            struct pinfo *parent = bsearch(&key, v, (size_t)n, sizeof *v, cmp_pid);
+            if (!parent) break;
+            j = (int)(parent - v);
         }
+        for (int k = 0; k < len; k++) mark[path[k]] = verdict;
     }
+    for (int i = 0; i < n; i++) mark[i] = (mark[i] == 1);
+    free(path);
 }
 
 static int proc_uid(pid_t pid) {
@@ -631,6 +659,101 @@ static int send_process(int fd, const struct pinfo *pi) {
     rec_bytes(&r, 'l', cmd, (size_t)n);
     rec_bytes(&r, 'S', &now.state, 1);
     return send_frame(fd, 'r', r.buf, r.len) < 0 ? -1 : 1;
+}
+
+/* ------------------------------------------------------------------ pid exhaustion
+ * A fork bomb whose processes outlive their command can take every pid the container
+ * may have; then we cannot fork a handler or a command, not even a `kill`. That is the
+ * agent's doing, not a harness failure. Killing needs no fork: we SIGKILL every process
+ * of the agent's uid below the main server (every process the agent has is our
+ * descendant: handlers and the main server are subreapers), never init, never ourselves,
+ * never a root process (handlers, a command child before it drops privileges). */
+
+/* Whether pid is one of the live handlers (see g_handlers). */
+static int is_handler(pid_t pid) {
+    for (int i = 0; i < MAX_HANDLERS; i++)
+        if (g_handlers[i] == pid) return 1;
+    return 0;
+}
+
+static void handler_slot(pid_t old, pid_t new) {
+    for (int i = 0; i < MAX_HANDLERS; i++)
+        if (g_handlers[i] == old) { g_handlers[i] = new; return; }
+}
+
+/* The main server's reaping: every exited child, forgetting handlers that are gone. */
+static void main_reap(void) {
+    int st;
+    pid_t p;
+    while ((p = waitpid(-1, &st, WNOHANG)) > 0) handler_slot(p, 0);
+}
+
+/* SIGKILLs the agent's processes until none is left (bounded); returns how many. */
+static int reclaim_pids(void) {
+    if (!g_privileged || g_agent_uid == 0) return 0; /* cannot tell theirs from ours */
+    int total = 0;
+    long long end = now_ms() + 2000;
+    for (int round = 0; round < 100 && now_ms() < end; round++) {
+        struct pinfo *v;
+        int n = list_procs(&v), hits = 0;
+        if (n < 0) break;
+        char *mark = malloc((size_t)n + 1);
+        if (mark) {
+            mark_descendants(v, n, g_main_pid, mark);
+            for (int i = 0; i < n; i++) {
+                if (!mark[i] || v[i].state == 'Z' || v[i].state == 'X' || v[i].pid == getpid())
+                    continue;
+                if (proc_uid(v[i].pid) != (int)g_agent_uid) continue;
+                if (kill(v[i].pid, SIGKILL) == 0) hits++;
+            }
+            free(mark);
+        }
+        free(v);
+        if (getpid() == g_main_pid) main_reap();
+        total += hits;
+        if (hits == 0) break;
+        usleep(2000);
+    }
+    logmsg("process limit reached: killed %d processes of uid %u", total, (unsigned)g_agent_uid);
+    return total;
+}
+
+/* fork(), and when the pids limit stops it: free the table, then retry for a while
+ * (zombies of killed processes free their pids once reaped, by us or a handler). */
+static pid_t fork_reclaiming(int *reclaimed) {
+    pid_t pid = fork();
+    if (pid >= 0 || errno != EAGAIN) return pid;
+    int killed = reclaim_pids();
+    if (reclaimed) *reclaimed = killed;
+    for (int i = 0; i < 100; i++) {
+        if (getpid() == g_main_pid) main_reap();
+        pid = fork();
+        if (pid >= 0 || errno != EAGAIN) return pid;
+        usleep(5000);
+    }
+    errno = EAGAIN;
+    return -1;
+}
+
+/* The agent-visible refusal: errno EAGAIN on the wire means exactly this. */
+static void send_pid_limit(int conn, int killed) {
+    char limit[48] = "";
+    const char *files[] = {"/sys/fs/cgroup/pids/pids.max", "/sys/fs/cgroup/pids.max"};
+    for (int i = 0; i < 2 && !limit[0]; i++) {
+        int fd = open(files[i], O_RDONLY | O_CLOEXEC);
+        char b[24];
+        ssize_t n = fd >= 0 ? read(fd, b, sizeof b - 1) : -1;
+        if (fd >= 0) close(fd);
+        if (n <= 0) continue;
+        b[n] = 0;
+        b[strcspn(b, "\n")] = 0;
+        long long v;
+        if (parse_ll(b, &v) == 0) snprintf(limit, sizeof limit, " (%lld)", v);
+    }
+    send_error(conn, EAGAIN,
+               "the command did not run: the sandbox's process limit%s is reached; %d processes "
+               "of the agent's user were killed to free it; run the command again",
+               limit, killed);
 }
 
 /* ------------------------------------------------------------------ the command tree */
@@ -760,6 +883,7 @@ static void op_exec(int conn, int sigfd, struct request *rq) {
     struct user u;
     char err[512];
     if (rq->argc == 0) { send_error(conn, EINVAL, "empty argv"); return; }
+    if (g_reclaimed) { send_pid_limit(conn, g_reclaimed); return; }
     if (resolve_user(rq->user, &u, err, sizeof err) < 0) { send_error(conn, EPERM, "%s", err); return; }
     long long cap = rq->cap;
     int pin[2], pout[2], perr[2];
@@ -770,6 +894,12 @@ static void op_exec(int conn, int sigfd, struct request *rq) {
     long long t0 = now_ns();
     struct cmd c = {0, 1, 0, 0};
     c.root = fork();
+    if (c.root < 0 && errno == EAGAIN) {
+        /* The agent filled the process table: empty it and refuse this command with a
+         * notice (the agent learns its processes were killed); the next one runs. */
+        send_pid_limit(conn, reclaim_pids());
+        return;
+    }
     if (c.root < 0) { send_error(conn, errno, "fork: %s", strerror(errno)); return; }
     if (c.root == 0) exec_child(rq, &u, pin[0], pout[1], perr[1]);
     close(pin[0]);
@@ -934,9 +1064,32 @@ static void op_exec(int conn, int sigfd, struct request *rq) {
 
 /* ------------------------------------------------------------------ files */
 
-/* Forks a helper that runs fn as the agent user; returns its pid. */
+/* In a file helper: access files exactly as the agent would, while staying out of its
+ * reach. Only the file-system ids become the agent's (the kernel then drops the file
+ * capabilities) and every capability is emptied, so opening, creating and reading are
+ * checked against the agent's uid/gid; the real and effective uids stay root, so the
+ * agent cannot signal the helper (a `pkill -9 sbx-file-io` loop would otherwise make
+ * the host's reads fail) and, with the helper not dumpable, cannot read its memory. */
+static int become_file_user(const struct user *u) {
+    if (!g_privileged) return 0;
+    if (setgroups(0, NULL) < 0) return -1;
+    setfsgid(u->gid);
+    setfsuid(u->uid);
+    if ((uid_t)setfsuid((uid_t)-1) != u->uid || (gid_t)setfsgid((gid_t)-1) != u->gid) {
+        errno = EPERM;
+        return -1;
+    }
+    struct cap_header h = {CAP_VERSION_3, 0};
+    struct cap_data d[2];
+    memset(d, 0, sizeof d);
+    if (syscall(SYS_capset, &h, d) < 0) return -1;
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) return -1;
+    return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+}
+
+/* Forks a file helper acting as the agent user (see become_file_user); returns its pid. */
 static pid_t fork_as_agent(int keep_fd, const struct user *u) {
-    pid_t pid = fork();
+    pid_t pid = fork_reclaiming(NULL);
     if (pid != 0) return pid;
     reset_signals();
     signal(SIGPIPE, SIG_IGN);
@@ -947,7 +1100,7 @@ static pid_t fork_as_agent(int keep_fd, const struct user *u) {
     } else {
         close_from(3);
     }
-    if (drop_privileges(u) < 0) _exit(errno ? errno : EPERM);
+    if (become_file_user(u) < 0) _exit(errno ? errno : EPERM);
     if (chdir(u->home) < 0 && chdir("/") < 0) _exit(EACCES);
     return 0;
 }
@@ -1067,13 +1220,7 @@ static void op_ps(int conn) {
     if (n < 0) { send_error(conn, errno, "cannot list /proc"); return; }
     for (int i = 0; i < n; i++) {
         if (v[i].pid == 1 || v[i].pid == g_main_pid || v[i].pid == getpid()) continue;
-        if (v[i].ppid == g_main_pid) { /* a handler: root, our comm */
-            char comm[64];
-            struct pinfo tmp;
-            if (read_stat(v[i].pid, &tmp, comm, sizeof comm) == 0 && strcmp(comm, g_comm) == 0 &&
-                proc_uid(v[i].pid) == 0)
-                continue;
-        }
+        if (v[i].ppid == g_main_pid && is_handler(v[i].pid)) continue; /* by pid, not name */
         if (v[i].state == 'X') continue;
         int one = send_process(conn, &v[i]);
         if (one < 0) { free(v); return; }
@@ -1272,7 +1419,9 @@ int main(int argc, char **argv) {
         return 2;
     }
     g_main_pid = getpid();
-    prctl(PR_GET_NAME, g_comm, 0, 0, 0);
+    g_handlers = mmap(NULL, MAX_HANDLERS * sizeof(pid_t), PROT_READ | PROT_WRITE,
+                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (g_handlers == MAP_FAILED) { logmsg("mmap: %s", strerror(errno)); return 1; }
     signal(SIGPIPE, SIG_IGN);
     prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     sigset_t set;
@@ -1299,12 +1448,12 @@ int main(int argc, char **argv) {
                 }
             }
         }
-        int st;
-        while (waitpid(-1, &st, WNOHANG) > 0) {}
+        main_reap();
         if (p[0].revents & POLLIN) {
             int conn = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
             if (conn < 0) continue;
-            pid_t pid = fork();
+            g_reclaimed = 0;
+            pid_t pid = fork_reclaiming(&g_reclaimed);
             if (pid == 0) {
                 close(lfd);
                 close(sfd);
@@ -1317,8 +1466,14 @@ int main(int argc, char **argv) {
                 handle(conn);
                 _exit(0);
             }
-            if (pid < 0) /* e.g. the pids limit is reached: say so instead of hanging up */
-                send_error(conn, errno, "executor cannot fork: %s", strerror(errno));
+            if (pid > 0) handler_slot(0, pid);
+            else if (errno == EAGAIN) send_pid_limit(conn, g_reclaimed);
+            else send_error(conn, errno, "executor cannot fork: %s", strerror(errno));
+            g_reclaimed = 0;
+            if (pid < 0) { /* read what the host sent, so closing does not reset the reply */
+                char junk[4096];
+                for (int i = 0; i < 64 && recv(conn, junk, sizeof junk, MSG_DONTWAIT) > 0; i++) {}
+            }
             close(conn);
         }
     }

@@ -36,9 +36,17 @@ BUILTIN: tuple[Detector, ...] = (
 )
 
 
+_MODULES = (resources, replication, persistence, exfiltration, credentials, escape, evasion)
+
+
 def builtin_rules() -> dict[str, Rule]:
-    """Every built-in text rule by id (handler-only rules are documented in their modules)."""
-    return {r.rule.id: r.rule for d in BUILTIN for r in d.text_rules}
+    """Every built-in rule (text rules and handler rules) by id."""
+    return {
+        value.id: value
+        for module in _MODULES
+        for value in vars(module).values()
+        if isinstance(value, Rule)
+    }
 
 
 __all__ = [
