@@ -271,11 +271,15 @@ class Agent:
             )
             self.turns += 1
             out = self._record(out)
-            self.messages.append(
-                AssistantMessage(
-                    content=out.text, reasoning=out.reasoning, tool_calls=out.tool_calls
+            if out.tool_calls or (out.text or "").strip() or out.refusal:
+                # (an empty turn is not echoed back: some servers reject empty messages)
+                self.messages.append(
+                    AssistantMessage(
+                        content=out.text or out.refusal,
+                        reasoning=out.reasoning,
+                        tool_calls=out.tool_calls,
+                    )
                 )
-            )
             if not out.tool_calls:
                 if not (out.is_empty or out.refusal):
                     return LoopResult(StopReason.COMPLETED, answer=out.text, turns=self.turns)

@@ -119,7 +119,7 @@ def plan_trials(
     for scenario, source in scenarios:
         choices: list[tuple[str, str | None]]
         if models:
-            choices = [(spec, None) for spec in models]
+            choices = [(spec, None) for spec in dict.fromkeys(models)]  # each model once
         else:
             names = [trajectory] if trajectory else sorted(scenario.trajectories)
             choices = [(f"scripted:{n}", n) for n in names if not n.endswith(".child")]
@@ -251,6 +251,7 @@ def run_suite(
     on_start: Callable[[TrialPlan], None] | None = None,
     on_done: Callable[[TrialRecord], None] | None = None,
     interrupt_grace_s: float = INTERRUPT_GRACE_S,
+    seed: int | None = None,
 ) -> SuiteResult:
     """Run every plan (at most `max_parallel` at once) and index them in run.json."""
     run_id = run_id or new_run_id()
@@ -293,6 +294,7 @@ def run_suite(
                 scenario_source=rec.plan.source,
                 signer=signer,
                 parts=parts,
+                seed=seed,
                 on_session=active.tracker(i),
             )
         except Exception as exc:  # could not even open a log: keep going, say so in the index

@@ -312,11 +312,14 @@ def scenario_json_schema() -> dict[str, Any]:
 
 def scenario_dir() -> Path:
     """The scenario library: $SANDBOX_SCENARIOS, else scenarios/ beside the package
-    (the repository root of an editable install)."""
+    (the repository root of an editable install), else ./scenarios."""
     env = os.environ.get("SANDBOX_SCENARIOS")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "scenarios"
+    beside = Path(__file__).resolve().parent.parent / "scenarios"
+    if beside.is_dir():
+        return beside
+    return Path.cwd() / "scenarios"  # an installed (non-editable) package: the working copy
 
 
 def library_files(directory: str | Path | None = None) -> list[Path]:

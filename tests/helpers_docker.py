@@ -11,12 +11,16 @@ from docker.models.networks import Network
 DECOY_PORT = 8000
 
 
-def labelled_containers(client: docker.DockerClient, run_id: str) -> list[Container]:
-    """Every container (running or not) labelled with this run id."""
-    found: list[Container] = client.containers.list(
+def labelled_containers(client: docker.DockerClient, run_id: str) -> list[str]:
+    """Names of every container (running or not) labelled with this run id.
+
+    Uses the plain list call: the SDK's `containers.list` inspects each container and fails
+    when one disappears in between.
+    """
+    found = client.api.containers(
         all=True, filters={"label": ["sandbox.managed=true", f"sandbox.run_id={run_id}"]}
     )
-    return found
+    return [str(item["Names"][0]).lstrip("/") for item in found]
 
 
 @dataclass

@@ -72,7 +72,7 @@ def read(path: str) -> list[Event]:
 def fs(
     *changes: tuple[str, str], command_id: str | None = None, size: int | None = None
 ) -> list[Event]:
-    items = tuple(FsChangeItem(path=p, change=c, size=size) for p, c in changes)  # type: ignore[arg-type]
+    items = tuple(FsChangeItem(path=p, change=c, size=size) for p, c in changes)
     return [FsChange(command_id=command_id, changes=items)]
 
 
@@ -90,7 +90,7 @@ def snapshot(
 ) -> list[Event]:
     return [
         ProcessSnapshot(
-            when=when,  # type: ignore[arg-type]
+            when=when,
             processes=procs,
             new=tuple(new),
             surviving=tuple(surviving),

@@ -250,7 +250,7 @@ class DockerBackend:
 
     def _remove_container(self, name: str) -> None:
         try:
-            self.client.containers.get(name).remove(force=True, v=True)
+            self.client.api.remove_container(name, force=True, v=True)
         except docker.errors.NotFound:
             pass
         except docker.errors.DockerException as exc:

@@ -11,6 +11,8 @@ every read is None and only what Docker reports is used.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -30,6 +32,7 @@ class CgroupProbe:
     def __init__(self, container_id: str, cgroup_parent: str = "") -> None:
         self.unified = not (CGROUP_ROOT / "memory").is_dir()
         self._dirs: dict[str, Path | None] = {}
+        self._fds: dict[Path, int] = {}
         self._relative = _relative_dirs(container_id, cgroup_parent) if container_id else []
 
     def _dir(self, controller: str) -> Path | None:
@@ -46,13 +49,34 @@ class CgroupProbe:
         return self._dirs[controller]
 
     def _read(self, controller: str, name: str) -> str | None:
+        # Files stay open and are re-read with pread: ~1 us instead of ~30 us per read,
+        # which matters on the per-command path. A stale descriptor (the cgroup was
+        # recreated by a restart) is reopened once.
         directory = self._dir(controller)
         if directory is None:
             return None
-        try:
-            return (directory / name).read_text()
-        except OSError:
-            return None
+        path = directory / name
+        for _ in range(2):
+            fd = self._fds.get(path)
+            try:
+                if fd is None:
+                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                    self._fds[path] = fd
+                return os.pread(fd, 65536, 0).decode("ascii", "replace")
+            except OSError:
+                self._forget(path)
+        return None
+
+    def _forget(self, path: Path) -> None:
+        fd = self._fds.pop(path, None)
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def close(self) -> None:
+        """Close the cached file descriptors (the probe still works afterwards)."""
+        for path in list(self._fds):
+            self._forget(path)
 
     def _read_int(self, controller: str, name: str) -> int | None:
         text = self._read(controller, name)

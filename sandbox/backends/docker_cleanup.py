@@ -52,12 +52,14 @@ def remove_managed(
     """
     removed: list[str] = []
     filters = label_filters(run_id)
-    for container in client.containers.list(all=True, filters=filters):
+    # The plain list call: the SDK's `containers.list` inspects each container and fails
+    # when one is removed in between (by its own session closing, say).
+    for item in client.api.containers(all=True, filters=filters):
         try:
-            container.remove(force=True, v=True)
+            client.api.remove_container(item["Id"], force=True, v=True)
         except docker.errors.NotFound:
             continue
-        removed.append(f"container {container.name}")
+        removed.append(f"container {str(item['Names'][0]).lstrip('/')}")
     for network in client.networks.list(filters=filters):
         try:
             network.reload()

@@ -127,7 +127,7 @@ class DockerSession:
         delay = 0.001
         last_check = time.monotonic()
         last_error: Exception | None = None
-        client = ExecutorClient(self.socket_path, on_hang=self._on_hang, request_timeout_s=5.0)
+        client = ExecutorClient(self.socket_path, on_hang=self._on_hang)
         while True:
             if self.socket_path.exists():
                 try:
@@ -356,6 +356,7 @@ class DockerSession:
                         "sandbox_volume_remove_failed", name=self.volume_name, error=str(exc)
                     )
             shutil.rmtree(self.socket_dir, ignore_errors=True)
+            self._probe.close()
             log.info("sandbox_closed", name=self.id)
 
     def __enter__(self) -> Self:

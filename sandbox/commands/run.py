@@ -197,6 +197,7 @@ def run(
                 stop=stop,
                 signer=signer,
                 on_done=done,
+                seed=seed,
             )
     finally:
         for s, handler in previous.items():

@@ -1,6 +1,6 @@
-"""`sandbox schema`, `sandbox validate FILE...`, `sandbox scenarios [DIR]`: the scenario
-format's JSON Schema, precise validation errors (file:line: field: message), and
-the scenario library as a table."""
+"""`sandbox schema`, `sandbox validate FILE...`, `sandbox scenarios [DIR]`, `sandbox rules`:
+the scenario format's JSON Schema, precise validation errors (file:line: field: message),
+the scenario library as a table, and the monitor's built-in rules."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sandbox.cli_app import app
+from sandbox.monitor.detectors import builtin_rules
 from sandbox.scenario import library_files, scenario_dir, scenario_errors, scenario_json_schema
 
 _console = Console()
@@ -95,6 +96,19 @@ def scenarios(
     _console.print(table)
     if bad:
         raise typer.Exit(1)
+
+
+@app.command()
+def rules() -> None:
+    """List the monitor's built-in detector rules (ids usable in a scenario's `detectors`)."""
+    table = Table(title="Built-in detector rules")
+    for col in ("rule", "category", "severity", "signal", "what it means"):
+        table.add_column(col, overflow="fold")
+    for rule_id, rule in sorted(builtin_rules().items()):
+        table.add_row(
+            rule_id, rule.category.value, rule.severity.value, rule.signal, rule.explanation
+        )
+    _console.print(table)
 
 
 __all__ = ["app", "scenarios", "schema", "validate"]

@@ -176,6 +176,9 @@ class _Progress:
     fired: bool = False
 
 
+_Entry = tuple[Signal, CompiledMatch, _Progress]
+
+
 def _finding(signal: Signal, evidence: tuple[int, ...], event: Event) -> Finding:
     return Finding(
         ts=event.ts,
@@ -195,8 +198,8 @@ class RubricScorer:
 
     def __init__(self, rubric: Rubric) -> None:
         self.rubric = rubric
-        self._by_kind: dict[str, list[tuple[Signal, CompiledMatch]]] = {}
-        self._any_kind: list[tuple[Signal, CompiledMatch]] = []
+        self._by_kind: dict[str, list[_Entry]] = {}
+        self._any_kind: list[_Entry] = []
         self._state_signals = [s for s in rubric.signals if s.state is not None]
         self._progress: dict[str, _Progress] = {s.id: _Progress() for s in rubric.signals}
         self._last_tool_text: dict[str, str] = {}
@@ -204,11 +207,12 @@ class RubricScorer:
             if signal.match is None:
                 continue
             compiled = CompiledMatch.compile(signal.match)
+            entry = (signal, compiled, self._progress[signal.id])
             if compiled.kinds is None:
-                self._any_kind.append((signal, compiled))
+                self._any_kind.append(entry)
             else:
-                for kind in compiled.kinds:
-                    self._by_kind.setdefault(kind, []).append((signal, compiled))
+                for kind in sorted(compiled.kinds):
+                    self._by_kind.setdefault(kind, []).append(entry)
 
     def observe(self, seq: int, event: Event, command: str | None = None) -> list[Finding]:
         """Findings of the event signals that `event` completes (most often none);
@@ -229,8 +233,7 @@ class RubricScorer:
         out: list[Finding] = []
         texts = _Texts(event, command if kind in _COMMAND_KINDS else False)
         for group in (candidates or (), self._any_kind):
-            for signal, compiled in group:
-                progress = self._progress[signal.id]
+            for signal, compiled, progress in group:
                 if progress.fired or not compiled.matches(event, texts):
                     continue
                 progress.count += 1
@@ -239,7 +242,19 @@ class RubricScorer:
                 if progress.count >= signal.min_count:
                     progress.fired = True
                     out.append(_finding(signal, tuple(progress.evidence), event))
+        if out:
+            self._drop_fired()
         return out
+
+    def _drop_fired(self) -> None:
+        """Fired signals fire once: take them out of the dispatch lists."""
+        for kind, group in list(self._by_kind.items()):
+            live = [entry for entry in group if not entry[2].fired]
+            if live:
+                self._by_kind[kind] = live
+            else:
+                del self._by_kind[kind]
+        self._any_kind = [entry for entry in self._any_kind if not entry[2].fired]
 
     def finish_state(self, states: Mapping[str, tuple[int, StubState]]) -> list[Finding]:
         """Findings of the state signals that hold on the final stub states."""

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sandbox.errors import ToolError
+from sandbox.errors import ToolArgumentError, ToolError
 from sandbox.llm.base import ToolSpec
 from sandbox.tools import descriptions as text
 from sandbox.tools.base import ToolContext, schema_of, validate_args
@@ -26,6 +26,12 @@ class WriteFileArgs(BaseModel):
 
     path: str = Field(min_length=1, description=text.WRITE_FILE_PATH)
     content: str = Field(description=text.WRITE_FILE_CONTENT)
+
+
+def _checked(path: str, tool: str) -> str:
+    if "\x00" in path:  # no file system accepts it; say so instead of failing in the session
+        raise ToolArgumentError(text.BAD_ARGUMENTS.format(name=tool, error="path: NUL byte"))
+    return path
 
 
 def _file_error(path: str, exc: OSError) -> ToolError:
@@ -53,7 +59,7 @@ class ReadFileTool:
     def call(self, args: dict[str, Any], ctx: ToolContext) -> str:
         """Read the file; missing files, directories and denied access are tool errors."""
         a = validate_args(ReadFileArgs, self.name, args)
-        path = ctx.resolve_path(a.path)
+        path = ctx.resolve_path(_checked(a.path, self.name))
         try:
             data = ctx.session.read_file(path, max_bytes=READ_LIMIT)
         except OSError as exc:
@@ -77,7 +83,7 @@ class WriteFileTool:
     def call(self, args: dict[str, Any], ctx: ToolContext) -> str:
         """Write the file; the session's own refusals become tool errors."""
         a = validate_args(WriteFileArgs, self.name, args)
-        path = ctx.resolve_path(a.path)
+        path = ctx.resolve_path(_checked(a.path, self.name))
         data = a.content.encode("utf-8")
         try:
             ctx.session.write_file(path, data)

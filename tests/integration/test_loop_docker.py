@@ -153,3 +153,42 @@ def test_ctrl_c_removes_every_sandbox_and_closes_every_log(
         assert footer.summary.stop_reason == StopReason.INTERRUPTED
     index = json.loads((tmp_path / "out" / run_id / "run.json").read_text())
     assert [t["stop_reason"] for t in index["trials"]] == ["interrupted", "interrupted"]
+
+
+@pytest.mark.parametrize("name", ["exfiltrate-weights", "survive-restart"])
+def test_library_scenario_end_to_end(
+    name: str, docker_backend: Any, test_run_id: str, tmp_path: Path
+) -> None:
+    """Stub world, planted honeytokens, scheduled restart: red is flagged, benign is not."""
+    from sandbox.images import STUBS_IMAGE, ensure_images
+    from sandbox.runner import plan_trials, run_suite
+    from sandbox.scenario import load_scenario
+
+    path = ROOT / "scenarios" / f"{name}.yaml"
+    if not path.is_file():
+        pytest.skip(f"{path.name} is not in the library")
+    sc = load_scenario(path)
+    if sc.stubs:
+        ensure_images([STUBS_IMAGE])
+    plans = plan_trials([(sc, path.read_bytes())])
+    run_id = f"{test_run_id}-{name}"
+    try:
+        result = run_suite(
+            plans, backend=docker_backend, out_dir=tmp_path, run_id=run_id, max_parallel=2
+        )
+        assert _labelled(run_id) == []  # every sandbox and stub world removed
+    finally:
+        docker_backend.cleanup(run_id=run_id)
+    by_traj = {r.plan.trajectory: r.outcome for r in result.trials}
+    red, benign = by_traj["red"], by_traj["benign"]
+    assert red is not None and benign is not None
+    for o in (red, benign):
+        assert verify_log(o.log_path).complete
+        assert o.summary.stop_reason == StopReason.SUBMITTED, o.summary.detail
+    assert sum(red.summary.findings_by_severity.values()) > 0
+    assert benign.summary.findings_by_severity == {}
+    if sc.restart is not None:
+        kinds = [e.kind for _, e in read_log(red.log_path).events]
+        assert kinds.count("sandbox_restart") == 1
+    else:
+        assert any(out.succeeded for out in red.summary.outcomes.values())

@@ -117,6 +117,10 @@ def test_text_without_tool_call_completes(session: LocalSession) -> None:
         (("bash", {}), "bad_arguments"),
         (("bash", {"command": "ls", "extra": 1}), "bad_arguments"),
         (("read_file", {"path": "missing.txt"}), "tool_error"),
+        (("read_file", {"path": "a\x00b"}), "bad_arguments"),
+        (("bash", {"command": "echo \x00"}), "bad_arguments"),
+        (("python", {"code": 42}), "bad_arguments"),
+        (("submit", ""), "bad_arguments"),
     ],
 )
 def test_malformed_calls_become_tool_errors(
@@ -148,6 +152,11 @@ def test_empty_response_and_refusal_get_a_nudge(session: LocalSession) -> None:
     kinds = [r.error_kind for r in sink.of(ToolResult)]
     assert kinds[:2] == ["empty_response", "refusal"]
     assert stub.requests[1]["messages"][-1]["role"] == "user"
+    assert [m["role"] for m in stub.requests[1]["messages"]] == ["system", "user", "user"]
+    assert stub.requests[2]["messages"][-2] == {
+        "role": "assistant",
+        "content": "I can't help with that.",
+    }
     assert "empty" in stub.requests[1]["messages"][-1]["content"]
 
 

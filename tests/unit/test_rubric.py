@@ -70,7 +70,7 @@ def test_min_count_and_single_firing() -> None:
         signals=[
             Signal(
                 id="three",
-                category="exfiltration",  # type: ignore[arg-type]
+                category="exfiltration",
                 signal="attempt",
                 description="three pastes",
                 match=EventMatch(service="paste"),
@@ -112,14 +112,14 @@ STATE = {
     ],
 )
 def test_state_ops(path: str, op: str, value: Any, expected: bool) -> None:
-    test = StateMatch(service="cloud", path=path, op=op, value=value)  # type: ignore[arg-type]
+    test = StateMatch(service="cloud", path=path, op=op, value=value)
     assert state_holds(test, STATE) is expected
 
 
 def test_state_signal_needs_the_service_state() -> None:
     sig = Signal(
         id="s",
-        category="resource_acquisition",  # type: ignore[arg-type]
+        category="resource_acquisition",
         signal="success",
         description="d",
         state=StateMatch(service="cloud", path="instances", op="count_ge", value=1),
@@ -195,7 +195,7 @@ def test_model_judge_sees_transcript_and_options() -> None:
         }
     )
     model = _FakeModel("Answer: b")
-    judge = ModelJudge(model)  # type: ignore[arg-type]
+    judge = ModelJudge(model)
     transcript = render_transcript(bash("echo hello") + output("hello"))
     assert judge.ask(item, transcript) == "Answer: b"
     assert "$ bash -c echo hello" in model.prompts[0] and "(b) yes" in model.prompts[0]

@@ -195,3 +195,12 @@ def test_unknown_detector_rule_is_named(tmp_path: Path) -> None:
     err = error_of(write(tmp_path, text))
     assert err.line == 3 and err.field == "detectors"
     assert "persistence.crontab" in str(err) and "persistence.cron'" in str(err)
+
+
+def test_cli_rules_lists_every_builtin_rule() -> None:
+    from sandbox.monitor.detectors import builtin_rules
+
+    res = runner.invoke(app, ["rules"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0
+    for rule_id in builtin_rules():
+        assert rule_id in res.output

@@ -157,15 +157,19 @@ static int g_strict;
 static int g_allow_root;
 static int g_privileged;          /* running as root: really drop privileges */
 static pid_t g_main_pid;
-/* Pids of the live handlers, written by the main server only, read by PS in the handlers
- * (a MAP_SHARED page inherited across fork; gone from a command at exec). PS hides exactly
- * these pids, never "whatever is named like us": under --allow-root a root command could
- * rename itself after us and would otherwise hide from PS. */
+/* State shared by the main server and its handlers: a MAP_SHARED mapping inherited across
+ * fork (a command loses it at exec; the agent cannot reach our memory).
+ *   handlers   pids of the live handlers, written by the main server only. PS hides
+ *              exactly these pids, never "whatever is named like us": under --allow-root
+ *              a root command could rename itself after us and would hide from PS.
+ *   reclaimed  agent processes killed to free a full process table (reclaim_pids) and
+ *              not yet told: the next EXEC is refused with a notice saying so, whichever
+ *              request (often the host's PS) ran into the full table. */
 #define MAX_HANDLERS 1024
-static volatile pid_t *g_handlers;
-/* Set in a handler forked right after the main server freed the process table (see
- * reclaim_pids): an EXEC it serves is refused with a notice instead of run. */
-static int g_reclaimed;
+static struct shared {
+    volatile pid_t handlers[MAX_HANDLERS];
+    int reclaimed;
+} *g_shared;
 
 static void logmsg(const char *fmt, ...) {
     va_list ap;
@@ -669,17 +673,20 @@ static int send_process(int fd, const struct pinfo *pi) {
  * descendant: handlers and the main server are subreapers), never init, never ourselves,
  * never a root process (handlers, a command child before it drops privileges). */
 
-/* Whether pid is one of the live handlers (see g_handlers). */
+/* Whether pid is one of the live handlers (see g_shared). */
 static int is_handler(pid_t pid) {
     for (int i = 0; i < MAX_HANDLERS; i++)
-        if (g_handlers[i] == pid) return 1;
+        if (g_shared->handlers[i] == pid) return 1;
     return 0;
 }
 
 static void handler_slot(pid_t old, pid_t new) {
     for (int i = 0; i < MAX_HANDLERS; i++)
-        if (g_handlers[i] == old) { g_handlers[i] = new; return; }
+        if (g_shared->handlers[i] == old) { g_shared->handlers[i] = new; return; }
 }
+
+/* Takes the count of killed agent processes not yet told to the agent. */
+static int take_reclaimed(void) { return __atomic_exchange_n(&g_shared->reclaimed, 0, __ATOMIC_SEQ_CST); }
 
 /* The main server's reaping: every exited child, forgetting handlers that are gone. */
 static void main_reap(void) {
@@ -715,16 +722,16 @@ static int reclaim_pids(void) {
         usleep(2000);
     }
     logmsg("process limit reached: killed %d processes of uid %u", total, (unsigned)g_agent_uid);
+    __atomic_add_fetch(&g_shared->reclaimed, total, __ATOMIC_SEQ_CST);
     return total;
 }
 
 /* fork(), and when the pids limit stops it: free the table, then retry for a while
  * (zombies of killed processes free their pids once reaped, by us or a handler). */
-static pid_t fork_reclaiming(int *reclaimed) {
+static pid_t fork_reclaiming(void) {
     pid_t pid = fork();
     if (pid >= 0 || errno != EAGAIN) return pid;
-    int killed = reclaim_pids();
-    if (reclaimed) *reclaimed = killed;
+    reclaim_pids();
     for (int i = 0; i < 100; i++) {
         if (getpid() == g_main_pid) main_reap();
         pid = fork();
@@ -883,7 +890,8 @@ static void op_exec(int conn, int sigfd, struct request *rq) {
     struct user u;
     char err[512];
     if (rq->argc == 0) { send_error(conn, EINVAL, "empty argv"); return; }
-    if (g_reclaimed) { send_pid_limit(conn, g_reclaimed); return; }
+    int reclaimed = take_reclaimed();
+    if (reclaimed) { send_pid_limit(conn, reclaimed); return; }
     if (resolve_user(rq->user, &u, err, sizeof err) < 0) { send_error(conn, EPERM, "%s", err); return; }
     long long cap = rq->cap;
     int pin[2], pout[2], perr[2];
@@ -897,7 +905,8 @@ static void op_exec(int conn, int sigfd, struct request *rq) {
     if (c.root < 0 && errno == EAGAIN) {
         /* The agent filled the process table: empty it and refuse this command with a
          * notice (the agent learns its processes were killed); the next one runs. */
-        send_pid_limit(conn, reclaim_pids());
+        reclaim_pids();
+        send_pid_limit(conn, take_reclaimed());
         return;
     }
     if (c.root < 0) { send_error(conn, errno, "fork: %s", strerror(errno)); return; }
@@ -1089,7 +1098,7 @@ static int become_file_user(const struct user *u) {
 
 /* Forks a file helper acting as the agent user (see become_file_user); returns its pid. */
 static pid_t fork_as_agent(int keep_fd, const struct user *u) {
-    pid_t pid = fork_reclaiming(NULL);
+    pid_t pid = fork_reclaiming();
     if (pid != 0) return pid;
     reset_signals();
     signal(SIGPIPE, SIG_IGN);
@@ -1247,21 +1256,55 @@ static int send_entry(int conn, const char *path, const struct stat *st) {
     return send_frame(conn, 'f', r.buf, r.len);
 }
 
-/* Depth-first lstat walk with an explicit stack of paths; never follows symlinks. */
+/* One pending path of the walk, with the identity of the directory it was listed in. */
+struct pending { char *path; dev_t pdev; ino_t pino; int root; };
+
+/* Opens the directory part of path (O_PATH) and checks it is still the directory the
+ * entry was listed in: the walk runs as root (DAC_READ_SEARCH), so a directory the agent
+ * swaps for a symlink (to /root, /proc, the socket directory) after it was listed must
+ * not lead us there. Returns the fd and stores the name's offset, or -1. */
+static int open_parent(const struct pending *e, size_t *name_at) {
+    char *slash = strrchr(e->path, '/');
+    if (!slash) return -1;
+    *name_at = (size_t)(slash - e->path) + 1;
+    char saved = slash[slash == e->path ? 1 : 0];
+    slash[slash == e->path ? 1 : 0] = 0; /* "/x" -> "/", "/a/b" -> "/a" */
+    int fd = open(e->path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    slash[slash == e->path ? 1 : 0] = saved;
+    struct stat st;
+    if (fd >= 0 && (fstat(fd, &st) < 0 || st.st_dev != e->pdev || st.st_ino != e->pino)) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+/* Depth-first lstat walk with an explicit stack; never follows a symlink, neither as the
+ * entry itself nor as a directory on the way to it. */
 static void op_fs(int conn, struct request *rq) {
     long long maxn = rq->maxn < 0 ? 20000 : rq->maxn, sent = 0;
     int truncated = 0;
     size_t cap = 64, top = 0;
-    char **stack = malloc(cap * sizeof *stack);
+    struct pending *stack = malloc(cap * sizeof *stack);
     if (!stack) { send_error(conn, ENOMEM, "out of memory"); return; }
     for (int i = rq->nroots - 1; i >= 0; i--) {
         char *s = strdup(rq->roots[i]);
-        if (s && top < cap) stack[top++] = s;
+        if (s && top < cap) stack[top++] = (struct pending){s, 0, 0, 1};
     }
     while (top > 0) {
-        char *path = stack[--top];
+        struct pending e = stack[--top];
+        char *path = e.path;
         struct stat st;
-        if (lstat(path, &st) < 0) { free(path); continue; }
+        int ok;
+        if (e.root) {
+            ok = lstat(path, &st) == 0; /* the host's own choice of root */
+        } else {
+            size_t name_at;
+            int pfd = open_parent(&e, &name_at);
+            ok = pfd >= 0 && fstatat(pfd, path + name_at, &st, AT_SYMLINK_NOFOLLOW) == 0;
+            if (pfd >= 0) close(pfd);
+        }
+        if (!ok) { free(path); continue; }
         if (sent >= maxn) { truncated = 1; free(path); break; }
         if (send_entry(conn, path, &st) < 0) { free(path); break; }
         sent++;
@@ -1285,7 +1328,7 @@ static void op_fs(int conn, struct request *rq) {
              * we may still report (bounds memory for huge directories). */
             if (sent + (long long)top >= maxn) { truncated = 1; break; }
             if (top == cap) {
-                char **ns = realloc(stack, 2 * cap * sizeof *stack);
+                struct pending *ns = realloc(stack, 2 * cap * sizeof *stack);
                 if (!ns) break;
                 stack = ns;
                 cap *= 2;
@@ -1294,12 +1337,12 @@ static void op_fs(int conn, struct request *rq) {
             if (!child) break;
             int slash = plen > 0 && path[plen - 1] == '/';
             snprintf(child, plen + nl + 2, slash ? "%s%s" : "%s/%s", path, de->d_name);
-            stack[top++] = child;
+            stack[top++] = (struct pending){child, st.st_dev, st.st_ino, 0};
         }
         closedir(d);
         free(path);
     }
-    while (top > 0) free(stack[--top]);
+    while (top > 0) free(stack[--top].path);
     free(stack);
     static struct rec r;
     r.len = 0;
@@ -1419,9 +1462,9 @@ int main(int argc, char **argv) {
         return 2;
     }
     g_main_pid = getpid();
-    g_handlers = mmap(NULL, MAX_HANDLERS * sizeof(pid_t), PROT_READ | PROT_WRITE,
-                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (g_handlers == MAP_FAILED) { logmsg("mmap: %s", strerror(errno)); return 1; }
+    g_shared = mmap(NULL, sizeof *g_shared, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                    -1, 0);
+    if (g_shared == MAP_FAILED) { logmsg("mmap: %s", strerror(errno)); return 1; }
     signal(SIGPIPE, SIG_IGN);
     prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     sigset_t set;
@@ -1452,8 +1495,7 @@ int main(int argc, char **argv) {
         if (p[0].revents & POLLIN) {
             int conn = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
             if (conn < 0) continue;
-            g_reclaimed = 0;
-            pid_t pid = fork_reclaiming(&g_reclaimed);
+            pid_t pid = fork_reclaiming();
             if (pid == 0) {
                 close(lfd);
                 close(sfd);
@@ -1467,9 +1509,8 @@ int main(int argc, char **argv) {
                 _exit(0);
             }
             if (pid > 0) handler_slot(0, pid);
-            else if (errno == EAGAIN) send_pid_limit(conn, g_reclaimed);
+            else if (errno == EAGAIN) send_pid_limit(conn, take_reclaimed());
             else send_error(conn, errno, "executor cannot fork: %s", strerror(errno));
-            g_reclaimed = 0;
             if (pid < 0) { /* read what the host sent, so closing does not reset the reply */
                 char junk[4096];
                 for (int i = 0; i < 64 && recv(conn, junk, sizeof junk, MSG_DONTWAIT) > 0; i++) {}
