@@ -70,6 +70,9 @@
  *                     gid, s strict, r allow_root
  *     READ result: z bytes sent. WRITE result: z bytes written.
  *     PS result: n records. FS result: n records, k truncated.
+ *   Error errno EAGAIN means one thing: the agent's processes filled the pids limit
+ *   (see "pid exhaustion" below); on EXEC the command did not run and the message is
+ *   meant for the agent.
  *
  * ----------------------------------------------------------------- processes
  * main server (root, subreaper) -- accepts, forks one handler per connection,
@@ -87,6 +90,16 @@
  *   output so they do not die of SIGPIPE, reaping them); after that they are
  *   reparented to the main server, which reaps them.
  *   If the host hangs up mid-command, the tree is killed.
+ * file helper (sbx-file-io, READ/WRITE) -- forked by the handler; file-system ids of the
+ *   agent (every access is checked as the agent's), no capabilities, but real/effective
+ *   uid root so the agent cannot kill it to make the host's reads fail.
+ * PS hides init, the main server and its handlers, known by pid (a shared page), never
+ *   by name. FS_SNAPSHOT (root, DAC_READ_SEARCH) never follows a symlink, not even a
+ *   directory on the way that was swapped for one after it was listed.
+ * pid exhaustion: when fork fails with EAGAIN, the agent's processes (agent uid, below
+ *   the main server) are SIGKILLed -- no fork needed -- and the fork is retried, so the
+ *   host's requests keep working; the agent's next EXEC is refused with a notice saying
+ *   how many of its processes were killed (then everything runs normally again).
  */
 #define _GNU_SOURCE
 #include <ctype.h>
