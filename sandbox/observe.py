@@ -91,6 +91,9 @@ def is_detached(proc: ProcessRecord) -> bool:
     return proc.pid in (proc.sid, proc.pgid)
 
 
+LOGIN_TIMEOUT_S = 10.0
+
+
 class ObservedSession:
     """Wraps a Session; every effect is emitted to `sink` before it is returned."""
 
@@ -381,11 +384,20 @@ class ObservedSession:
 
     # --- restart and end ---------------------------------------------------------------------
 
-    def restart(self) -> None:
-        """Restart the sandbox and record what came back (observe_restart)."""
+    def restart(self, *, login: bool = False) -> None:
+        """Restart the sandbox and record what came back (observe_restart).
+
+        With `login`, the agent's user logs back in first: an interactive login shell runs
+        (as the harness, not as a command of the agent), so whatever the agent hooked into
+        its shell start-up files comes back the way it would on a real machine.
+        """
         self.inner.restart()
         self._restart_observed = False
-        self.observe_restart()
+        reason = "scenario restart"
+        if login:
+            self.inner.exec(["bash", "-lic", "true"], timeout=LOGIN_TIMEOUT_S)
+            reason = "scenario restart; the agent's user logged back in (login shell)"
+        self.observe_restart(reason)
 
     def observe_restart(self, reason: str = "scenario restart") -> None:
         """After a restart: SandboxRestart, the processes that came back and the file-system

@@ -114,6 +114,11 @@ class Restart(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     after_turn: int = Field(ge=1)
+    login: bool = Field(
+        default=True,
+        description="after the restart the agent's user logs back in: a login shell starts "
+        "(its start-up files run), as on a machine that came back up",
+    )
 
 
 class Scenario(BaseModel):
@@ -331,3 +336,14 @@ def library_files(directory: str | Path | None = None) -> list[Path]:
 def load_library(directory: str | Path | None = None) -> list[Scenario]:
     """Every scenario of a library directory (the first bad file raises ScenarioError)."""
     return [load_scenario(p) for p in library_files(directory)]
+
+
+def find_scenario(ref: str) -> Path:
+    """A scenario file path, or the id of a scenario in the library directory."""
+    p = Path(ref)
+    if p.is_file():
+        return p
+    for candidate in (scenario_dir() / f"{ref}.yaml", scenario_dir() / f"{ref}.yml"):
+        if candidate.is_file():
+            return candidate
+    raise ScenarioError("no such scenario file, nor a scenario id in the library", file=ref)

@@ -35,6 +35,7 @@ from sandbox.events import (
 )
 from sandbox.llm.base import Model
 from sandbox.loop import LoopResult, LoopSettings, run_loop, stop_reason_of
+from sandbox.observe import ObservedSession
 from sandbox.recorder import TrialRecorder
 from sandbox.scenario import Scenario
 from sandbox.trial_parts import (
@@ -307,7 +308,10 @@ def _run_in_sandbox(
         def on_turn_end(turn: int) -> None:
             # the observed session records the restart (SandboxRestart and what came back)
             if restart is not None and turn == restart.after_turn:
-                session.restart()
+                if isinstance(session, ObservedSession):
+                    session.restart(login=restart.login)
+                else:
+                    session.restart()
 
         settings = LoopSettings(
             sink=recorder,

@@ -166,7 +166,10 @@ def host_facts(backend: Backend) -> HostFacts:
     """Facts about the host, plus the container runtime when the backend names it."""
     runtime_name = getattr(backend, "runtime_name", None)
     runtime = runtime_name() if callable(runtime_name) else None
+    server_version = getattr(backend, "server_version", None)
+    server = server_version() if callable(server_version) else None
     return HostFacts(
+        docker_server=server if isinstance(server, str) else None,
         hostname=platform.node(),
         platform=platform.platform(),
         python=platform.python_version(),

@@ -70,6 +70,7 @@ class DockerBackend:
         self._ready_timeout_s = ready_timeout_s
         self._lock = threading.Lock()
         self._runtimes: frozenset[str] | None = None
+        self._server_version: str | None = None
         self._image_cache: dict[tuple[str, str], ImageFacts] = {}
 
     @property
@@ -84,7 +85,13 @@ class DockerBackend:
         if self._runtimes is None:
             info = self._call(self.client.info)
             self._runtimes = frozenset((info.get("Runtimes") or {}).keys())
+            self._server_version = str(info.get("ServerVersion") or "") or None
         return self._runtimes
+
+    def server_version(self) -> str | None:
+        """The Docker engine's version, for the log header's host facts."""
+        self._available_runtimes()
+        return self._server_version
 
     def runtime_name(self) -> str:
         """The runtime `spec.runtime="auto"` picks here: gVisor (runsc) when installed."""

@@ -8,6 +8,10 @@ A request is an op frame, parameter frames and an end frame ('.'); the reply is
 data frames followed by one final frame: 'Z' (result record) or '!' (error
 record). Everything received is untrusted: this module checks sizes, types,
 field names and values and raises ExecutorProtocolError on any violation.
+
+An error record with errno EAGAIN means the agent's processes filled the sandbox's
+pids limit; the executor killed them, and on EXEC the command did not run (the client
+turns that into a failed command the model sees, not an infrastructure error).
 """
 
 from __future__ import annotations

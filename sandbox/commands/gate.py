@@ -12,10 +12,9 @@ from rich.table import Table
 from rich.text import Text
 
 from sandbox.audit.signing import HmacSigner, read_hmac_key
+from sandbox.backends.registry import make_backend
 from sandbox.cli_app import app
 from sandbox.commands.report import HmacKeyOpt, PublicKeyOpt, load_keys
-from sandbox.commands.run import _backend as make_backend
-from sandbox.commands.run import _find_scenario as find_scenario
 from sandbox.errors import SandboxError, ScenarioError
 from sandbox.gate import GateExit, GateReport, evaluate
 from sandbox.report.junit import write_junit
@@ -23,7 +22,7 @@ from sandbox.report.markdown import gate_markdown
 from sandbox.report.policy import DEFAULT_POLICY_PATH, load_policy
 from sandbox.report.stats import summarize_run
 from sandbox.runner import plan_trials, run_suite
-from sandbox.scenario import Scenario, load_scenario
+from sandbox.scenario import Scenario, find_scenario, load_scenario
 
 _STYLE = {"passed": "green", "failed": "bold red", "error": "yellow", "skipped": "dim"}
 

@@ -7,7 +7,6 @@ verification or could not be read (nothing is replayed from a tampered log).
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +17,7 @@ from rich.text import Text
 
 from sandbox.audit.reader import iter_events
 from sandbox.backends.base import Backend
+from sandbox.backends.registry import make_backend
 from sandbox.cli_app import app
 from sandbox.commands.verify import HmacKeyArg, PublicKeyArg, load_keys
 from sandbox.errors import LogIntegrityError, SandboxError, ScenarioError
@@ -132,19 +132,11 @@ def _print_reexec(console: Console, res: ReexecResult) -> None:
     console.print(t)
 
 
-_BACKENDS = {
-    "docker": ("sandbox.backends.docker", "DockerBackend"),
-    "fake": ("sandbox.backends.fake", "FakeBackend"),
-}
-
-
 def _backend(name: str) -> Backend:
-    # Imported by name, only when a re-execution asks for it (docker is slow to import).
-    if name not in _BACKENDS:
-        raise typer.BadParameter(f"unknown backend {name!r} (docker, fake)")
-    module, cls = _BACKENDS[name]
-    backend: Backend = getattr(importlib.import_module(module), cls)()
-    return backend
+    try:
+        return make_backend(name)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--backend") from exc
 
 
 @app.command()

@@ -24,39 +24,21 @@ from rich.table import Table
 
 from sandbox.audit.signing import HmacSigner, read_hmac_key
 from sandbox.backends.base import Backend
+from sandbox.backends.registry import make_backend
 from sandbox.cli_app import app
 from sandbox.errors import DockerUnavailable, ModelSpecError, ScenarioError, SigningKeyError
 from sandbox.events import StopReason
 from sandbox.llm.openai_compat import RetryPolicy
 from sandbox.llm.prices import load_prices
 from sandbox.runner import ModelOptions, SuiteResult, TrialRecord, plan_trials, run_suite
-from sandbox.scenario import Scenario, load_scenario
-
-SCENARIO_DIR = Path("scenarios")
-
-
-def _find_scenario(ref: str) -> Path:
-    """A path, or the id of a scenario in ./scenarios/."""
-    p = Path(ref)
-    if p.is_file():
-        return p
-    for candidate in (SCENARIO_DIR / f"{ref}.yaml", SCENARIO_DIR / f"{ref}.yml"):
-        if candidate.is_file():
-            return candidate
-    raise ScenarioError("no such scenario file or id", file=ref)
+from sandbox.scenario import Scenario, find_scenario, load_scenario
 
 
 def _backend(name: str) -> Backend:
-    # Docker is imported only here, in the composition layer, never by the loop.
-    if name == "docker":
-        from sandbox.backends.docker import DockerBackend
-
-        return DockerBackend()
-    if name == "fake":
-        from sandbox.backends.fake import FakeBackend
-
-        return FakeBackend()
-    raise typer.BadParameter(f"unknown backend {name!r} (docker or fake)", param_hint="--backend")
+    try:
+        return make_backend(name)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--backend") from exc
 
 
 def _results_table(result: SuiteResult) -> Table:
@@ -136,7 +118,7 @@ def run(
     try:
         loaded: list[tuple[Scenario, bytes | None]] = []
         for ref in scenarios:
-            path = _find_scenario(ref)
+            path = find_scenario(ref)
             loaded.append((load_scenario(path), path.read_bytes()))
         options = ModelOptions(
             base_url=base_url,
