@@ -48,6 +48,9 @@ log = structlog.get_logger(__name__)
 READY_TIMEOUT_S = 30.0
 GVISOR_RUNTIME = "runsc"
 DEFAULT_RUNTIME = "runc"
+# The executor's own uid inside the container: no image user has it, and it is neither root
+# nor the agent. Only a root host can hand it the socket dir; a rootless host keeps root.
+SERVICE_UID: int | None = 2147483646 if os.geteuid() == 0 else None
 
 
 class DockerBackend:
@@ -169,6 +172,11 @@ class DockerBackend:
         prefix = f"{socket_dir_prefix(run_id)}{tag}-{safe_name(trial_id, limit=20)}-"
         path = Path(tempfile.mkdtemp(prefix=prefix, dir=self._temp_root))
         path.chmod(0o700)
+        if SERVICE_UID is not None:
+            # The executor serves under its own uid, which owns the socket dir: even a root
+            # command (allow_root_exec, no capabilities) then cannot write there, replace the
+            # socket or signal the executor.
+            os.chown(path, SERVICE_UID, SERVICE_UID)
         return path
 
     def start(
@@ -209,6 +217,7 @@ class DockerBackend:
                         os.geteuid(), seccomp_hardened=not spec.loosen.no_seccomp_hardening
                     ),
                     volume_name=volume_name,
+                    service_uid=SERVICE_UID,
                 )
                 if network is not None:
                     self._require_internal(network)

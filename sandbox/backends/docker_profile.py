@@ -73,6 +73,7 @@ class HostFacts:
     agent_gid: int
     executor_caps: tuple[str, ...]
     volume_name: str | None = None  # the work dir's volume (persistent_home only)
+    service_uid: int | None = None  # the executor's own uid (None: it stays root)
 
 
 def tmpfs_options(size_mb: int, *, uid: int | None = None, gid: int | None = None) -> str:
@@ -112,6 +113,8 @@ def executor_command(spec: SandboxSpec, facts: HostFacts) -> list[str]:
         command.append("--strict")
     if spec.loosen.allow_root_exec:
         command.append("--allow-root")
+    if facts.service_uid is not None:
+        command += ["--service-uid", str(facts.service_uid)]
     return command
 
 

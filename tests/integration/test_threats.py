@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import pytest
 
-from sandbox.backends.docker import DockerSession
+from sandbox.backends.docker import SERVICE_UID, DockerSession
 
 pytestmark = pytest.mark.docker
 
@@ -42,7 +42,9 @@ def alive(session: DockerSession) -> bool:
 
 
 def root_pids(session: DockerSession) -> list[str]:
-    _, out, _ = sh(session, "ps -eo pid=,user= | awk '$2 == \"root\" {print $1}'")
+    """Pids of init and the executor: everything not running as the agent (the executor
+    may run as root or as its own service uid)."""
+    _, out, _ = sh(session, "ps -eo pid=,uid= | awk '$2 != 1000 {print $1}'")
     pids = out.split()
     assert "1" in pids and len(pids) >= 2, out  # init and the executor
     return pids
@@ -526,3 +528,44 @@ def test_snapshot_walk_does_not_follow_a_swapped_directory(agent_session: Docker
         thread.join()
     assert rounds >= 5
     assert leaked == [], leaked[:10]
+
+
+# --- allow_root_exec: a root command against the executor and the host's socket dir ------
+
+ROOT_ATTACKS = (
+    "touch /.sandbox/run/planted",
+    "rm -f /.sandbox/run/exec.sock",
+    "kill -STOP $(pgrep -o -x sandbox-executo)",
+    "kill -9 $(pgrep -x sandbox-executo)",
+    "cat /proc/$(pgrep -o -x sandbox-executo)/environ",
+)
+
+
+def _root_attacks_fail(session: DockerSession) -> None:
+    for attack in ROOT_ATTACKS:
+        result = session.exec(["bash", "-c", attack], user="root", timeout=10)
+        assert result.exit_code not in (0, None), (attack, result)
+    assert "planted" not in [p.name for p in session.socket_dir.iterdir()]
+    # SIGTERM to init is forwarded to the executor: it must not stop the sandbox.
+    session.exec(["bash", "-c", "kill -TERM 1"], user="root", timeout=10)
+    time.sleep(0.3)
+    assert alive(session)
+
+
+def test_root_command_cannot_reach_executor_or_host_dir(
+    make_session: Callable[..., DockerSession],
+) -> None:
+    """Under allow_root_exec the executor serves under its own service uid, which owns the
+    socket dir, so even root (with no capabilities) cannot reach, replace or signal it."""
+    session = make_session(loosen={"allow_root_exec": True})
+    # Everything still works: the agent's commands, root's, files, ps, snapshots.
+    code, out, _ = sh(session, "id -u; grep CapEff /proc/self/status")
+    assert code == 0 and out.split()[0] == "1000" and out.split()[-1] == "0000000000000000"
+    root = session.exec(["bash", "-c", "id -u; grep CapEff /proc/self/status"], user="root")
+    assert root.stdout.split()[0] == b"0" and root.stdout.split()[-1] == b"0000000000000000"
+    session.write_file("f.txt", b"data")
+    assert session.read_file("f.txt") == b"data"
+    assert any(e.path.endswith("/f.txt") for e in session.fs_snapshot(["/home/agent"]))
+    _, ps, _ = sh(session, "ps -eo uid=,comm= | grep sandbox-exec")
+    assert ps.split()[0] == str(SERVICE_UID)  # the executor is not root any more
+    _root_attacks_fail(session)

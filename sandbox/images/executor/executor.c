@@ -10,7 +10,14 @@
  * signal, ptrace nor replace the executor.
  *
  *   sandbox-executor serve --socket PATH --agent-uid N --agent-gid N
- *                          [--strict] [--allow-root]
+ *                          [--strict] [--allow-root] [--service-uid N]
+ *
+ * --service-uid N: right after starting (as root), become uid/gid N -- a uid nobody else
+ * has, neither root nor the agent -- keeping only the capabilities listed below. The
+ * socket directory must then belong to N (the host chowns it). Without it the executor
+ * stays uid 0, and under --allow-root a root command (uid 0, no capabilities) could
+ * still signal the executor and, as the directory's owner, write into the host's socket
+ * directory (plant files on the host, replace the socket with its own server).
  *
  * Capabilities it uses (the container gets cap_drop ALL + cap_add of these):
  *   SETUID, SETGID  drop each command child to the agent's uid/gid (setgroups too)
@@ -91,8 +98,9 @@
  *   reparented to the main server, which reaps them.
  *   If the host hangs up mid-command, the tree is killed.
  * file helper (sbx-file-io, READ/WRITE) -- forked by the handler; file-system ids of the
- *   agent (every access is checked as the agent's), no capabilities, but real/effective
- *   uid root so the agent cannot kill it to make the host's reads fail.
+ *   agent (every access is checked as the agent's), no capabilities, but the real and
+ *   effective uid stay ours (root or the service uid) so the agent cannot kill it to make
+ *   the host's reads fail.
  * PS hides init, the main server and its handlers, known by pid (a shared page), never
  *   by name. FS_SNAPSHOT (root, DAC_READ_SEARCH) never follows a symlink, not even a
  *   directory on the way that was swapped for one after it was listed.
@@ -1450,13 +1458,29 @@ static int listen_socket(const char *path) {
 
 static int usage(void) {
     fputs("usage: sandbox-executor serve --socket PATH --agent-uid N --agent-gid N "
-          "[--strict] [--allow-root]\n", stderr);
+          "[--strict] [--allow-root] [--service-uid N]\n", stderr);
     return 2;
+}
+
+/* Becomes uid/gid `uid` keeping the capabilities we hold (see --service-uid). Commands
+ * and file helpers still clear every capability explicitly when they drop to a user. */
+static int become_service_user(uid_t uid) {
+    if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0 || setgroups(0, NULL) < 0 ||
+        setresgid((gid_t)uid, (gid_t)uid, (gid_t)uid) < 0 || setresuid(uid, uid, uid) < 0)
+        return -1;
+    prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0);
+    /* Leaving uid 0 emptied the effective set; raise it back to the permitted one. */
+    struct cap_header h = {CAP_VERSION_3, 0};
+    struct cap_data d[2];
+    if (syscall(SYS_capget, &h, d) < 0) return -1;
+    for (int i = 0; i < 2; i++) d[i].effective = d[i].permitted;
+    if (syscall(SYS_capset, &h, d) < 0) return -1;
+    return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 }
 
 int main(int argc, char **argv) {
     const char *sock = NULL;
-    long long uid = -1, gid = -1;
+    long long uid = -1, gid = -1, service = -1;
     if (argc < 2 || strcmp(argv[1], "serve") != 0) return usage();
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "--socket") && i + 1 < argc) sock = argv[++i];
@@ -1464,6 +1488,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--agent-gid") && i + 1 < argc) { if (parse_ll(argv[++i], &gid)) return usage(); }
         else if (!strcmp(argv[i], "--strict")) g_strict = 1;
         else if (!strcmp(argv[i], "--allow-root")) g_allow_root = 1;
+        else if (!strcmp(argv[i], "--service-uid") && i + 1 < argc) { if (parse_ll(argv[++i], &service)) return usage(); }
         else return usage();
     }
     if (!sock || uid < 0 || gid < 0 || uid > 0x7fffffff || gid > 0x7fffffff) return usage();
@@ -1473,6 +1498,16 @@ int main(int argc, char **argv) {
     if (!g_privileged && g_agent_uid != geteuid()) {
         logmsg("not root: --agent-uid must be our own uid (unprivileged test mode)");
         return 2;
+    }
+    if (service >= 0) {
+        if (!g_privileged || service == 0 || service > 0x7fffffff || service == uid) {
+            logmsg("--service-uid needs root and a uid that is neither 0 nor the agent's");
+            return 2;
+        }
+        if (become_service_user((uid_t)service) < 0) {
+            logmsg("cannot become the service uid %lld: %s", service, strerror(errno));
+            return 1;
+        }
     }
     g_main_pid = getpid();
     g_shared = mmap(NULL, sizeof *g_shared, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
@@ -1498,7 +1533,9 @@ int main(int argc, char **argv) {
         if (p[1].revents) {
             struct signalfd_siginfo si;
             while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
-                if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+                /* With --service-uid (a container stopped by SIGKILL) a SIGTERM can only be
+                 * init forwarding one a root command sent it: not a reason to stop. */
+                if ((si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) && service < 0) {
                     unlink(sock);
                     return 0;
                 }
