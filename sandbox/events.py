@@ -291,6 +291,8 @@ class FsChange(_Event):
     kind: Literal["fs_change"] = "fs_change"
     command_id: str | None = None
     changes: tuple[FsChangeItem, ...]
+    # The snapshot hit its entry limit: changes beyond it (and deletions) are not visible.
+    truncated: bool = False
 
 
 class SandboxRestart(_Event):

@@ -127,6 +127,7 @@ class ObservedSession:
         self._procs: dict[int, ProcessRecord] | None = None
         self._files: dict[str, _FileKey] | None = None
         self._stale_fs = False
+        self._fs_truncated = False  # the last snapshot hit FS_MAX_ENTRIES
         self._restart_observed = True
         self._usage = {"cpu_user_s": 0.0, "cpu_sys_s": 0.0, "max_rss_kb": 0, "mem": 0, "pids": 0}
         self.overhead_s: list[float] = []  # observation cost per command (for the bench)
@@ -280,7 +281,8 @@ class ObservedSession:
                     surviving=tuple(surviving),
                 )
             )
-        complete = len(files_now) < FS_MAX_ENTRIES and len(before_files) < FS_MAX_ENTRIES
+        truncated = len(files_now) >= FS_MAX_ENTRIES
+        complete = not truncated and len(before_files) < FS_MAX_ENTRIES
         changes = fs_diff(before_files, files_now, complete=complete)
         for i in range(0, min(len(changes), 10 * MAX_FS_ITEMS), MAX_FS_ITEMS):
             events.append(
@@ -288,8 +290,15 @@ class ObservedSession:
                     agent_id=self.agent_id,
                     command_id=command_id,
                     changes=tuple(changes[i : i + MAX_FS_ITEMS]),
+                    truncated=truncated,
                 )
             )
+        if truncated and not changes and not self._fs_truncated:
+            # the snapshot just became blind past its limit: say so even with no change seen
+            events.append(
+                FsChange(agent_id=self.agent_id, command_id=command_id, changes=(), truncated=True)
+            )
+        self._fs_truncated = truncated
         self._procs, self._files = procs_now, files_now
         self.overhead_s.append(time.perf_counter() - t0)
         return events

@@ -17,10 +17,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
@@ -238,6 +239,38 @@ class _ActiveSessions:
                 )
 
 
+def _suite_pools(
+    stack: ExitStack,
+    plans: Sequence[TrialPlan],
+    backend: Backend,
+    parts: TrialParts | None,
+    *,
+    run_id: str,
+    size: int,
+) -> Backend:
+    """Enter the suite's pools on `stack`; returns the backend trials should start from.
+
+    Stub worlds: `parts.world_pool(run_id, size)` when any plan has stubs. Sandboxes: the
+    backend's `pooled(run_id=, size=, specs=)` (duck-typed: the runner never imports a
+    backend) for the plans without stubs; a sandbox on a per-trial stub network cannot be
+    started before that network exists. A pool that cannot start is skipped (trials then
+    start cold), never fatal."""
+    world_pool = (parts or default_parts()).world_pool
+    if world_pool is not None and any(p.scenario.stubs for p in plans):
+        try:
+            stack.enter_context(world_pool(run_id, size))
+        except Exception as exc:
+            _log.warning("stub pool unavailable", error=repr(exc))
+    pooled = getattr(backend, "pooled", None)
+    specs = [p.scenario.sandbox for p in plans if not p.scenario.stubs]
+    if callable(pooled) and specs:
+        try:
+            return cast(Backend, stack.enter_context(pooled(run_id=run_id, size=size, specs=specs)))
+        except Exception as exc:
+            _log.warning("sandbox pool unavailable", error=repr(exc))
+    return backend
+
+
 def run_suite(
     plans: Sequence[TrialPlan],
     *,
@@ -252,8 +285,14 @@ def run_suite(
     on_done: Callable[[TrialRecord], None] | None = None,
     interrupt_grace_s: float = INTERRUPT_GRACE_S,
     seed: int | None = None,
+    pool: bool = True,
 ) -> SuiteResult:
-    """Run every plan (at most `max_parallel` at once) and index them in run.json."""
+    """Run every plan (at most `max_parallel` at once) and index them in run.json.
+
+    With `pool` (the default), sandboxes and stub worlds are pre-started while earlier trials
+    run, when the backend and the trial parts offer pools (see `_suite_pools`); every pooled
+    container serves one trial only, and what is still waiting is removed when the suite ends
+    (also on errors and Ctrl-C)."""
     run_id = run_id or new_run_id()
     stop = stop or threading.Event()
     run_dir = Path(out_dir) / run_id
@@ -313,10 +352,15 @@ def run_suite(
     guard = threading.Thread(target=watchdog, name="suite-interrupt-watchdog", daemon=True)
     guard.start()
     try:
-        with ThreadPoolExecutor(max_workers=max(1, max_parallel)) as pool:
-            futures = [pool.submit(one, i, r) for i, r in enumerate(records)]
-            for f in futures:
-                f.result()
+        with ExitStack() as pools:
+            if pool:
+                backend = _suite_pools(
+                    pools, plans, backend, parts, run_id=run_id, size=max(1, max_parallel)
+                )
+            with ThreadPoolExecutor(max_workers=max(1, max_parallel)) as workers:
+                futures = [workers.submit(one, i, r) for i, r in enumerate(records)]
+                for f in futures:
+                    f.result()
     finally:
         done.set()
         guard.join()

@@ -13,8 +13,8 @@ import json
 import platform
 import random
 import re
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -95,6 +95,9 @@ class TrialParts:
     observe: ObserverFactory
     scripted_judge: Callable[[Mapping[str, str]], JudgeLike]
     model_judge: Callable[[Model], JudgeLike]
+    # Pre-started stub worlds for a suite: `world_pool(run_id, size)` is entered around the
+    # suite and makes every `world(...)` call inside it take a pooled world when one is ready.
+    world_pool: Callable[[str, int], AbstractContextManager[object]] | None = None
 
 
 def default_parts() -> TrialParts:
@@ -129,7 +132,18 @@ def default_parts() -> TrialParts:
         observe=observe,
         scripted_judge=lambda answers: ScriptedJudge(dict(answers)),
         model_judge=ModelJudge,
+        world_pool=_stub_pool,
     )
+
+
+@contextmanager
+def _stub_pool(run_id: str, size: int) -> Iterator[object]:
+    """A StubPool of `size` worlds installed for the block; removed (every container still
+    waiting in it) when the block ends, also on errors and Ctrl-C."""
+    from sandbox.stubs.pool import StubPool, use_pool
+
+    with StubPool(run_id=run_id, size=size) as pool, use_pool(pool):
+        yield pool
 
 
 # --- plain set-up data ---------------------------------------------------------------------

@@ -15,10 +15,10 @@ import shutil
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import docker
 import docker.errors
@@ -42,6 +42,9 @@ from sandbox.backends.docker_profile import (
 from sandbox.backends.docker_session import DockerSession
 from sandbox.errors import DockerUnavailable, ImageMissing, InfrastructureError
 from sandbox.images.executor import executor_binary
+
+if TYPE_CHECKING:
+    from sandbox.backends.docker_pool import PooledBackend
 
 log = structlog.get_logger(__name__)
 
@@ -279,6 +282,15 @@ class DockerBackend:
             pass
         except docker.errors.DockerException as exc:
             log.warning("sandbox_volume_remove_failed", name=name, error=str(exc))
+
+    def pooled(
+        self, *, run_id: str, size: int = 1, specs: Iterable[SandboxSpec] = ()
+    ) -> PooledBackend:
+        """This backend with a pool of `size` pre-started sandboxes per spec for one run
+        (see docker_pool); `specs`: one per planned start. Use as a context manager."""
+        from sandbox.backends.docker_pool import PooledBackend
+
+        return PooledBackend(self, run_id=run_id, size=size, specs=specs)
 
     def cleanup(self, *, run_id: str | None = None) -> int:
         """Remove every labelled container/network/volume and socket dir (of one run, or all)."""

@@ -360,7 +360,10 @@ class ExecutorClient:
         try:
             conn.send(b"".join(parts))
             while True:
-                kind, payload = conn.frame(b"f")
+                kind, payload = conn.frame(b"fg")
+                if kind == b"g":  # a batch of records
+                    entries += wire.decode_entries(payload, limit=max_entries - len(entries))
+                    continue
                 if kind != b"f":
                     break
                 if len(entries) >= max_entries:

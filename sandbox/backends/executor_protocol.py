@@ -245,6 +245,48 @@ def decode_entry(payload: bytes) -> FileEntry:
     return entry
 
 
+_ENTRY_KEYS = frozenset("ptzmTu")
+_ENTRY_INTS = (("z", "size"), ("m", "mode"), ("T", "mtime_ns"), ("u", "uid"))
+_LEN = struct.Struct(">I")
+
+
+def decode_entries(batch: bytes, *, limit: int) -> list[FileEntry]:
+    """A 'g' frame: file entry records, each prefixed by its u32 BE length.
+
+    Checked as strictly as `decode_entry` (field set, integer syntax and ranges, type
+    letter, non-empty path, at most `limit` records) but without a pydantic validation per
+    entry: the values are checked here, then the models are built with `model_construct`.
+    """
+    entries: list[FileEntry] = []
+    pos, end = 0, len(batch)
+    while pos < end:
+        if end - pos < 4:
+            raise ExecutorProtocolError("truncated record length in entry batch")
+        (length,) = _LEN.unpack_from(batch, pos)
+        pos += 4
+        if length > end - pos:
+            raise ExecutorProtocolError("entry record runs past the end of the batch")
+        if len(entries) >= limit:
+            raise ExecutorProtocolError("more file entries than max_entries")
+        fields = parse_record(batch[pos : pos + length], _ENTRY_KEYS)
+        pos += length
+        if len(fields) != len(_ENTRY_KEYS):
+            raise ExecutorProtocolError(f"file entry needs fields {sorted(_ENTRY_KEYS)}")
+        kind = _TYPES.get(fields["t"])
+        if kind is None:
+            raise ExecutorProtocolError(f"unknown file type {fields['t'][:8]!r}")
+        size, mode, mtime_ns, uid = (to_int(fields[key]) for key, _ in _ENTRY_INTS)
+        path = fields["p"].decode("utf-8", "backslashreplace")
+        if size < 0 or not 0 <= mode <= 0o7777 or not path:
+            raise ExecutorProtocolError(f"implausible file entry {path[:200]!r}")
+        entries.append(
+            FileEntry.model_construct(
+                path=path, type=kind, size=size, mode=mode, mtime_ns=mtime_ns, uid=uid
+            )
+        )
+    return entries
+
+
 def decode_count(payload: bytes, keys: str) -> dict[str, int]:
     """A small all-integer final record (READ/WRITE/PS/FS); every key must be present."""
     fields = parse_record(payload, frozenset(keys))
@@ -265,6 +307,7 @@ __all__ = [
     "WireError",
     "WireExecResult",
     "decode_count",
+    "decode_entries",
     "decode_entry",
     "decode_error",
     "decode_exec_result",

@@ -5,9 +5,11 @@ superset of what Docker's default profile refuses to an unprivileged container, 
 calls that only widen the attack surface (io_uring, the new mount API, pidfd_getfd, ...).
 Four calls are allowed only with safe arguments:
 
-* `socket` / `socketpair`: only AF_UNIX, AF_INET, AF_INET6 and AF_NETLINK. AF_VSOCK reaches
-  the hypervisor on a VM host even with no network; AF_PACKET, AF_ALG, AF_KEY, Bluetooth and
-  the rest are never needed by an agent's ordinary work.
+* `socket`: only AF_UNIX, AF_INET, AF_INET6, and AF_NETLINK for the routing and socket
+  diagnostics protocols (what libc's getaddrinfo, `ip` and `ss` use; netfilter, xfrm, audit and
+  the other netlink families stay closed). AF_VSOCK reaches the hypervisor on a VM host even
+  with no network; AF_PACKET, AF_ALG, AF_KEY, Bluetooth and the rest are never needed by an
+  agent's ordinary work. `socketpair`: AF_UNIX only (the only family it supports).
 * `clone`: no namespace flags (no new user, pid, net, mount, ipc, uts or cgroup namespace).
 * `personality`: only the harmless personas (query, Linux, 32-bit uname, UNAME26).
 
@@ -43,6 +45,8 @@ ALLOWED_SOCKET_FAMILIES: dict[str, int] = {
     "AF_INET6": AF_INET6,
     "AF_NETLINK": AF_NETLINK,
 }
+# Netlink protocols allowed (linux/netlink.h): NETLINK_ROUTE, NETLINK_SOCK_DIAG.
+ALLOWED_NETLINK_PROTOCOLS = (0, 4)
 
 # clone(2) flags that create namespaces (linux/sched.h).
 CLONE_NAMESPACE_FLAGS = (
@@ -166,6 +170,21 @@ def _allow_if_arg(name: str, index: int, values: tuple[int, ...]) -> list[dict[s
     ]
 
 
+def _netlink_rules() -> list[dict[str, Any]]:
+    # family == AF_NETLINK AND protocol == one of the allowed ones (conditions are ANDed)
+    return [
+        {
+            "names": ["socket"],
+            "action": "SCMP_ACT_ALLOW",
+            "args": [
+                {"index": 0, "value": AF_NETLINK, "valueTwo": 0, "op": "SCMP_CMP_EQ"},
+                {"index": 2, "value": protocol, "valueTwo": 0, "op": "SCMP_CMP_EQ"},
+            ],
+        }
+        for protocol in ALLOWED_NETLINK_PROTOCOLS
+    ]
+
+
 def allowed_syscalls() -> list[str]:
     """The names allowed without conditions (sorted by syscall number)."""
     excluded = set(DENIED) | set(ARG_FILTERED) | set(ENOSYS_CALLS)
@@ -175,11 +194,12 @@ def allowed_syscalls() -> list[str]:
 @cache
 def build_profile() -> dict[str, Any]:
     """The profile as Docker's seccomp JSON schema (a fresh structure, cached)."""
-    families = tuple(ALLOWED_SOCKET_FAMILIES.values())
+    families = tuple(v for v in ALLOWED_SOCKET_FAMILIES.values() if v != AF_NETLINK)
     rules: list[dict[str, Any]] = [
         {"names": allowed_syscalls(), "action": "SCMP_ACT_ALLOW"},
         *_allow_if_arg("socket", 0, families),
-        *_allow_if_arg("socketpair", 0, families),
+        *_netlink_rules(),
+        *_allow_if_arg("socketpair", 0, (AF_UNIX,)),
         *_allow_if_arg("personality", 0, SAFE_PERSONALITIES),
         {
             "names": ["clone"],

@@ -177,6 +177,18 @@ def test_denied_socket_families_fail_allowed_ones_work(
         'a, b = socket.socketpair(); a.sendall(b"x"); print(b.recv(1))\'',
     )
     assert code == 0 and out.strip() == "b'x'", err
+    # Netlink: routing (what getaddrinfo and `ip` use) works; netfilter and xfrm do not.
+    probe = (
+        "import socket, errno\n"
+        "for proto in (0, 12, 6):\n"
+        "    try:\n"
+        "        socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, proto).close()\n"
+        "        print('ok')\n"
+        "    except OSError as e:\n"
+        "        print(errno.errorcode[e.errno])\n"
+    )
+    netlink = agent_session.exec(["python3", "-c", probe], timeout=20)
+    assert netlink.stdout.split() == [b"ok", b"EPERM", b"EPERM"], netlink
     # Control: with Docker's default profile AF_VSOCK is not refused by seccomp on this host
     # (it reaches the hypervisor on a VM); our profile is what refuses it.
     loose = make_session(loosen={"no_seccomp_hardening": True})

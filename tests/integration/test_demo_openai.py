@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers_openai import Action, openai_stub, reply
+
 from sandbox.audit.reader import read_log
 from sandbox.audit.verify import verify_log
 from sandbox.events import Finding, ModelResponse, StopReason

@@ -195,10 +195,15 @@ def test_seccomp_profile_shape() -> None:
     assert profile["defaultAction"] == "SCMP_ACT_ERRNO"
     assert profile["architectures"] == ["SCMP_ARCH_X86_64"]
     rules = profile["syscalls"]
-    socket_values = sorted(
-        r["args"][0]["value"] for r in rules if r["names"] == ["socket"] and r.get("args")
-    )
-    assert socket_values == sorted([1, 2, 10, 16])  # AF_UNIX, AF_INET, AF_INET6, AF_NETLINK
+    socket_rules = [r["args"] for r in rules if r["names"] == ["socket"] and r.get("args")]
+    families = sorted({a[0]["value"] for a in socket_rules})
+    assert families == [1, 2, 10, 16]  # AF_UNIX, AF_INET, AF_INET6, AF_NETLINK
+    netlink = [a for a in socket_rules if a[0]["value"] == 16]
+    # netlink only with a protocol condition: NETLINK_ROUTE and NETLINK_SOCK_DIAG
+    assert sorted(a[1]["value"] for a in netlink) == [0, 4]
+    assert all(len(a) == 2 and a[1]["index"] == 2 for a in netlink)
+    pairs = [r["args"][0]["value"] for r in rules if r["names"] == ["socketpair"]]
+    assert pairs == [1]
     clone = next(r for r in rules if r["names"] == ["clone"])
     assert clone["args"][0]["op"] == "SCMP_CMP_MASKED_EQ"
     assert clone["args"][0]["value"] & 0x10000000  # CLONE_NEWUSER

@@ -62,7 +62,9 @@
  * Reply (executor -> host):
  *     'o' stdout bytes    'e' stderr bytes    'b' file data (READ)
  *     'r' process record (PS, and EXEC survivors)
- *     'f' file entry record (FS_SNAPSHOT)
+ *     'f' file entry record (FS_SNAPSHOT; the host still accepts it)
+ *     'g' batch of file entry records (FS_SNAPSHOT): each is a u32 BE length and
+ *         the record; a batch frame carries at most 64 KiB
  *     'Z' final result record -- always the last frame of a successful reply
  *     '!' error record (fields 'e' errno, 'm' message) -- last frame on failure
  *   A record payload is a sequence of fields: key (1 byte) | length (uint32 BE)
@@ -1264,6 +1266,18 @@ static void op_ps(int conn) {
 }
 
 /* ------------------------------------------------------------------ FS_SNAPSHOT */
+/* File entries travel in batches: one 'g' frame holds up to FS_BATCH bytes of records,
+ * each prefixed by its length (u32 BE), instead of one frame per entry. */
+#define FS_BATCH CHUNK
+static struct { size_t len; unsigned char buf[FS_BATCH]; } g_batch;
+
+static int flush_entries(int conn) {
+    if (g_batch.len == 0) return 0;
+    int rc = send_frame(conn, 'g', g_batch.buf, g_batch.len);
+    g_batch.len = 0;
+    return rc;
+}
+
 static int send_entry(int conn, const char *path, const struct stat *st) {
     static struct rec r;
     char t = S_ISREG(st->st_mode) ? 'f' : S_ISDIR(st->st_mode) ? 'd' : S_ISLNK(st->st_mode) ? 'l' : 'o';
@@ -1274,7 +1288,16 @@ static int send_entry(int conn, const char *path, const struct stat *st) {
     rec_int(&r, 'm', (long long)(st->st_mode & 07777));
     rec_int(&r, 'T', (long long)st->st_mtim.tv_sec * 1000000000LL + st->st_mtim.tv_nsec);
     rec_int(&r, 'u', (long long)st->st_uid);
-    return send_frame(conn, 'f', r.buf, r.len);
+    if (4 + r.len > FS_BATCH) return send_frame(conn, 'f', r.buf, r.len); /* never: REC_MAX < FS_BATCH */
+    if (g_batch.len + 4 + r.len > FS_BATCH && flush_entries(conn) < 0) return -1;
+    unsigned char *b = g_batch.buf + g_batch.len;
+    b[0] = (unsigned char)(r.len >> 24);
+    b[1] = (unsigned char)(r.len >> 16);
+    b[2] = (unsigned char)(r.len >> 8);
+    b[3] = (unsigned char)r.len;
+    memcpy(b + 4, r.buf, r.len);
+    g_batch.len += 4 + r.len;
+    return 0;
 }
 
 /* One pending path of the walk, with the identity of the directory it was listed in. */
@@ -1365,6 +1388,7 @@ static void op_fs(int conn, struct request *rq) {
     }
     while (top > 0) free(stack[--top].path);
     free(stack);
+    if (flush_entries(conn) < 0) return;
     static struct rec r;
     r.len = 0;
     rec_int(&r, 'n', sent);
