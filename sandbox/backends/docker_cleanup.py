@@ -20,6 +20,7 @@ from sandbox.backends.docker_profile import MANAGED_LABEL, RUN_ID_LABEL
 log = structlog.get_logger(__name__)
 
 SOCKET_DIR_PREFIX = "sandbox-exec-"
+STUB_DIR_PREFIX = "sandbox-stubs-"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -34,6 +35,11 @@ def socket_dir_prefix(run_id: str | None) -> str:
     return SOCKET_DIR_PREFIX if run_id is None else f"{SOCKET_DIR_PREFIX}{safe_name(run_id)}--"
 
 
+def stub_dir_prefix(run_id: str | None) -> str:
+    """File-name prefix of the stub worlds' event directories of one run (or of every run)."""
+    return STUB_DIR_PREFIX if run_id is None else f"{STUB_DIR_PREFIX}{safe_name(run_id)}--"
+
+
 def label_filters(run_id: str | None) -> dict[str, list[str]]:
     """Docker list filters selecting our objects (of one run, or all)."""
     wanted = [f"{MANAGED_LABEL}=true"]
@@ -45,7 +51,7 @@ def label_filters(run_id: str | None) -> dict[str, list[str]]:
 def remove_managed(
     client: docker.DockerClient, *, run_id: str | None = None, temp_root: Path | None = None
 ) -> list[str]:
-    """Remove our containers, then networks, volumes and socket directories.
+    """Remove our containers, then networks, volumes, socket and stub-event directories.
 
     Returns one description per removed object ("container NAME", ...). Objects that vanish
     while we work (another cleanup, a session closing) are not errors.
@@ -76,14 +82,20 @@ def remove_managed(
             continue
         removed.append(f"volume {volume.name}")
     root = temp_root or Path(tempfile.gettempdir())
-    prefix = socket_dir_prefix(run_id)
-    for path in sorted(root.glob(f"{prefix}*")):
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(f"directory {path}")
+    for prefix in (socket_dir_prefix(run_id), stub_dir_prefix(run_id)):
+        for path in sorted(root.glob(f"{prefix}*")):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(f"directory {path}")
     if removed:
         log.info("sandbox_cleanup", run_id=run_id, removed=len(removed))
     return removed
 
 
-__all__ = ["label_filters", "remove_managed", "safe_name", "socket_dir_prefix"]
+__all__ = [
+    "label_filters",
+    "remove_managed",
+    "safe_name",
+    "socket_dir_prefix",
+    "stub_dir_prefix",
+]

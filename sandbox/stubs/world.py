@@ -28,6 +28,7 @@ import docker.errors
 import structlog
 
 from sandbox.backends.base import AttachedNetwork
+from sandbox.backends.docker_cleanup import stub_dir_prefix
 from sandbox.errors import ImageMissing, InfrastructureError
 from sandbox.events import EventSink, StubState
 from sandbox.images import STUBS_IMAGE
@@ -157,7 +158,7 @@ def launch_world(
     """Create the network and start the stubs container, which waits for its config.
     (The pool launches worlds ahead of their trial; `configure_world` makes them live.)"""
     name = world_name(run_id, trial_id)
-    world_dir = Path(tempfile.mkdtemp(prefix="sandbox-stubs-"))
+    world_dir = Path(tempfile.mkdtemp(prefix=stub_dir_prefix(run_id)))
     world = StubWorld(client=client, name=name, world_dir=world_dir)
     try:
         if os.geteuid() == 0:

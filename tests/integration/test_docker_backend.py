@@ -202,6 +202,28 @@ def test_cleanup_removes_orphans_by_run_id(
         orphan.close()
 
 
+def test_cleanup_removes_an_orphaned_stub_world(
+    docker_backend: DockerBackend, docker_client: docker.DockerClient
+) -> None:
+    """A stub world whose process died (no close()) is removed by the run's cleanup, down to
+    its host-side event directory."""
+    from sandbox.images import STUBS_IMAGE, ensure_images
+    from sandbox.stubs.world import launch_world
+
+    ensure_images([STUBS_IMAGE])
+    run_id = fresh_run_id("stub-orphan")
+    world = launch_world(docker_client, run_id=run_id, trial_id="t")
+    try:
+        assert world.world_dir.is_dir()
+        removed = docker_backend.cleanup_report(run_id=run_id)
+        assert f"directory {world.world_dir}" in removed
+        assert not world.world_dir.exists()
+        assert labelled_containers(docker_client, run_id) == []
+        assert docker_client.networks.list(filters={"label": f"sandbox.run_id={run_id}"}) == []
+    finally:
+        world.close()
+
+
 def test_cleanup_command_prints_what_it_removed(
     docker_backend: DockerBackend, agent_image: str
 ) -> None:
