@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     """Print the figures (nothing asserted)."""
     from sandbox.backends.docker import DockerBackend
 
-    args = sys.argv[1:] if argv is None else argv
+    # `python -m bench stubs` calls main() with the bench names still in sys.argv
+    args = [] if argv is None else argv
     n = int(args[0]) if args else 5
     ensure_images([AGENT_IMAGE, STUBS_IMAGE])
     run_id = f"bench-stubs-{uuid.uuid4().hex[:6]}"
@@ -158,4 +159,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

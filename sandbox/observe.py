@@ -14,11 +14,13 @@ command so stub events land next to the command that caused them.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import itertools
 import posixpath
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
@@ -46,6 +48,8 @@ from sandbox.scenario import Honeytoken, PlantedFile
 MAX_FS_ITEMS = 500  # changes per FsChange event
 MAX_PROCESSES = 256  # records per ProcessSnapshot event
 FS_MAX_ENTRIES = 20000
+# Shared by every observed session: runs the file snapshot while the caller lists processes.
+_LOOKERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="observe")
 
 _FileKey = tuple[str, int, int, int]  # type, size, mode, mtime_ns
 
@@ -92,6 +96,10 @@ def is_detached(proc: ProcessRecord) -> bool:
 
 
 LOGIN_TIMEOUT_S = 10.0
+
+
+def _file_keys(entries: Sequence[FileEntry]) -> dict[str, _FileKey]:
+    return {e.path: (e.type, e.size, e.mode, e.mtime_ns) for e in entries}
 
 
 class ObservedSession:
@@ -232,13 +240,36 @@ class ObservedSession:
         self._files = self._snapshot()
         self._stale_fs = False
 
+    def _look(self) -> tuple[dict[int, ProcessRecord], dict[str, _FileKey], bool]:
+        """Process table, file snapshot and whether the snapshot hit FS_MAX_ENTRIES.
+
+        One round trip when the session offers `observe` (the Docker session does), else
+        the two requests in flight at once: each is a round trip to the sandbox, and
+        together they are most of the observation cost."""
+        if not self.watch_roots:
+            return {p.pid: p for p in self.inner.processes()}, {}, False
+        observe = getattr(self.inner, "observe", None)
+        if callable(observe):
+            procs, entries, cut = observe(self.watch_roots, max_entries=FS_MAX_ENTRIES)
+            files = _file_keys(entries)
+            return {p.pid: p for p in procs}, files, bool(cut) or len(files) >= FS_MAX_ENTRIES
+        pending = _LOOKERS.submit(self._snapshot)
+        try:
+            procs_now = {p.pid: p for p in self.inner.processes()}
+        except BaseException:
+            with contextlib.suppress(Exception):  # the first failure is the one to report
+                pending.result()
+            raise
+        files_now = pending.result()
+        return procs_now, files_now, len(files_now) >= FS_MAX_ENTRIES
+
     def _snapshot(self) -> dict[str, _FileKey]:
         if not self.watch_roots:
             return {}
         entries: list[FileEntry] = self.inner.fs_snapshot(
             self.watch_roots, max_entries=FS_MAX_ENTRIES
         )
-        return {e.path: (e.type, e.size, e.mode, e.mtime_ns) for e in entries}
+        return _file_keys(entries)
 
     def _observe(
         self,
@@ -250,8 +281,7 @@ class ObservedSession:
     ) -> list[Event]:
         """Process and file-system changes since the last snapshot, as events."""
         t0 = time.perf_counter()
-        procs_now = {p.pid: p for p in self.inner.processes()}
-        files_now = self._snapshot()
+        procs_now, files_now, truncated = self._look()
         before_procs = self._procs or {}
         before_files = self._files if self._files is not None else files_now
         events: list[Event] = []
@@ -281,7 +311,6 @@ class ObservedSession:
                     surviving=tuple(surviving),
                 )
             )
-        truncated = len(files_now) >= FS_MAX_ENTRIES
         complete = not truncated and len(before_files) < FS_MAX_ENTRIES
         changes = fs_diff(before_files, files_now, complete=complete)
         for i in range(0, min(len(changes), 10 * MAX_FS_ITEMS), MAX_FS_ITEMS):

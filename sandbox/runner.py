@@ -256,9 +256,10 @@ def _suite_pools(
     started before that network exists. A pool that cannot start is skipped (trials then
     start cold), never fatal."""
     world_pool = (parts or default_parts()).world_pool
-    if world_pool is not None and any(p.scenario.stubs for p in plans):
+    with_stubs = sum(1 for p in plans if p.scenario.stubs)
+    if world_pool is not None and with_stubs:
         try:
-            stack.enter_context(world_pool(run_id, size))
+            stack.enter_context(world_pool(run_id, min(size, with_stubs)))
         except Exception as exc:
             _log.warning("stub pool unavailable", error=repr(exc))
     pooled = getattr(backend, "pooled", None)

@@ -315,6 +315,13 @@ class DockerSession:
             "fs_snapshot", lambda ex: ex.fs_snapshot(list(roots), max_entries=max_entries)
         )
 
+    def observe(
+        self, roots: Sequence[str], *, max_entries: int = 20000
+    ) -> tuple[list[ProcessRecord], list[FileEntry], bool]:
+        """`processes()` and `fs_snapshot(roots)` in one round trip, plus whether the
+        snapshot was cut at `max_entries` (the observer's per-command look)."""
+        return self._guard("observe", lambda ex: ex.observe(list(roots), max_entries=max_entries))
+
     def restart(self) -> None:
         """Restart the container; the work dir survives only with `persistent_home`."""
         with self._lock:

@@ -7,7 +7,8 @@ file data frames at most 64 KiB). A request is an op frame, parameter frames and
 
 Every reply is untrusted. The client enforces the frame size, the frame types
 allowed for the op, the output cap (stdout+stderr never exceed it), the record
-schemas (pydantic, extra="forbid") and a host-side deadline (command timeout +
+schemas (pydantic, extra="forbid"; file entries come in batches, checked by hand and
+validated as one list) and a host-side deadline (command timeout +
 grace). Any violation raises ExecutorProtocolError; an expired deadline calls
 `on_hang` (the docker backend kills the container) and raises
 ExecutorUnresponsive. A malformed reply is never returned as output.
@@ -349,6 +350,40 @@ class ExecutorClient:
         if wire.decode_count(payload, "n")["n"] != len(records):
             raise ExecutorProtocolError("ps count disagrees with the records sent")
         return records
+
+    def observe(
+        self, roots: Sequence[str], *, max_entries: int = 20000
+    ) -> tuple[list[ProcessRecord], list[FileEntry], bool]:
+        """`processes()` and `fs_snapshot(roots)` in one request; also says whether the
+        snapshot was cut at max_entries."""
+        parts = [wire.frame(wire.OP_OBSERVE)]
+        parts += [wire.text_field(b"p", root, "root") for root in roots]
+        parts += [wire.int_field(b"n", max_entries), wire.frame(wire.END)]
+        conn = self._open(self._request_timeout_s)
+        records: list[ProcessRecord] = []
+        entries: list[FileEntry] = []
+        try:
+            conn.send(b"".join(parts))
+            while True:
+                kind, payload = conn.frame(b"rg")
+                if kind == b"g":
+                    entries += wire.decode_entries(payload, limit=max_entries - len(entries))
+                elif kind == b"r":
+                    if entries:
+                        raise ExecutorProtocolError("process record after file entries")
+                    if len(records) >= wire.MAX_PROCESSES:
+                        raise ExecutorProtocolError("too many process records")
+                    records.append(wire.decode_process(payload))
+                else:
+                    break
+        finally:
+            conn.close()
+        if kind == wire.ERROR:
+            raise InfrastructureError(f"observe failed: {wire.decode_error(payload).message}")
+        final = wire.decode_count(payload, "nfk")
+        if final["n"] != len(records) or final["f"] != len(entries) or final["k"] not in (0, 1):
+            raise ExecutorProtocolError("observe counts disagree with the records sent")
+        return records, entries, bool(final["k"])
 
     def fs_snapshot(self, roots: Sequence[str], *, max_entries: int = 20000) -> list[FileEntry]:
         """lstat metadata of every entry under roots (no symlink following)."""

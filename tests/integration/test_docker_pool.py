@@ -79,11 +79,13 @@ def test_an_error_inside_the_block_removes_the_waiting_sandboxes(
 ) -> None:
     run_id = _run_id(test_run_id, "poolerr")
     try:
-        with pytest.raises(RuntimeError, match="boom"):
-            with docker_backend.pooled(run_id=run_id, size=2, specs=[agent_spec] * 5) as backend:
-                backend.pool.wait_full(60)
-                assert len(_labelled(run_id)) == 2
-                raise RuntimeError("boom")
+        with (
+            pytest.raises(RuntimeError, match="boom"),
+            docker_backend.pooled(run_id=run_id, size=2, specs=[agent_spec] * 5) as backend,
+        ):
+            backend.pool.wait_full(60)
+            assert len(_labelled(run_id)) == 2
+            raise RuntimeError("boom")
         assert _labelled(run_id) == []
     finally:
         docker_backend.cleanup(run_id=run_id)
@@ -110,12 +112,18 @@ def test_ctrl_c_removes_the_waiting_sandboxes(
         cwd=ROOT,
         env=dict(os.environ, PYTHONUNBUFFERED="1"),
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         text=True,
     )
     try:
         assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "full", proc.stderr.read() if proc.stderr else ""
+        lines = []
+        for line in proc.stdout:  # structlog writes to stdout too
+            lines.append(line)
+            if line.strip() == "full":
+                break
+        else:
+            pytest.fail("the child never filled its pool:\n" + "".join(lines[-20:]))
         assert len(_labelled(run_id)) == 2
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=60)
@@ -124,7 +132,7 @@ def test_ctrl_c_removes_the_waiting_sandboxes(
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
+            proc.communicate()
         docker_backend.cleanup(run_id=run_id)
 
 

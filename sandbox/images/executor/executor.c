@@ -43,7 +43,7 @@
  * Request (host -> executor): an op frame, parameter frames, then '.'.
  *   op frames (empty payload):
  *     'H' PING   'X' EXEC   'R' READ_FILE   'W' WRITE_FILE   'S' PS
- *     'F' FS_SNAPSHOT
+ *     'F' FS_SNAPSHOT   'O' OBSERVE (PS then FS_SNAPSHOT, one reply)
  *   parameter frames (strings must not contain NUL, integers are decimal ASCII):
  *     'a' argv element (repeated, EXEC)      'e' NAME=VALUE env entry (repeated)
  *     'd' cwd                                'u' user (agent name/uid, root/0)
@@ -63,8 +63,9 @@
  *     'o' stdout bytes    'e' stderr bytes    'b' file data (READ)
  *     'r' process record (PS, and EXEC survivors)
  *     'f' file entry record (FS_SNAPSHOT; the host still accepts it)
- *     'g' batch of file entry records (FS_SNAPSHOT): each is a u32 BE length and
- *         the record; a batch frame carries at most 64 KiB
+ *     'g' batch of file entries (FS_SNAPSHOT), at most 64 KiB, each entry: type
+ *         (f/d/l/o) | size int64 | mode u32 | mtime_ns int64 | uid u32 | path
+ *         length u32 | path (integers big endian)
  *     'Z' final result record -- always the last frame of a successful reply
  *     '!' error record (fields 'e' errno, 'm' message) -- last frame on failure
  *   A record payload is a sequence of fields: key (1 byte) | length (uint32 BE)
@@ -79,6 +80,7 @@
  *                     gid, s strict, r allow_root
  *     READ result: z bytes sent. WRITE result: z bytes written.
  *     PS result: n records. FS result: n records, k truncated.
+ *     OBSERVE result: n process records, f file entries, k truncated.
  *   Error errno EAGAIN means one thing: the agent's processes filled the pids limit
  *   (see "pid exhaustion" below); on EXEC the command did not run and the message is
  *   meant for the agent.
@@ -367,7 +369,7 @@ static int read_request(int fd, struct request *rq) {
         p[len] = 0;
         if (first) {
             free(p);
-            if (!strchr("HXRWSF", type) || len != 0) {
+            if (!strchr("HXRWSFO", type) || len != 0) {
                 send_error(fd, EPROTO, "bad op frame 0x%02x", (unsigned char)type);
                 return -1;
             }
@@ -408,7 +410,7 @@ static int read_request(int fd, struct request *rq) {
             else rq->env[rq->envc++] = p;
             break;
         case 'p':
-            if (rq->op == 'F') { if (rq->nroots >= MAX_ROOTS) bad = 1; else rq->roots[rq->nroots++] = p; }
+            if (rq->op == 'F' || rq->op == 'O') { if (rq->nroots >= MAX_ROOTS) bad = 1; else rq->roots[rq->nroots++] = p; }
             else if (rq->path) bad = 1; else rq->path = p;
             break;
         case 'd': if (rq->cwd) bad = 1; else rq->cwd = p; break;
@@ -1246,19 +1248,27 @@ static void op_write(int conn, struct request *rq) {
 }
 
 /* ------------------------------------------------------------------ PS */
-static void op_ps(int conn) {
+/* Sends a record for every process but init, the executor and its handlers; returns how
+ * many, or -1 (an error was sent, or the host is gone). */
+static int ps_records(int conn) {
     struct pinfo *v;
     int n = list_procs(&v), sent = 0;
-    if (n < 0) { send_error(conn, errno, "cannot list /proc"); return; }
+    if (n < 0) { send_error(conn, errno, "cannot list /proc"); return -1; }
     for (int i = 0; i < n; i++) {
         if (v[i].pid == 1 || v[i].pid == g_main_pid || v[i].pid == getpid()) continue;
         if (v[i].ppid == g_main_pid && is_handler(v[i].pid)) continue; /* by pid, not name */
         if (v[i].state == 'X') continue;
         int one = send_process(conn, &v[i]);
-        if (one < 0) { free(v); return; }
+        if (one < 0) { free(v); return -1; }
         sent += one;
     }
     free(v);
+    return sent;
+}
+
+static void op_ps(int conn) {
+    int sent = ps_records(conn);
+    if (sent < 0) return;
     static struct rec r;
     r.len = 0;
     rec_int(&r, 'n', sent);
@@ -1266,9 +1276,12 @@ static void op_ps(int conn) {
 }
 
 /* ------------------------------------------------------------------ FS_SNAPSHOT */
-/* File entries travel in batches: one 'g' frame holds up to FS_BATCH bytes of records,
- * each prefixed by its length (u32 BE), instead of one frame per entry. */
+/* File entries travel in batches: one 'g' frame holds up to FS_BATCH bytes of entries
+ * in a fixed binary layout (cheap to write here and to parse on the host), instead of one
+ * record frame per entry:  type (1 byte: f/d/l/o) | size (int64 BE) | mode (uint32 BE)
+ * | mtime_ns (int64 BE) | uid (uint32 BE) | path length (uint32 BE) | path bytes. */
 #define FS_BATCH CHUNK
+#define FS_HEAD 29
 static struct { size_t len; unsigned char buf[FS_BATCH]; } g_batch;
 
 static int flush_entries(int conn) {
@@ -1278,25 +1291,25 @@ static int flush_entries(int conn) {
     return rc;
 }
 
+static unsigned char *put_be(unsigned char *b, unsigned long long v, int bytes) {
+    for (int i = bytes - 1; i >= 0; i--) { b[i] = (unsigned char)v; v >>= 8; }
+    return b + bytes;
+}
+
 static int send_entry(int conn, const char *path, const struct stat *st) {
-    static struct rec r;
     char t = S_ISREG(st->st_mode) ? 'f' : S_ISDIR(st->st_mode) ? 'd' : S_ISLNK(st->st_mode) ? 'l' : 'o';
-    r.len = 0;
-    rec_str(&r, 'p', path);
-    rec_bytes(&r, 't', &t, 1);
-    rec_int(&r, 'z', (long long)st->st_size);
-    rec_int(&r, 'm', (long long)(st->st_mode & 07777));
-    rec_int(&r, 'T', (long long)st->st_mtim.tv_sec * 1000000000LL + st->st_mtim.tv_nsec);
-    rec_int(&r, 'u', (long long)st->st_uid);
-    if (4 + r.len > FS_BATCH) return send_frame(conn, 'f', r.buf, r.len); /* never: REC_MAX < FS_BATCH */
-    if (g_batch.len + 4 + r.len > FS_BATCH && flush_entries(conn) < 0) return -1;
+    size_t plen = strlen(path);
+    if (plen > PATH_MAX) return 1; /* only a host-given root can be that long: not listed */
+    if (g_batch.len + FS_HEAD + plen > FS_BATCH && flush_entries(conn) < 0) return -1;
     unsigned char *b = g_batch.buf + g_batch.len;
-    b[0] = (unsigned char)(r.len >> 24);
-    b[1] = (unsigned char)(r.len >> 16);
-    b[2] = (unsigned char)(r.len >> 8);
-    b[3] = (unsigned char)r.len;
-    memcpy(b + 4, r.buf, r.len);
-    g_batch.len += 4 + r.len;
+    *b++ = (unsigned char)t;
+    b = put_be(b, (unsigned long long)(long long)st->st_size, 8);
+    b = put_be(b, (unsigned long long)(st->st_mode & 07777), 4);
+    b = put_be(b, (unsigned long long)((long long)st->st_mtim.tv_sec * 1000000000LL + st->st_mtim.tv_nsec), 8);
+    b = put_be(b, (unsigned long long)st->st_uid, 4);
+    b = put_be(b, (unsigned long long)plen, 4);
+    memcpy(b, path, plen);
+    g_batch.len += FS_HEAD + plen;
     return 0;
 }
 
@@ -1325,12 +1338,14 @@ static int open_parent(const struct pending *e, size_t *name_at) {
 
 /* Depth-first lstat walk with an explicit stack; never follows a symlink, neither as the
  * entry itself nor as a directory on the way to it. */
-static void op_fs(int conn, struct request *rq) {
+/* The walk of FS_SNAPSHOT (and OBSERVE): sends the entries, stores how many and whether
+ * the walk was cut at max entries; -1 when an error was sent or the host is gone. */
+static int fs_walk(int conn, struct request *rq, long long *sent_out, int *truncated_out) {
     long long maxn = rq->maxn < 0 ? 20000 : rq->maxn, sent = 0;
     int truncated = 0;
     size_t cap = 64, top = 0;
     struct pending *stack = malloc(cap * sizeof *stack);
-    if (!stack) { send_error(conn, ENOMEM, "out of memory"); return; }
+    if (!stack) { send_error(conn, ENOMEM, "out of memory"); return -1; }
     for (int i = rq->nroots - 1; i >= 0; i--) {
         char *s = strdup(rq->roots[i]);
         if (s && top < cap) stack[top++] = (struct pending){s, 0, 0, 1};
@@ -1350,7 +1365,9 @@ static void op_fs(int conn, struct request *rq) {
         }
         if (!ok) { free(path); continue; }
         if (sent >= maxn) { truncated = 1; free(path); break; }
-        if (send_entry(conn, path, &st) < 0) { free(path); break; }
+        int rc = send_entry(conn, path, &st);
+        if (rc < 0) { free(path); break; }
+        if (rc > 0) { free(path); continue; }
         sent++;
         if (!S_ISDIR(st.st_mode)) { free(path); continue; }
         int dfd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -1364,11 +1381,26 @@ static void op_fs(int conn, struct request *rq) {
         if (!d) { close(dfd); free(path); continue; }
         struct dirent *de;
         size_t plen = strlen(path);
+        int slash = plen > 0 && path[plen - 1] == '/', broken = 0;
+        static char cpath[PATH_MAX + 1];
         while ((de = readdir(d))) {
             if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
             size_t nl = strlen(de->d_name);
             if (plen + nl + 2 > PATH_MAX) continue;
-            /* Every pending path yields at least one entry: never hold more than
+            snprintf(cpath, sizeof cpath, slash ? "%s%s" : "%s/%s", path, de->d_name);
+            /* Anything but a directory is reported right here, its lstat taken relative
+             * to the open directory (it cannot be swapped for a symlink under us): one
+             * syscall per file instead of re-opening its parent later. */
+            struct stat cst;
+            if (fstatat(dfd, de->d_name, &cst, AT_SYMLINK_NOFOLLOW) < 0) continue;
+            if (!S_ISDIR(cst.st_mode)) {
+                if (sent >= maxn) { truncated = 1; break; }
+                int crc = send_entry(conn, cpath, &cst);
+                if (crc < 0) { broken = 1; break; }
+                if (crc == 0) sent++;
+                continue;
+            }
+            /* Every pending directory yields at least one entry: never hold more than
              * we may still report (bounds memory for huge directories). */
             if (sent + (long long)top >= maxn) { truncated = 1; break; }
             if (top == cap) {
@@ -1377,21 +1409,44 @@ static void op_fs(int conn, struct request *rq) {
                 stack = ns;
                 cap *= 2;
             }
-            char *child = malloc(plen + nl + 2);
+            char *child = strdup(cpath);
             if (!child) break;
-            int slash = plen > 0 && path[plen - 1] == '/';
-            snprintf(child, plen + nl + 2, slash ? "%s%s" : "%s/%s", path, de->d_name);
             stack[top++] = (struct pending){child, st.st_dev, st.st_ino, 0};
         }
         closedir(d);
         free(path);
+        if (broken) break;
     }
     while (top > 0) free(stack[--top].path);
     free(stack);
-    if (flush_entries(conn) < 0) return;
+    if (flush_entries(conn) < 0) return -1;
+    *sent_out = sent;
+    *truncated_out = truncated;
+    return 0;
+}
+
+static void op_fs(int conn, struct request *rq) {
+    long long sent;
+    int truncated;
+    if (fs_walk(conn, rq, &sent, &truncated) < 0) return;
     static struct rec r;
     r.len = 0;
     rec_int(&r, 'n', sent);
+    rec_int(&r, 'k', truncated);
+    send_frame(conn, 'Z', r.buf, r.len);
+}
+
+/* OBSERVE: PS and FS_SNAPSHOT in one reply (one connection and handler instead of two;
+ * the observer asks for both after every command). */
+static void op_observe(int conn, struct request *rq) {
+    long long files;
+    int truncated;
+    int procs = ps_records(conn);
+    if (procs < 0 || fs_walk(conn, rq, &files, &truncated) < 0) return;
+    static struct rec r;
+    r.len = 0;
+    rec_int(&r, 'n', procs);
+    rec_int(&r, 'f', files);
     rec_int(&r, 'k', truncated);
     send_frame(conn, 'Z', r.buf, r.len);
 }
@@ -1432,6 +1487,7 @@ static void handle(int conn) {
     case 'W': op_write(conn, &rq); break;
     case 'S': op_ps(conn); break;
     case 'F': op_fs(conn, &rq); break;
+    case 'O': op_observe(conn, &rq); break;
     default: send_error(conn, EPROTO, "unknown op"); break;
     }
 }
