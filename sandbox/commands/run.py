@@ -189,6 +189,12 @@ def run(
         stdout = Console(width=200)
     stdout.print(_results_table(result))
     console.print(f"logs: {result.run_dir}  (index: {result.run_dir / 'run.json'})", soft_wrap=True)
+    console.print(
+        f"next: sandbox report {result.run_dir} | sandbox view {result.run_dir} -o report.html"
+        f" | sandbox verify {result.run_dir}/*/*/*.jsonl",
+        soft_wrap=True,
+        highlight=False,
+    )
     interrupted = stop.is_set() or any(
         r.outcome is not None and r.outcome.summary.stop_reason == StopReason.INTERRUPTED
         for r in result.trials
