@@ -188,15 +188,8 @@ def _judge_rule(rule: Rule, results: RunResults, policy: Policy) -> list[GateCas
         groups = {k: v for k, v in groups.items() if cat in scenario_category_universe(v)}
     if not groups:
         skip = rule.if_no_trials == "skip"
-        return [
-            GateCase(
-                rule_id=rule.id,
-                target="run",
-                status="skipped" if skip else "error",
-                message="no trial matches this rule" + (" (skipped)" if skip else ""),
-                description=rule.description,
-            )
-        ]
+        msg = "no trial matches this rule" + (" (skipped)" if skip else "")
+        return [_case(rule, "run", "skipped" if skip else "error", msg)]
     pooled = not isinstance(rule, TrialsRule) and rule.scope == "pooled"
     targets: dict[str, list[TrialResult]] = defaultdict(list)
     for (sid, model), ts in groups.items():

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import structlog
 
 from sandbox.backends.base import Session
-from sandbox.budgets import BudgetMeter
+from sandbox.budgets import BudgetMeter, Step
 from sandbox.errors import (
     BudgetExceeded,
     InfrastructureError,
@@ -188,10 +188,10 @@ class Agent:
         else:
             self.malformed = 0
 
-    def _check_step(self, step: str) -> None:
+    def _check_step(self, step: Step) -> None:
         if self.s.stop.is_set():
             raise Interrupted()
-        self.meter.check("model" if step == "model" else "tool")
+        self.meter.check(step)
 
     def _call_tool(self, call: ToolCallRecord) -> str:
         """Run one call; everything the model can fix comes back as an error result."""

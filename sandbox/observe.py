@@ -130,14 +130,14 @@ class ObservedSession:
         self.watch_roots = tuple(watch_roots)
         self.after_exec = after_exec
         self._ids = itertools.count(1)
-        self._values = [(h.id, h.value) for h in honeytokens if len(h.value) >= 6]
+        self._values = [(h.id, h.value.encode("utf-8")) for h in honeytokens if len(h.value) >= 6]
         self._paths = self._honeytoken_paths(planted, self.workdir)
         self._procs: dict[int, ProcessRecord] | None = None
         self._files: dict[str, _FileKey] | None = None
         self._stale_fs = False
         self._fs_truncated = False  # the last snapshot hit FS_MAX_ENTRIES
         self._restart_observed = True
-        self._usage = {"cpu_user_s": 0.0, "cpu_sys_s": 0.0, "max_rss_kb": 0, "mem": 0, "pids": 0}
+        self._usage = ResourceUse()  # summed (CPU) or maxed (memory, pids) so far
         self.overhead_s: list[float] = []  # observation cost per command (for the bench)
 
     @staticmethod
@@ -154,18 +154,15 @@ class ObservedSession:
 
     # --- emitting: a trial stop raised by the sink is deferred until the batch is out ---
 
-    def _emit_all(self, events: Sequence[Event]) -> list[int]:
-        seqs: list[int] = []
+    def _emit_all(self, events: Sequence[Event]) -> None:
         stop: TrialStop | None = None
         for event in events:
             try:
-                seqs.append(self.sink.emit(event))
+                self.sink.emit(event)
             except TrialStop as exc:
                 stop = stop or exc
-                seqs.append(-1)
         if stop is not None:
             raise stop
-        return seqs
 
     # --- commands ------------------------------------------------------------------------
 
@@ -183,43 +180,39 @@ class ObservedSession:
         command_id = f"{self.agent_id}-c{next(self._ids)}"
         if self._procs is None or self._files is None or self._stale_fs:
             self._baseline()
-        (start_seq,) = self._emit_all(
-            [
-                CommandStart(
-                    agent_id=self.agent_id,
-                    command_id=command_id,
-                    argv=tuple(argv),
-                    cwd=cwd,
-                    user=user,
-                    timeout_s=timeout,
-                )
-            ]
+        start_seq = self.sink.emit(
+            CommandStart(
+                agent_id=self.agent_id,
+                command_id=command_id,
+                argv=tuple(argv),
+                cwd=cwd,
+                user=user,
+                timeout_s=timeout,
+            )
         )
         result = self.inner.exec(
             argv, timeout=timeout, stdin=stdin, cwd=cwd, env=env, user=user, output_cap=output_cap
         )
         stdout, stdout_b64 = _text_and_raw(result.stdout)
         stderr, stderr_b64 = _text_and_raw(result.stderr)
-        (result_seq,) = self._emit_all(
-            [
-                CommandResult(
-                    agent_id=self.agent_id,
-                    command_id=command_id,
-                    exit_code=result.exit_code,
-                    signal=result.signal,
-                    stdout=stdout,
-                    stderr=stderr,
-                    stdout_b64=stdout_b64,
-                    stderr_b64=stderr_b64,
-                    duration_s=result.duration_s,
-                    timed_out=result.timed_out,
-                    truncated=result.truncated,
-                    output_cap=result.output_cap,
-                    oom_killed=result.oom_killed,
-                    survivors=result.survivors,
-                    usage=result.usage,
-                )
-            ]
+        result_seq = self.sink.emit(
+            CommandResult(
+                agent_id=self.agent_id,
+                command_id=command_id,
+                exit_code=result.exit_code,
+                signal=result.signal,
+                stdout=stdout,
+                stderr=stderr,
+                stdout_b64=stdout_b64,
+                stderr_b64=stderr_b64,
+                duration_s=result.duration_s,
+                timed_out=result.timed_out,
+                truncated=result.truncated,
+                output_cap=result.output_cap,
+                oom_killed=result.oom_killed,
+                survivors=result.survivors,
+                usage=result.usage,
+            )
         )
         stop: TrialStop | None = None
         if self.after_exec is not None:
@@ -236,8 +229,7 @@ class ObservedSession:
         return result
 
     def _baseline(self) -> None:
-        self._procs = {p.pid: p for p in self.inner.processes()}
-        self._files = self._snapshot()
+        self._procs, self._files, _ = self._look()
         self._stale_fs = False
 
     def _look(self) -> tuple[dict[int, ProcessRecord], dict[str, _FileKey], bool]:
@@ -253,23 +245,17 @@ class ObservedSession:
             procs, entries, cut = observe(self.watch_roots, max_entries=FS_MAX_ENTRIES)
             files = _file_keys(entries)
             return {p.pid: p for p in procs}, files, bool(cut) or len(files) >= FS_MAX_ENTRIES
-        pending = _LOOKERS.submit(self._snapshot)
+        pending = _LOOKERS.submit(
+            self.inner.fs_snapshot, self.watch_roots, max_entries=FS_MAX_ENTRIES
+        )
         try:
             procs_now = {p.pid: p for p in self.inner.processes()}
         except BaseException:
             with contextlib.suppress(Exception):  # the first failure is the one to report
                 pending.result()
             raise
-        files_now = pending.result()
+        files_now = _file_keys(pending.result())
         return procs_now, files_now, len(files_now) >= FS_MAX_ENTRIES
-
-    def _snapshot(self) -> dict[str, _FileKey]:
-        if not self.watch_roots:
-            return {}
-        entries: list[FileEntry] = self.inner.fs_snapshot(
-            self.watch_roots, max_entries=FS_MAX_ENTRIES
-        )
-        return _file_keys(entries)
 
     def _observe(
         self,
@@ -354,7 +340,7 @@ class ObservedSession:
                 events.append(self._access(token_id, command_id, start_seq))
         output = result.stdout + b"\n" + result.stderr
         for token_id, value in self._values:
-            if token_id not in seen and value.encode("utf-8") in output:
+            if token_id not in seen and value in output:
                 seen.add(token_id)
                 events.append(self._access(token_id, command_id, result_seq))
         return events
@@ -385,15 +371,13 @@ class ObservedSession:
 
     def read_file(self, path: str, *, max_bytes: int = 64 * 1024 * 1024) -> bytes:
         data = self.inner.read_file(path, max_bytes=max_bytes)
-        (seq,) = self._emit_all(
-            [
-                FileRead(
-                    agent_id=self.agent_id,
-                    path=path,
-                    size=len(data),
-                    sha256=hashlib.sha256(data).hexdigest(),
-                )
-            ]
+        seq = self.sink.emit(
+            FileRead(
+                agent_id=self.agent_id,
+                path=path,
+                size=len(data),
+                sha256=hashlib.sha256(data).hexdigest(),
+            )
         )
         full = posixpath.normpath(posixpath.join(self.workdir, path))
         self._emit_all([self._access(t, full, seq) for p, t in self._paths if p == full])
@@ -402,16 +386,14 @@ class ObservedSession:
     def write_file(self, path: str, data: bytes, *, mode: int = 0o644) -> None:
         self.inner.write_file(path, data, mode=mode)
         self._stale_fs = True  # a harness write is not an agent's file-system change
-        self._emit_all(
-            [
-                FileWrite(
-                    agent_id=self.agent_id,
-                    path=path,
-                    size=len(data),
-                    sha256=hashlib.sha256(data).hexdigest(),
-                    preview=data[:512].decode("utf-8", errors="replace"),
-                )
-            ]
+        self.sink.emit(
+            FileWrite(
+                agent_id=self.agent_id,
+                path=path,
+                size=len(data),
+                sha256=hashlib.sha256(data).hexdigest(),
+                preview=data[:512].decode("utf-8", errors="replace"),
+            )
         )
 
     def processes(self) -> list[ProcessRecord]:
@@ -452,21 +434,19 @@ class ObservedSession:
         if usage is None:
             return
         u = self._usage
-        u["cpu_user_s"] = float(u["cpu_user_s"]) + usage.cpu_user_s
-        u["cpu_sys_s"] = float(u["cpu_sys_s"]) + usage.cpu_sys_s
-        u["max_rss_kb"] = max(int(u["max_rss_kb"]), usage.max_rss_kb)
-        u["mem"] = max(int(u["mem"]), usage.memory_peak_bytes or 0)
-        u["pids"] = max(int(u["pids"]), usage.pids_peak or 0)
+        self._usage = ResourceUse(
+            cpu_user_s=u.cpu_user_s + usage.cpu_user_s,
+            cpu_sys_s=u.cpu_sys_s + usage.cpu_sys_s,
+            max_rss_kb=max(u.max_rss_kb, usage.max_rss_kb),
+            memory_peak_bytes=max(u.memory_peak_bytes or 0, usage.memory_peak_bytes or 0) or None,
+            pids_peak=max(u.pids_peak or 0, usage.pids_peak or 0) or None,
+        )
 
     def trial_usage(self) -> ResourceUse:
         """Resource use summed (CPU) or maxed (memory, pids) over the trial's commands."""
         u = self._usage
-        return ResourceUse(
-            cpu_user_s=round(float(u["cpu_user_s"]), 6),
-            cpu_sys_s=round(float(u["cpu_sys_s"]), 6),
-            max_rss_kb=int(u["max_rss_kb"]),
-            memory_peak_bytes=int(u["mem"]) or None,
-            pids_peak=int(u["pids"]) or None,
+        return u.model_copy(
+            update={"cpu_user_s": round(u.cpu_user_s, 6), "cpu_sys_s": round(u.cpu_sys_s, 6)}
         )
 
     def observe_end(self) -> None:

@@ -105,7 +105,10 @@ class FindingsDiff(BaseModel):
         return not (self.added or self.removed or self.changed)
 
 
-def finding_key(f: Finding) -> tuple[str, str, tuple[int, ...], str]:
+FindingKey = tuple[str, str, tuple[int, ...], str]
+
+
+def finding_key(f: Finding) -> FindingKey:
     """Identity of a finding for diffing: rule, category, evidence seqs, agent."""
     return (f.rule_id, str(f.category), tuple(f.evidence), f.agent_id)
 
@@ -117,12 +120,7 @@ def _graded(f: Finding) -> tuple[str, str, str]:
 def diff_findings(recorded: Iterable[Finding], rescored: Iterable[Finding]) -> FindingsDiff:
     """Added / removed / changed findings (a multiset comparison; explanations and times
     are not compared)."""
-    old: dict[tuple[str, str, tuple[int, ...], str], list[Finding]] = {}
-    for f in recorded:
-        old.setdefault(finding_key(f), []).append(f)
-    new: dict[tuple[str, str, tuple[int, ...], str], list[Finding]] = {}
-    for f in rescored:
-        new.setdefault(finding_key(f), []).append(f)
+    old, new = _by_key(recorded), _by_key(rescored)
     added: list[Finding] = []
     removed: list[Finding] = []
     changed: list[FindingChange] = []
@@ -140,6 +138,13 @@ def diff_findings(recorded: Iterable[Finding], rescored: Iterable[Finding]) -> F
         removed.extend(rest_a[len(rest_b) :])
         added.extend(rest_b[len(rest_a) :])
     return FindingsDiff(added=added, removed=removed, changed=changed, unchanged=unchanged)
+
+
+def _by_key(findings: Iterable[Finding]) -> dict[FindingKey, list[Finding]]:
+    out: dict[FindingKey, list[Finding]] = {}
+    for f in findings:
+        out.setdefault(finding_key(f), []).append(f)
+    return out
 
 
 def _without(items: list[Finding], drop: Counter[tuple[str, str, str]]) -> list[Finding]:
@@ -262,16 +267,16 @@ def _short(v: Any, n: int = 80) -> str:
 
 def commands_of(events: Iterable[tuple[int, Event]]) -> list[CommandRun]:
     """The commands of an event stream in the order they started."""
-    starts: dict[str, tuple[int, CommandStart]] = {}
-    order: list[str] = []
-    results: dict[str, tuple[int, CommandResult]] = {}
+    starts: dict[tuple[str, str], tuple[int, CommandStart]] = {}
+    order: list[tuple[str, str]] = []
+    results: dict[tuple[str, str], tuple[int, CommandResult]] = {}
     for seq, ev in events:
         if isinstance(ev, CommandStart):
-            key = f"{ev.agent_id}\0{ev.command_id}"
+            key = (ev.agent_id, ev.command_id)
             starts[key] = (seq, ev)
             order.append(key)
         elif isinstance(ev, CommandResult):
-            key = f"{ev.agent_id}\0{ev.command_id}"
+            key = (ev.agent_id, ev.command_id)
             results[key] = (seq, ev)
             if key not in starts:
                 order.append(key)
@@ -279,7 +284,7 @@ def commands_of(events: Iterable[tuple[int, Event]]) -> list[CommandRun]:
     for key in order:
         start = starts.get(key)
         result = results.get(key)
-        agent, cid = key.split("\0", 1)
+        agent, cid = key
         fields: dict[str, Any] = {"command_id": cid, "agent_id": agent}
         if start is not None:
             fields.update(argv=start[1].argv, cwd=start[1].cwd, seq=start[0])
@@ -314,7 +319,12 @@ def compare_commands(
     Commands are paired by position; a command present on one side only is a
     divergence of field "presence".
     """
-    a, b = commands_of(recorded), commands_of(replayed)
+    return _compare_runs(commands_of(recorded), commands_of(replayed), fields)
+
+
+def _compare_runs(
+    a: Sequence[CommandRun], b: Sequence[CommandRun], fields: Sequence[str]
+) -> list[Divergence]:
     out: list[Divergence] = []
     for i, (x, y) in enumerate(zip(a, b, strict=False)):
         for name in ("finished", *fields):
@@ -419,14 +429,14 @@ def re_execute(
     )
     new_path = Path(outcome.log_path)
     divergences = compare_images(header, read_header(new_path))
-    recorded = list(iter_events(path))
-    replayed = list(iter_events(new_path))
-    divergences += compare_commands(recorded, replayed)
+    recorded = commands_of(iter_events(path))
+    replayed = commands_of(iter_events(new_path))
+    divergences += _compare_runs(recorded, replayed, COMPARED_FIELDS)
     return ReexecResult(
         log=str(path),
         replay_log=str(new_path),
-        n_recorded=len(commands_of(recorded)),
-        n_replayed=len(commands_of(replayed)),
+        n_recorded=len(recorded),
+        n_replayed=len(replayed),
         divergences=divergences,
     )
 

@@ -31,7 +31,7 @@ from sandbox.llm.base import Model
 from sandbox.llm.openai_compat import RetryPolicy
 from sandbox.llm.prices import PriceTable
 from sandbox.llm.resolve import resolve_model
-from sandbox.scenario import Scenario
+from sandbox.scenario import Scenario, find_scenario, load_scenario
 from sandbox.trial import TrialOutcome, run_trial, trial_log_path
 from sandbox.trial_parts import JudgeLike, TrialParts, default_parts
 
@@ -89,6 +89,16 @@ def new_run_id() -> str:
     return time.strftime("run-%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(3)
 
 
+def load_scenarios(refs: Sequence[str]) -> list[tuple[Scenario, bytes | None]]:
+    """Scenario files (or library ids) loaded and validated, each with its bytes (hashed
+    into the log header); raises ScenarioError on the first bad one."""
+    loaded: list[tuple[Scenario, bytes | None]] = []
+    for ref in refs:
+        path = find_scenario(ref)
+        loaded.append((load_scenario(path), path.read_bytes()))
+    return loaded
+
+
 def plan_trials(
     scenarios: Sequence[tuple[Scenario, bytes | None]],
     *,
@@ -126,9 +136,7 @@ def plan_trials(
             choices = [(f"scripted:{n}", n) for n in names if not n.endswith(".child")]
         for spec, traj in choices:
             probe = resolve(spec, scenario)  # validates the spec now
-            close = getattr(probe, "close", None)
-            if callable(close):
-                close()
+            _close(probe)
             make_judge = _judge_factory(scenario, traj, judge_model, resolve, parts)
             for epoch in range(epochs):
                 plans.append(
@@ -161,6 +169,13 @@ def _judge_factory(
     if judge_model is not None:
         return lambda: (parts or default_parts()).model_judge(resolve(judge_model, scenario))
     return None
+
+
+def _close(thing: object) -> None:
+    """Close what can be closed (a model's connection pool, a sandbox session)."""
+    close = getattr(thing, "close", None)
+    if callable(close):
+        close()
 
 
 def _index_entry(run_dir: Path, rec: TrialRecord) -> dict[str, Any]:
@@ -228,11 +243,8 @@ class _ActiveSessions:
         with self._lock:
             things: list[Any] = [*self._sessions.values(), *self._models.values()]
         for thing in things:
-            close = getattr(thing, "close", None)
-            if not callable(close):
-                continue
             try:
-                close()
+                _close(thing)
             except Exception as exc:
                 _log.warning(
                     "could not close on interrupt", what=type(thing).__name__, error=repr(exc)
@@ -342,9 +354,7 @@ def run_suite(
             rec.error = f"{type(exc).__name__}: {exc}"
         finally:
             active.add_model(i, None)
-            close = getattr(model, "close", None)
-            if callable(close):
-                close()
+            _close(model)
             with index_lock:
                 write_index(run_dir, run_id, records, started)
             if on_done is not None:
@@ -376,6 +386,7 @@ __all__ = [
     "TrialOutcome",
     "TrialPlan",
     "TrialRecord",
+    "load_scenarios",
     "new_run_id",
     "plan_trials",
     "run_suite",

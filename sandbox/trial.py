@@ -65,29 +65,18 @@ def trial_log_path(out_dir: Path, run_id: str, scenario_id: str, model_id: str, 
     return out_dir / run_id / scenario_id / slug(model_id) / f"epoch-{epoch}.jsonl"
 
 
+@dataclass(frozen=True, kw_only=True)
 class _Copies:
     """Sessions for delegated copies: views of the same sandbox, or fresh sandboxes."""
 
-    def __init__(
-        self,
-        *,
-        inner: Session,
-        backend: Backend,
-        scenario: Scenario,
-        run_id: str,
-        trial_id: str,
-        recorder: TrialRecorder,
-        parts: TrialParts,
-        world: StubWorldLike | None,
-    ) -> None:
-        self.inner = inner
-        self.backend = backend
-        self.scenario = scenario
-        self.run_id = run_id
-        self.trial_id = trial_id
-        self.recorder = recorder
-        self.parts = parts
-        self.world = world
+    inner: Session
+    backend: Backend
+    scenario: Scenario
+    run_id: str
+    trial_id: str
+    recorder: TrialRecorder
+    parts: TrialParts
+    world: StubWorldLike | None
 
     def _poll(self) -> None:
         if self.world is not None:

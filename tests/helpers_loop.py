@@ -1,61 +1,52 @@
 """Stand-ins for the loop's tests: a host-directory session, an in-memory event sink,
 and a monitor that fires a tripwire on a marker word.
 
-`LocalSession` runs commands as host subprocesses in a private temp dir (NO isolation:
-tests only), mapping the sandbox's /home/agent onto that dir.
+`LocalSession` is the fake backend's session (host subprocesses in a private temp dir,
+NO isolation: tests only) with a few test hooks.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import tempfile
 import threading
-import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from sandbox.audit.records import CategoryOutcome
-from sandbox.backends.base import AttachedNetwork, ExecResult, FileEntry, SandboxSpec, Session
+from sandbox.backends.base import AttachedNetwork, ExecResult, SandboxSpec, Session
+from sandbox.backends.fake import FakeSession
 from sandbox.errors import SandboxDied, TripwireTriggered
 from sandbox.events import (
     Category,
     CommandStart,
     Event,
     Finding,
-    ProcessRecord,
     Severity,
 )
 from sandbox.observe import ObservedSession
 from sandbox.scenario import Scenario
 from sandbox.trial_parts import JudgeLike, TrialParts
 
-HOME = "/home/agent"
 
-
-class LocalSession:
-    """A Session over a host temp dir. `die_after` makes exec raise SandboxDied after N calls."""
+class LocalSession(FakeSession):
+    """The fake backend's session as the loop tests use it: `die_after` makes exec raise
+    SandboxDied after N calls, restarts are counted, and a closed session has died."""
 
     def __init__(self, *, die_after: int | None = None) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="loop-test-"))
+        super().__init__(SandboxSpec(), session_id=f"local-{uuid.uuid4().hex[:8]}")
         self.die_after = die_after
         self.n_exec = 0
         self.restarts = 0
-        self.closed = False
 
     @property
-    def id(self) -> str:
-        return f"local-{self.root.name}"
+    def root(self) -> Path:
+        """The host directory standing in for the agent's home."""
+        return self.workdir
 
-    def host_path(self, path: str) -> Path:
-        if not path.startswith("/"):  # relative: from the agent's home
-            return self.root / path
-        if path == HOME or path.startswith(HOME + "/"):
-            return self.root / path[len(HOME) :].lstrip("/")
-        return self.root / "_abs" / path.lstrip("/")
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def exec(
         self,
@@ -68,79 +59,17 @@ class LocalSession:
         user: str | None = None,
         output_cap: int | None = None,
     ) -> ExecResult:
-        if self.closed:
+        if self._closed:
             raise SandboxDied("session closed")
         self.n_exec += 1
         if self.die_after is not None and self.n_exec > self.die_after:
             raise SandboxDied("the sandbox went away", exit_code=137)
-        cap = output_cap or 1024 * 1024
-        t0 = time.monotonic()
-        try:
-            p = subprocess.run(
-                list(argv),
-                input=stdin,
-                capture_output=True,
-                cwd=self.host_path(cwd or HOME),
-                timeout=timeout,
-                env={"PATH": os.environ["PATH"], "HOME": str(self.root)},
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            return ExecResult(
-                exit_code=None,
-                stdout=(exc.stdout or b"")[:cap],
-                stderr=(exc.stderr or b"")[:cap],
-                duration_s=time.monotonic() - t0,
-                timed_out=True,
-                output_cap=cap,
-                signal=9,
-            )
-        truncated = len(p.stdout) + len(p.stderr) > cap
-        return ExecResult(
-            exit_code=p.returncode if p.returncode >= 0 else None,
-            signal=-p.returncode if p.returncode < 0 else None,
-            stdout=p.stdout[:cap],
-            stderr=p.stderr[:cap],
-            duration_s=time.monotonic() - t0,
-            truncated=truncated,
-            output_cap=cap,
+        return super().exec(
+            argv, timeout=timeout, stdin=stdin, cwd=cwd, env=env, user=user, output_cap=output_cap
         )
-
-    def read_file(self, path: str, *, max_bytes: int = 64 * 1024 * 1024) -> bytes:
-        data = self.host_path(path).read_bytes()
-        if len(data) > max_bytes:
-            raise ValueError("file too large")
-        return data
-
-    def write_file(self, path: str, data: bytes, *, mode: int = 0o644) -> None:
-        p = self.host_path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(data)
-        p.chmod(mode)
-
-    def processes(self) -> list[ProcessRecord]:
-        return []
-
-    def fs_snapshot(self, roots: Sequence[str], *, max_entries: int = 20000) -> list[FileEntry]:
-        return []
 
     def restart(self) -> None:
         self.restarts += 1
-
-    def close(self) -> None:
-        self.closed = True
-        shutil.rmtree(self.root, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class LocalBackend:

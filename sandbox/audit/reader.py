@@ -110,38 +110,55 @@ def _parse_or_torn(n: int, raw: bytes, newline: bool, last: bool, path: Path) ->
     return _parse(n, raw, path)
 
 
-def _validate_batch(batch: list[tuple[int, bytes]], path: Path) -> list[tuple[int, Record]]:
+def event_batches(
+    path: Path,
+) -> Iterator[tuple[list[tuple[int, bytes]], tuple[int, bytes, bool, bool] | None]]:
+    """Every line of a log, in order, grouped for speed: (batch, other) where `batch` holds up
+    to 256 (line number, raw) that look like canonical event lines and `other` is the line
+    after them that does not (as iter_lines_last yields it), or None."""
+    batch: list[tuple[int, bytes]] = []
+    for n, raw, newline, last in iter_lines_last(path):
+        if newline and raw.startswith(b'{"event":') and raw.endswith(b"}"):
+            batch.append((n, raw))
+            if len(batch) >= _BATCH_SIZE:
+                yield batch, None
+                batch = []
+            continue
+        yield batch, (n, raw, newline, last)
+        batch = []
+    if batch:
+        yield batch, None
+
+
+def validate_events(batch: list[tuple[int, bytes]]) -> list[EventRecord] | None:
     """Validate many event lines in one pydantic call (about twice as fast as one by one);
-    on any doubt, line by line, so an error names its line."""
-    if not batch:
-        return []
+    None when that does not give one record a line (a bad line, or lines that only parse
+    when joined): then go line by line, so an error names its line."""
     try:
         recs = _EVENT_BATCH.validate_json(b"[" + b",".join(raw for _, raw in batch) + b"]")
     except ValidationError:
-        recs = []
-    if len(recs) != len(batch):  # a bad line, or lines that only parse when joined
+        return None
+    return recs if len(recs) == len(batch) else None
+
+
+def _validate_batch(batch: list[tuple[int, bytes]], path: Path) -> list[tuple[int, Record]]:
+    if not batch:
+        return []
+    recs = validate_events(batch)
+    if recs is None:
         return [(n, _parse(n, raw, path)) for n, raw in batch]
     return [(n, rec) for (n, _), rec in zip(batch, recs, strict=True)]
 
 
 def _scan(path: Path) -> Iterator[tuple[int, Record | None, bytes]]:
     """Yield (line number, record, raw); record is None (and raw set) for a torn last line."""
-    batch: list[tuple[int, bytes]] = []
-    for n, raw, newline, last in iter_lines_last(path):
-        if newline and raw.startswith(b'{"event":') and raw.endswith(b"}"):
-            batch.append((n, raw))
-            if len(batch) >= _BATCH_SIZE:
-                for item in _validate_batch(batch, path):
-                    yield (*item, b"")
-                batch = []
-            continue
+    for batch, other in event_batches(path):
         for item in _validate_batch(batch, path):
             yield (*item, b"")
-        batch = []
-        rec = _parse_or_torn(n, raw, newline, last, path)
-        yield n, rec, (raw if rec is None else b"")
-    for item in _validate_batch(batch, path):
-        yield (*item, b"")
+        if other is not None:
+            n, raw, newline, last = other
+            rec = _parse_or_torn(n, raw, newline, last, path)
+            yield n, rec, (raw if rec is None else b"")
 
 
 def iter_records(path: Path) -> Iterator[tuple[int, Record]]:
@@ -190,9 +207,11 @@ def read_log(path: Path) -> TrialLog:
 __all__ = [
     "Record",
     "TrialLog",
+    "event_batches",
     "iter_events",
     "iter_lines",
     "iter_lines_last",
     "iter_records",
     "read_log",
+    "validate_events",
 ]

@@ -10,27 +10,30 @@ Speed: an event line is first checked as written (parse + validate in one pydant
 call, SHA-256 of its bytes minus the hash entry). For lines the writer produced
 this equals the canonical hash; any other line goes through the detailed path,
 which recomputes the canonical hash and says whether content or only bytes changed.
+
+Memory: no record is kept. Pinpointing needs, per line, only its seq and the raw
+32 bytes of its hash (to name where a broken link points); the chain is checked
+as the file streams, and only the broken links are kept for explaining at the end.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import re
+from array import array
+from bisect import bisect_left
+from collections.abc import Iterable, MutableSequence, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from sandbox.audit.canonical import canonical_json, line_bytes, line_hash, record_hash
-from sandbox.audit.reader import iter_lines_last
+from sandbox.audit.reader import event_batches, validate_events
 from sandbox.audit.records import GENESIS, EventRecord, LogFooter, LogHeader, Signature
-from sandbox.audit.signing import (
-    Ed25519Verifier,
-    HmacVerifier,
-    SignatureVerifier,
-    signed_message,
-)
+from sandbox.audit.signing import Ed25519Verifier, HmacVerifier, SignatureVerifier, signed_message
 from sandbox.audit.verdict import (
     INCOMPLETE_KINDS,
     Problem,
@@ -40,8 +43,8 @@ from sandbox.audit.verdict import (
 )
 from sandbox.errors import LogIntegrityError
 
-_EVENT_BATCH: TypeAdapter[list[EventRecord]] = TypeAdapter(list[EventRecord])
-_BATCH_SIZE = 256
+_HEX_HASH = re.compile(r"[0-9a-f]{64}")
+_INT64 = range(-(2**63), 2**63)
 
 _MODELS: dict[str, type[BaseModel]] = {
     "header": LogHeader,
@@ -50,15 +53,46 @@ _MODELS: dict[str, type[BaseModel]] = {
 }
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class _Entry:
+    """One parsed record, as much as the later checks need; kept only while needed."""
+
     line: int
     record: str  # header / event / footer / ?
     seq: int | None
     prev: str | None
     stored: str | None
-    computed: str
-    data: dict[str, Any]
+    edited: bool  # the stored hash is not the one computed from the record
+    data: dict[str, Any] | None  # the whole record, for a header or footer only
+
+
+class _HashIndex:
+    """The first line holding each stored hash, compact: 40 bytes a record, not a dict."""
+
+    def __init__(self) -> None:
+        self.digests = bytearray()
+        self.lines = array("q")
+        self.other: dict[str, int] = {}  # hashes that are not 64 lowercase hex digits
+
+    def add(self, stored: str, line: int) -> None:
+        if _HEX_HASH.fullmatch(stored):
+            self.digests += bytes.fromhex(stored)
+            self.lines.append(line)
+        else:
+            self.other.setdefault(stored, line)
+
+    def first_lines(self, wanted: set[str]) -> dict[str, int]:
+        """{hash: first line} for the wanted hashes that occur (one pass over the index)."""
+        out = {h: self.other[h] for h in wanted if h in self.other}
+        want = {bytes.fromhex(h): h for h in wanted if _HEX_HASH.fullmatch(h)}
+        view = memoryview(self.digests)
+        for i, line in enumerate(self.lines):
+            if not want:
+                break
+            h = want.pop(bytes(view[32 * i : 32 * i + 32]), None)
+            if h is not None:
+                out[h] = line
+        return out
 
 
 def _verifiers(
@@ -77,51 +111,48 @@ def _verifiers(
 class _Verifier:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.entries: list[_Entry] = []
         self.problems: list[Problem] = []
         self.warnings: list[str] = []
         self.n_lines = 0
         self.torn_line: int | None = None
+        # what the checks after the read need, gathered as the file streams
+        self.first: _Entry | None = None
+        self.before_last: _Entry | None = None
+        self.last: _Entry | None = None
+        self.n_events = 0
+        self.header_lines: list[int] = []  # headers after the first record
+        self.footer_lines: list[int] = []
+        self.event_lines = array("q")  # events with an int seq: their line...
+        self.event_seqs: MutableSequence[int] = array("q")  # ...and their seq
+        self.hashes = _HashIndex()
+        self.breaks: list[tuple[_Entry, _Entry]] = []  # (before, after) where prev != hash
 
     def add(self, kind: ProblemKind, message: str, line: int | None, seq: int | None) -> None:
         self.problems.append(Problem(kind=kind, message=message, line=line, seq=seq))
 
-    # --- pass 1: parse, hash, schema -----------------------------------------------------
+    # --- pass 1: parse, hash, schema; the chain link to the record before ---------------------
 
     def read(self) -> None:
-        batch: list[tuple[int, bytes]] = []
-        for n, raw, newline, last in iter_lines_last(self.path):
-            self.n_lines = n
-            if newline and raw.startswith(b'{"event":') and raw.endswith(b"}"):
-                batch.append((n, raw))
-                if len(batch) >= _BATCH_SIZE:
-                    self._event_batch(batch)
-                    batch = []
-                continue
-            self._event_batch(batch)
-            batch = []
-            self._line(n, raw, newline, last)
-        self._event_batch(batch)
+        for batch, other in event_batches(self.path):
+            if batch:
+                self.n_lines = batch[-1][0]
+                self._event_batch(batch)
+            if other is not None:
+                self.n_lines = other[0]
+                self._line(*other)
 
     def _event_batch(self, batch: list[tuple[int, bytes]]) -> None:
         """Intact event lines, validated together in one pydantic call; anything doubtful
         goes line by line."""
-        if not batch:
-            return
-        try:
-            recs = _EVENT_BATCH.validate_json(b"[" + b",".join(raw for _, raw in batch) + b"]")
-        except ValidationError:
-            recs = []
-        if len(recs) == len(batch):
-            for (n, raw), rec in zip(batch, recs, strict=True):
-                if line_hash(raw, rec.hash) == rec.hash:
-                    self.entries.append(
-                        _Entry(n, "event", rec.seq, rec.prev, rec.hash, rec.hash, {})
-                    )
-                else:
-                    self._line(n, raw, True, False)
-        else:
+        recs = validate_events(batch)
+        if recs is None:
             for n, raw in batch:
+                self._line(n, raw, True, False)
+            return
+        for (n, raw), rec in zip(batch, recs, strict=True):
+            if line_hash(raw, rec.hash) == rec.hash:
+                self._event(n, rec)
+            else:
                 self._line(n, raw, True, False)
 
     def _line(self, n: int, raw: bytes, newline: bool, last: bool) -> None:
@@ -157,8 +188,11 @@ class _Verifier:
             return False
         if line_hash(raw, rec.hash) != rec.hash:
             return False
-        self.entries.append(_Entry(n, "event", rec.seq, rec.prev, rec.hash, rec.hash, {}))
+        self._event(n, rec)
         return True
+
+    def _event(self, n: int, rec: EventRecord) -> None:
+        self._entry(_Entry(n, "event", rec.seq, rec.prev, rec.hash, False, None))
 
     def _check_one(self, n: int, raw: bytes, data: dict[str, Any]) -> None:
         kind = data.get("record")
@@ -190,87 +224,112 @@ class _Verifier:
                     seq,
                 )
         prev = data.get("prev")
-        self.entries.append(
+        stored = stored if isinstance(stored, str) else None
+        record = kind if isinstance(kind, str) else "?"
+        self._entry(
             _Entry(
                 line=n,
-                record=kind if isinstance(kind, str) else "?",
+                record=record,
                 seq=seq,
                 prev=prev if isinstance(prev, str) else None,
-                stored=stored if isinstance(stored, str) else None,
-                computed=computed,
-                # keep whole records only where needed later (memory on 100k-event logs)
-                data=data if kind != "event" else {},
+                stored=stored,
+                edited=stored is not None and stored != computed,
+                data=data if record in ("header", "footer") else None,
             )
         )
 
-    # --- pass 2: structure, sequence, chain ------------------------------------------------
+    def _entry(self, e: _Entry) -> None:
+        """Note what the later checks need of one record, then let it go."""
+        if self.first is None:
+            self.first = e
+        elif e.record == "header":
+            self.header_lines.append(e.line)
+        if e.record == "footer":
+            self.footer_lines.append(e.line)
+        elif e.record == "event":
+            self.n_events += 1
+            if e.seq is not None:
+                if isinstance(self.event_seqs, array) and not (
+                    type(e.seq) is int and e.seq in _INT64
+                ):
+                    self.event_seqs = list(self.event_seqs)  # keep odd values as they are
+                self.event_seqs.append(e.seq)
+                self.event_lines.append(e.line)
+        if self.last is not None and e.prev != self.last.stored:
+            self.breaks.append((self.last, e))
+        if e.stored is not None:
+            self.hashes.add(e.stored, e.line)
+        self.before_last, self.last = self.last, e
+
+    # --- after the read: structure, sequence, chain -----------------------------------------
 
     def structure(self) -> None:
-        if not self.entries:
+        first = self.first
+        if first is None:
             return
-        first = self.entries[0]
         if first.record != "header" or first.line != 1:
             self.add("header", f"line {first.line}: the log does not start with a header", 1, None)
         elif first.prev != GENESIS:
             self.add("header", "line 1: the header's prev is not the genesis value", 1, None)
-        for e in self.entries[1:]:
-            if e.record == "header":
-                self.add("inserted", f"line {e.line}: a second header — inserted", e.line, None)
-        footers = [e for e in self.entries if e.record == "footer"]
-        for f in footers[:-1]:
-            self.add("inserted", f"line {f.line}: a footer before the end — inserted", f.line, None)
-        if footers and footers[-1] is not self.entries[-1]:
-            f = footers[-1]
-            self.add("inserted", f"records after the footer (line {f.line})", f.line, None)
+        for line in self.header_lines:
+            self.add("inserted", f"line {line}: a second header — inserted", line, None)
+        for line in self.footer_lines[:-1]:
+            self.add("inserted", f"line {line}: a footer before the end — inserted", line, None)
+        if self.footer_lines and self.last is not None and self.last.record != "footer":
+            line = self.footer_lines[-1]
+            self.add("inserted", f"records after the footer (line {line})", line, None)
 
     def sequence(self) -> None:
-        events = [e for e in self.entries if e.record == "event" and e.seq is not None]
+        lines, seqs = self.event_lines, self.event_seqs
+        if all(a < b for a, b in itertools.pairwise(seqs)):
+            # the usual case: no seq repeats or goes back, so none needs sorting out
+            self._gaps(zip(lines, seqs, strict=True), seqs)
+            return
         seen: dict[int, int] = {}
-        unique: list[_Entry] = []
-        for e in events:
-            assert e.seq is not None
-            if e.seq in seen:
+        unique: list[tuple[int, int]] = []
+        for line, seq in zip(lines, seqs, strict=True):
+            if seq in seen:
                 self.add(
                     "inserted",
-                    f"seq {e.seq} appears twice (lines {seen[e.seq]} and {e.line}) "
-                    "— record inserted",
-                    e.line,
-                    e.seq,
+                    f"seq {seq} appears twice (lines {seen[seq]} and {line}) — record inserted",
+                    line,
+                    seq,
                 )
             else:
-                seen[e.seq] = e.line
-                unique.append(e)
-        seqs = [e.seq for e in unique if e.seq is not None]
-        ordered = all(a < b for a, b in itertools.pairwise(seqs))
-        keep = set(range(len(seqs))) if ordered else _longest_increasing(seqs)
-        in_order = [e for i, e in enumerate(unique) if i in keep]
-        for i, e in enumerate(unique):
+                seen[seq] = line
+                unique.append((line, seq))
+        keep = _longest_increasing([seq for _, seq in unique])
+        for i, (line, seq) in enumerate(unique):
             if i not in keep:
                 self.add(
                     "reordered",
-                    f"seq {e.seq} at line {e.line} is out of order — records reordered",
-                    e.line,
-                    e.seq,
+                    f"seq {seq} at line {line} is out of order — records reordered",
+                    line,
+                    seq,
                 )
+        self._gaps((pair for i, pair in enumerate(unique) if i in keep), sorted(seen))
+
+    def _gaps(self, in_order: Iterable[tuple[int, int]], present: Sequence[int]) -> None:
+        """Deletions: seqs skipped between records in order that occur nowhere in the log
+        (`present`: every seq in the log, sorted)."""
         last = -1
-        for e in in_order:
-            assert e.seq is not None
-            gone = [m for m in range(last + 1, e.seq) if m not in seen]
-            if gone:
-                what = "record" if len(gone) == 1 else f"{len(gone)} records"
-                jump = f"seq jumps {last}→{e.seq}" if last >= 0 else f"seq starts at {e.seq}"
-                self.add("deleted", f"{jump} at line {e.line} — {what} deleted", e.line, e.seq)
-            last = e.seq
+        for line, seq in in_order:
+            if seq > last + 1:
+                inside = bisect_left(present, seq) - bisect_left(present, last + 1)
+                gone = seq - last - 1 - inside
+                if gone:
+                    what = "record" if gone == 1 else f"{gone} records"
+                    jump = f"seq jumps {last}→{seq}" if last >= 0 else f"seq starts at {seq}"
+                    self.add("deleted", f"{jump} at line {line} — {what} deleted", line, seq)
+            last = seq
 
     def chain(self) -> None:
-        by_hash: dict[str, int] = {}
-        for e in self.entries:
-            if e.stored is not None:
-                by_hash.setdefault(e.stored, e.line)
+        if not self.breaks:
+            return
+        wanted = {h for _, e in self.breaks for h in (e.prev, e.stored) if h is not None}
+        by_hash = self.hashes.first_lines(wanted)
         located = {(p.line, p.kind) for p in self.problems}
-        for before, e in zip(self.entries, self.entries[1:], strict=False):
-            if e.prev == before.stored:
-                continue
+        for before, e in self.breaks:
             target = by_hash.get(e.prev) if e.prev is not None else None
             original = by_hash.get(e.stored) if e.stored is not None else None
             if original is not None and original != e.line:
@@ -283,7 +342,7 @@ class _Verifier:
                 why = "inserted" if dup else "reordered"
             elif (e.line, "deleted") in located or (e.record == "footer" and self._tail_gap()):
                 why = "record deleted"
-            elif before.stored is not None and before.stored != before.computed:
+            elif before.edited:
                 why = f"line {before.line} edited"
             elif e.record == "event" and before.seq is not None and e.seq == before.seq + 1:
                 why = f"line {before.line} altered and its hash recomputed, or a record deleted"
@@ -297,16 +356,15 @@ class _Verifier:
             )
 
     def _tail_gap(self) -> bool:
-        footer = self.entries[-1].data if self.entries[-1].record == "footer" else None
+        footer = self.last.data if self.last is not None and self.last.record == "footer" else None
         n_events = footer.get("n_events") if footer else None
-        count = sum(1 for e in self.entries if e.record == "event")
-        return isinstance(n_events, int) and n_events > count
+        return isinstance(n_events, int) and n_events > self.n_events
 
     # --- footer and signature ---------------------------------------------------------------
 
     def footer(self) -> dict[str, Any] | None:
-        last = self.entries[-1] if self.entries else None
-        if last is None or last.record != "footer":
+        last = self.last
+        if last is None or last.record != "footer" or last.data is None:
             if self.torn_line is None:
                 self.add(
                     "missing_footer",
@@ -318,8 +376,7 @@ class _Verifier:
                 self.add("missing_footer", "no footer (the log ends in a torn line)", None, None)
             return None
         data = last.data
-        events = [e for e in self.entries if e.record == "event"]
-        chain_end = self.entries[-2] if len(self.entries) >= 2 else None
+        chain_end = self.before_last
         final = data.get("final_hash")
         if chain_end is not None and final != chain_end.stored:
             self.add(
@@ -330,14 +387,14 @@ class _Verifier:
                 None,
             )
         n_events = data.get("n_events")
-        if n_events != len(events):
+        if n_events != self.n_events:
             extra = ""
-            if isinstance(n_events, int) and n_events > len(events):
-                extra = f" — {n_events - len(events)} record(s) deleted"
+            if isinstance(n_events, int) and n_events > self.n_events:
+                extra = f" — {n_events - self.n_events} record(s) deleted"
             self.add(
                 "footer",
                 f"footer (line {last.line}) says n_events={n_events}, "
-                f"the log has {len(events)}{extra}",
+                f"the log has {self.n_events}{extra}",
                 last.line,
                 None,
             )
@@ -394,7 +451,7 @@ def _longest_increasing(values: list[int]) -> set[int]:
     tails: list[int] = []  # tails[k]: index of the smallest tail of an increasing run of k+1
     back: list[int] = [-1] * len(values)
     for i, v in enumerate(values):
-        k = _bisect(values, tails, v)
+        k = bisect_left(tails, v, key=values.__getitem__)
         if k > 0:
             back[i] = tails[k - 1]
         if k == len(tails):
@@ -409,17 +466,6 @@ def _longest_increasing(values: list[int]) -> set[int]:
     return out
 
 
-def _bisect(values: list[int], tails: list[int], v: int) -> int:
-    lo, hi = 0, len(tails)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if values[tails[mid]] < v:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
 def verify_log(
     path: Path,
     *,
@@ -432,32 +478,31 @@ def verify_log(
     verifiers = _verifiers(hmac_key, public_key, key)
     v = _Verifier(path)
     v.read()
-    if not v.entries:
+    if v.first is None or v.last is None:
         raise LogIntegrityError(f"{path}: no readable record (empty or not an audit log)")
     v.structure()
     v.sequence()
     v.chain()
     footer = v.footer()
     status, key_id = v.signature(footer, verifiers)
-    v.problems.sort(key=lambda p: (p.line is None, p.line or 0))
-    header = v.entries[0].data if v.entries[0].record == "header" else {}
-    events = sum(1 for e in v.entries if e.record == "event")
-    tamper = [p for p in v.problems if p.kind not in INCOMPLETE_KINDS]
-    incomplete = any(p.kind in INCOMPLETE_KINDS for p in v.problems)
+    problems = sorted(v.problems, key=lambda p: (p.line is None, p.line or 0))
+    header = v.first.data if v.first.record == "header" and v.first.data is not None else {}
+    tamper = [p for p in problems if p.kind not in INCOMPLETE_KINDS]
+    incomplete = any(p.kind in INCOMPLETE_KINDS for p in problems)
     return VerifyReport(
         path=str(path),
-        ok=not v.problems,
+        ok=not problems,
         intact=not tamper,
         complete=not incomplete,
         n_lines=v.n_lines,
-        n_events=events,
+        n_events=v.n_events,
         trial_id=_str(header.get("trial_id")),
         scenario_id=_str(header.get("scenario_id")),
         model=_str(header.get("model")),
-        final_hash=_str(footer.get("final_hash")) if footer else v.entries[-1].stored,
+        final_hash=_str(footer.get("final_hash")) if footer else v.last.stored,
         signature=status,
         key_id=key_id,
-        problems=v.problems,
+        problems=problems,
         warnings=v.warnings,
     )
 

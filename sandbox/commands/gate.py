@@ -21,8 +21,7 @@ from sandbox.report.junit import write_junit
 from sandbox.report.markdown import gate_markdown
 from sandbox.report.policy import DEFAULT_POLICY_PATH, load_policy
 from sandbox.report.stats import summarize_run
-from sandbox.runner import plan_trials, run_suite
-from sandbox.scenario import Scenario, find_scenario, load_scenario
+from sandbox.runner import load_scenarios, plan_trials, run_suite
 
 _STYLE = {"passed": "green", "failed": "bold red", "error": "yellow", "skipped": "dim"}
 
@@ -52,11 +51,7 @@ def _run_suite(
 ) -> Path:
     """Run the scenarios with the runner (scripted trajectories when no model is given);
     returns the run directory."""
-    loaded: list[tuple[Scenario, bytes | None]] = []
-    for ref in refs:
-        path = find_scenario(ref)
-        loaded.append((load_scenario(path), path.read_bytes()))
-    plans = plan_trials(loaded, models=models, epochs=epochs)
+    plans = plan_trials(load_scenarios(refs), models=models, epochs=epochs)
     if not plans:
         raise ScenarioError("nothing to run (no trajectories and no --model)")
     signer = HmacSigner(read_hmac_key(hmac_key_file)) if hmac_key_file else None

@@ -16,9 +16,8 @@ from rich.table import Table
 from rich.text import Text
 
 from sandbox.audit.reader import iter_events
-from sandbox.backends.base import Backend
-from sandbox.backends.registry import make_backend
 from sandbox.cli_app import app
+from sandbox.commands.run import backend_option
 from sandbox.commands.verify import HmacKeyArg, PublicKeyArg, load_keys
 from sandbox.errors import LogIntegrityError, SandboxError, ScenarioError
 from sandbox.events import (
@@ -132,13 +131,6 @@ def _print_reexec(console: Console, res: ReexecResult) -> None:
     console.print(t)
 
 
-def _backend(name: str) -> Backend:
-    try:
-        return make_backend(name)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--backend") from exc
-
-
 @app.command()
 def replay(
     log: Annotated[Path, typer.Argument(help="Audit log of one trial (.jsonl).")],
@@ -214,7 +206,7 @@ def replay(
         code = code or (0 if res.diff.same else 1)
     if re_exec:
         try:
-            rx = re_execute(log, backend=_backend(backend), out_dir=out, scenario=scenario)
+            rx = re_execute(log, backend=backend_option(backend), out_dir=out, scenario=scenario)
         except (SandboxError, ImportError, OSError) as exc:
             console.print(Text(f"cannot re-execute: {exc}", style="red"))
             raise typer.Exit(2) from exc

@@ -30,11 +30,18 @@ from sandbox.errors import DockerUnavailable, ModelSpecError, ScenarioError, Sig
 from sandbox.events import StopReason
 from sandbox.llm.openai_compat import RetryPolicy
 from sandbox.llm.prices import load_prices
-from sandbox.runner import ModelOptions, SuiteResult, TrialRecord, plan_trials, run_suite
-from sandbox.scenario import Scenario, find_scenario, load_scenario
+from sandbox.runner import (
+    ModelOptions,
+    SuiteResult,
+    TrialRecord,
+    load_scenarios,
+    plan_trials,
+    run_suite,
+)
 
 
-def _backend(name: str) -> Backend:
+def backend_option(name: str) -> Backend:
+    """The backend named by a `--backend` option (an unknown name is a usage error)."""
     try:
         return make_backend(name)
     except ValueError as exc:
@@ -116,10 +123,7 @@ def run(
     if seed is not None:
         settings["seed"] = seed
     try:
-        loaded: list[tuple[Scenario, bytes | None]] = []
-        for ref in scenarios:
-            path = find_scenario(ref)
-            loaded.append((load_scenario(path), path.read_bytes()))
+        loaded = load_scenarios(scenarios)
         options = ModelOptions(
             base_url=base_url,
             api_key_env=api_key_env,
@@ -138,7 +142,7 @@ def run(
             judge_model=judge_model,
         )
         signer = HmacSigner(read_hmac_key(hmac_key)) if hmac_key else None
-        chosen = _backend(backend)
+        chosen = backend_option(backend)
     except (ScenarioError, ModelSpecError, SigningKeyError, DockerUnavailable) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
@@ -203,4 +207,4 @@ def run(
         raise typer.Exit(130)
 
 
-__all__ = ["app", "run"]
+__all__ = ["app", "backend_option", "run"]

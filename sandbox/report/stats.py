@@ -179,6 +179,7 @@ def aggregate(
     unreadable: dict[str, str] | None = None,
 ) -> RunResults:
     """Pool trial results per scenario x model, per category x model and per model."""
+    lost = dict(unreadable or {})
     by_sm: dict[tuple[str, str], list[TrialResult]] = defaultdict(list)
     for t in trials:
         by_sm[(t.scenario_id, t.model)].append(t)
@@ -220,10 +221,10 @@ def aggregate(
         run_ids=sorted({t.run_id for t in trials}),
         generated_at=time.time(),
         confidence=confidence,
-        n_logs=len(trials) + len(unreadable or {}),
-        n_unverifiable=sum(1 for t in trials if not t.verified) + len(unreadable or {}),
-        n_unreadable=len(unreadable or {}),
-        unreadable=dict(unreadable or {}),
+        n_logs=len(trials) + len(lost),
+        n_unverifiable=sum(1 for t in trials if not t.verified) + len(lost),
+        n_unreadable=len(lost),
+        unreadable=lost,
         models=models,
         scenarios=scenarios,
         categories=categories,

@@ -12,7 +12,8 @@ from rich.text import Text
 from sandbox.events import Severity
 from sandbox.report.results import Rate, RunResults
 
-_SEV_STYLE = {
+#: Rich style of each severity, shared by the terminal views.
+SEVERITY_STYLE = {
     "info": "dim",
     "low": "cyan",
     "medium": "yellow",
@@ -36,7 +37,7 @@ def _severity_text(counts: dict[str, int]) -> Text:
     parts: list[tuple[str, str]] = []
     for s in Severity:
         if counts.get(s.value):
-            parts.append((f"{s.value}:{counts[s.value]} ", _SEV_STYLE[s.value]))
+            parts.append((f"{s.value}:{counts[s.value]} ", SEVERITY_STYLE[s.value]))
     return Text.assemble(*parts) if parts else Text("none", style="dim")
 
 
@@ -136,4 +137,11 @@ def print_summary(results: RunResults, console: Console | None = None) -> None:
     (console or Console()).print(render_summary(results))
 
 
-__all__ = ["category_table", "fmt_rate", "print_summary", "render_summary", "scenario_table"]
+__all__ = [
+    "SEVERITY_STYLE",
+    "category_table",
+    "fmt_rate",
+    "print_summary",
+    "render_summary",
+    "scenario_table",
+]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sandbox.audit.reader import iter_events
 from sandbox.audit.records import CategoryOutcome, LogHeader, TrialSummary
@@ -136,7 +136,7 @@ def load_trial(path: Path, *, root: Path, keys: VerifyKeys | None = None) -> Tri
     except ValueError as exc:
         verify_error = verify_error or str(exc)
     summary: TrialSummary | None = footer.summary if footer else None
-    source = "footer"
+    source: Literal["footer", "events"] = "footer"
     if summary is None:
         source = "events"
         try:
@@ -164,7 +164,7 @@ def load_trial(path: Path, *, root: Path, keys: VerifyKeys | None = None) -> Tri
         verified=verify_error is None,
         verify_error=verify_error,
         complete=footer is not None,
-        summary_source="footer" if source == "footer" else "events",
+        summary_source=source,
         stop_reason=summary.stop_reason.value if summary else None,
         detail=summary.detail if summary else "",
         valid=invalid is None,

@@ -20,15 +20,7 @@ from sandbox.events import (
     TrialEnd,
 )
 from sandbox.report.logmeta import read_header
-
-_SEV = {
-    "info": "dim",
-    "low": "cyan",
-    "medium": "yellow",
-    "high": "red",
-    "critical": "bold red",
-    "tripwire": "bold white on red",
-}
+from sandbox.report.summary import SEVERITY_STYLE
 
 
 def _clip(text: str, max_lines: int) -> str:
@@ -70,7 +62,7 @@ def event_text(seq: int, ev: Event, t0: float, *, max_lines: int = 12) -> Text:
             style="yellow",
         )
     elif isinstance(ev, Finding):
-        body.append(f"{ev.severity.value.upper()} ", style=_SEV[ev.severity.value])
+        body.append(f"{ev.severity.value.upper()} ", style=SEVERITY_STYLE[ev.severity.value])
         body.append(
             f"{ev.rule_id} [{ev.category.value}/{ev.signal}] {ev.explanation} "
             f"evidence {', '.join(f'#{s}' for s in ev.evidence)}"

@@ -23,7 +23,7 @@ from typing import Any, TextIO
 
 from sandbox.audit.reader import iter_lines
 from sandbox.audit.records import LogHeader
-from sandbox.audit.verify import verify_log
+from sandbox.audit.verify import INCOMPLETE_KINDS, verify_log
 from sandbox.events import SEVERITY_ORDER, Finding, Severity, parse_event
 from sandbox.report.logmeta import discover_logs, read_footer, read_header
 from sandbox.report.svgchart import BudgetSeries
@@ -135,7 +135,7 @@ def _verify_status(path: Path, keys: VerifyKeys) -> tuple[str, str]:
         return f"verified ({rep.n_events} events{sig})", "ok"
     if rep.intact:
         return f"intact but incomplete: {rep.first_problem()}", "warn"
-    bad = [p for p in rep.problems if p.kind not in ("missing_footer", "torn_tail")]
+    bad = [p for p in rep.problems if p.kind not in INCOMPLETE_KINDS]
     first = bad[0] if bad else rep.problems[0]
     return f"FAILED verification: {first.kind}: {first.message}", "bad"
 
