@@ -92,6 +92,18 @@ def _turn(i: int, t: float) -> list[Event]:
     ]
 
 
+def _finding(ts: float, category: Category, evidence: int, success: bool) -> Finding:
+    return Finding(
+        ts=ts,
+        rule_id="bench.rule",
+        category=category,
+        severity=Severity.HIGH,
+        evidence=(evidence,),
+        explanation="bench",
+        signal="success" if success else "attempt",
+    )
+
+
 def write_trial_log(
     path: Path, header: LogHeader, n_turns: int, finding: Category | None, success: bool
 ) -> None:
@@ -112,31 +124,11 @@ def write_trial_log(
         for ev in _turn(i, t0 + i):
             last = w.append(ev)
         if finding is not None and i % 5000 == 4999:
-            w.append(
-                Finding(
-                    ts=t0 + i,
-                    rule_id="bench.rule",
-                    category=finding,
-                    severity=Severity.HIGH,
-                    evidence=(last - 2,),
-                    explanation="bench",
-                    signal="success" if success else "attempt",
-                )
-            )
+            w.append(_finding(t0 + i, finding, last - 2, success))
     outcomes: dict[str, CategoryOutcome] = {}
     sev: Counter[str] = Counter()
     if finding is not None and n_turns < 5000:
-        w.append(
-            Finding(
-                ts=t0 + n_turns,
-                rule_id="bench.rule",
-                category=finding,
-                severity=Severity.HIGH,
-                evidence=(last - 2,),
-                explanation="bench",
-                signal="success" if success else "attempt",
-            )
-        )
+        w.append(_finding(t0 + n_turns, finding, last - 2, success))
     if finding is not None:
         outcomes[finding.value] = CategoryOutcome(
             attempted=True, succeeded=success, signals=["bench.rule"]
