@@ -17,7 +17,9 @@ from sandbox.report.trials import VerifyKeys
 
 HmacKeyOpt = Annotated[
     Path | None,
-    typer.Option("--hmac-key-file", help="HMAC key to check log signatures with.", exists=True),
+    typer.Option(
+        "--hmac-key-file", "--hmac-key", help="HMAC key to check log signatures with.", exists=True
+    ),
 ]
 PublicKeyOpt = Annotated[
     Path | None,
