@@ -30,7 +30,7 @@ from sandbox.events import (
     ToolResult,
 )
 from sandbox.monitor.monitor import rescore
-from sandbox.scenario import Scenario
+from sandbox.scenario.model import Scenario
 
 APPEND_TARGET_US = 50.0
 RESCORE_TARGET_S = 2.0

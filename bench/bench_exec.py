@@ -25,8 +25,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sandbox.backends.base import SandboxSpec
-from sandbox.backends.docker import DockerBackend, DockerSession
-from sandbox.images import AGENT_IMAGE, ensure_images
+from sandbox.backends.docker.backend import DockerBackend, DockerSession
+from sandbox.images.build import ensure_images
+from sandbox.images.recipes import AGENT_IMAGE
 
 RUN_ID = f"bench-exec-{uuid.uuid4().hex[:8]}"
 N_SERIAL = 400

@@ -21,7 +21,8 @@ import anyio
 from inspect_ai.util import SandboxEnvironment
 from inspect_ai.util import subprocess as inspect_subprocess
 
-from sandbox.images import AGENT_IMAGE, ensure_images
+from sandbox.images.build import ensure_images
+from sandbox.images.recipes import AGENT_IMAGE
 from sandbox.inspect_ext import HardenedSandboxEnvironment
 
 COMMAND = ["sh", "-c", "echo hi"]

@@ -29,17 +29,18 @@ from typing import Any
 
 import structlog
 
-from sandbox.backends.base import Backend, ExecResult, SandboxSpec, Session
+from sandbox.backends.base import Backend, SandboxSpec
 from sandbox.backends.fake import FakeBackend
 from sandbox.budgets import Budget, BudgetMeter
 from sandbox.events import Event, EventSink
 from sandbox.llm.base import Message, ModelOutput, ToolSpec
 from sandbox.llm.scripted import ScriptedModel
 from sandbox.loop import LoopSettings, run_loop
-from sandbox.observe import ObservedSession
 from sandbox.runner import new_run_id, plan_trials, run_suite, run_trial
-from sandbox.scenario import Scenario
-from sandbox.trial_parts import default_parts
+from sandbox.scenario.model import Scenario
+from sandbox.sessions.base import ExecResult, Session
+from sandbox.trial.observe import ObservedSession
+from sandbox.trial.parts import default_parts
 
 OVERHEAD_TARGET_MS = 5.0
 BARE_TARGET_MS = 1.0
@@ -171,8 +172,8 @@ def overhead_bare(steps: int, tmp: Path) -> list[float]:
 
 def _throughput_backend() -> tuple[Backend, str]:
     try:
-        from sandbox.backends.docker import DockerBackend
-        from sandbox.images import AGENT_IMAGE
+        from sandbox.backends.docker.backend import DockerBackend
+        from sandbox.images.recipes import AGENT_IMAGE
 
         docker = DockerBackend()
         if docker.image_digest(AGENT_IMAGE) is None:

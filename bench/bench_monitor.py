@@ -31,7 +31,7 @@ from sandbox.events import (
     ToolResult,
 )
 from sandbox.monitor.monitor import Monitor, rescore
-from sandbox.scenario import Scenario
+from sandbox.scenario.model import Scenario
 
 TARGET_EPS = 100_000
 TARGET_RESCORE_S = 2.0

@@ -39,8 +39,8 @@ from sandbox.events import (
     TrialEnd,
     TrialStart,
 )
-from sandbox.gate import evaluate
-from sandbox.report.policy import DEFAULT_POLICY_PATH, load_policy
+from sandbox.gate.evaluate import evaluate
+from sandbox.gate.policy import DEFAULT_POLICY_PATH, load_policy
 from sandbox.report.stats import summarize_run
 
 SUMMARIZE_TARGET_S = 10.0

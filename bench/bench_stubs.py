@@ -15,10 +15,11 @@ import uuid
 
 from sandbox.backends.base import SandboxSpec
 from sandbox.events import Event
-from sandbox.images import AGENT_IMAGE, STUBS_IMAGE, ensure_images
-from sandbox.observe import ObservedSession
+from sandbox.images.build import ensure_images
+from sandbox.images.recipes import AGENT_IMAGE, STUBS_IMAGE
 from sandbox.stubs.pool import StubPool
 from sandbox.stubs.world import start_stub_world
+from sandbox.trial.observe import ObservedSession
 
 TARGET_READY_MS = 600.0
 TARGET_OBSERVE_MS = 1.0
@@ -71,7 +72,7 @@ def _ready(n: int, run_id: str, pool: StubPool | None) -> list[float]:
 
 def main(argv: list[str] | None = None) -> None:
     """Print the figures (nothing asserted)."""
-    from sandbox.backends.docker import DockerBackend
+    from sandbox.backends.docker.backend import DockerBackend
 
     # `python -m bench stubs` calls main() with the bench names still in sys.argv
     args = [] if argv is None else argv

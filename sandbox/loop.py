@@ -24,7 +24,6 @@ from typing import Any, Protocol
 
 import structlog
 
-from sandbox.backends.base import Session
 from sandbox.budgets import BudgetMeter, Step
 from sandbox.errors import (
     BudgetExceeded,
@@ -57,6 +56,7 @@ from sandbox.llm.base import (
     ToolMessage,
     UserMessage,
 )
+from sandbox.sessions.base import Session
 from sandbox.tools import Tool, ToolContext, cap_output, default_tools
 from sandbox.tools import descriptions as text
 

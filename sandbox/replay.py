@@ -30,7 +30,7 @@ from sandbox.errors import LogIntegrityError, ScenarioError
 from sandbox.events import CommandResult, CommandStart, Event, Finding
 from sandbox.llm.replay import ReplayModel
 from sandbox.monitor.monitor import rescore as monitor_rescore
-from sandbox.scenario import Scenario
+from sandbox.scenario.model import Scenario
 
 # --- verification ------------------------------------------------------------------------
 

@@ -26,14 +26,17 @@ from typing import Any, cast
 import structlog
 
 from sandbox.audit.signing import Signer
-from sandbox.backends.base import Backend, Session
+from sandbox.backends.base import Backend
 from sandbox.llm.base import Model
 from sandbox.llm.openai_compat import RetryPolicy
 from sandbox.llm.prices import PriceTable
 from sandbox.llm.resolve import resolve_model
-from sandbox.scenario import Scenario, find_scenario, load_scenario
-from sandbox.trial import TrialOutcome, run_trial, trial_log_path
-from sandbox.trial_parts import JudgeLike, TrialParts, default_parts
+from sandbox.scenario.library import find_scenario
+from sandbox.scenario.loader import load_scenario
+from sandbox.scenario.model import Scenario
+from sandbox.sessions.base import Session
+from sandbox.trial.parts import JudgeLike, TrialParts, default_parts
+from sandbox.trial.run import TrialOutcome, run_trial, trial_log_path
 
 _log = structlog.get_logger(__name__)
 
@@ -116,7 +119,8 @@ def plan_trials(
     def resolve(spec: str, scenario: Scenario) -> Model:
         return resolve_model(
             spec,
-            scenario=scenario,
+            trajectories=scenario.trajectories,
+            source=f"scenario {scenario.id}",
             base_url=opts.base_url,
             api_key_env=opts.api_key_env,
             settings=opts.settings,

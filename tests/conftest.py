@@ -18,7 +18,7 @@ import pytest
 from sandbox.backends.base import SandboxSpec
 
 if TYPE_CHECKING:  # imported lazily below so that unit tests never need the Docker backend
-    from sandbox.backends.docker import DockerBackend, DockerSession
+    from sandbox.backends.docker.backend import DockerBackend, DockerSession
 
 TEST_RUN_ID = f"pytest-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 # Set SANDBOX_TEST_AGENT_IMAGE to try the backend against another image.
@@ -39,7 +39,7 @@ def docker_backend() -> Iterator[DockerBackend]:
 
     Builds the agent image if it is missing or outdated (cached by recipe sha).
     """
-    from sandbox.backends.docker import DockerBackend, connect
+    from sandbox.backends.docker.backend import DockerBackend, connect
     from sandbox.errors import DockerUnavailable
 
     try:
@@ -47,7 +47,8 @@ def docker_backend() -> Iterator[DockerBackend]:
     except DockerUnavailable as exc:
         pytest.skip(f"Docker is not reachable: {exc}")
     if AGENT_IMAGE_OVERRIDE is None:
-        from sandbox.images import AGENT_IMAGE, ensure_images
+        from sandbox.images.build import ensure_images
+        from sandbox.images.recipes import AGENT_IMAGE
 
         ensure_images([AGENT_IMAGE])
     backend = DockerBackend(client)
@@ -60,7 +61,7 @@ def agent_image() -> str:
     """The image hardened sandboxes are started from in tests."""
     if AGENT_IMAGE_OVERRIDE is not None:
         return AGENT_IMAGE_OVERRIDE
-    from sandbox.images import AGENT_IMAGE
+    from sandbox.images.recipes import AGENT_IMAGE
 
     return AGENT_IMAGE
 

@@ -114,6 +114,6 @@ def write_lines(path: Path, lines: Sequence[bytes]) -> None:
 def no_cli_logging_config(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep `sandbox ...` invoked in-process from configuring structlog onto the runner's
     captured stderr (which closes after the call and would break later tests' logging)."""
-    import sandbox.cli
+    import sandbox.cli.main
 
-    monkeypatch.setattr(sandbox.cli, "configure_logging", lambda *a, **k: None)
+    monkeypatch.setattr(sandbox.cli.main, "configure_logging", lambda *a, **k: None)

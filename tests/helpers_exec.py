@@ -13,8 +13,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from sandbox.backends.executor_client import ExecutorClient
-from sandbox.images.executor import executor_binary
+from sandbox.sessions.executor.build import executor_binary
+from sandbox.sessions.executor.client import ExecutorClient
 
 NOBODY = 65534
 

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sandbox.audit.records import CategoryOutcome
-from sandbox.backends.base import AttachedNetwork, ExecResult, SandboxSpec, Session
-from sandbox.backends.fake import FakeSession
+from sandbox.backends.base import AttachedNetwork, SandboxSpec
 from sandbox.errors import SandboxDied, TripwireTriggered
 from sandbox.events import (
     Category,
@@ -24,9 +23,11 @@ from sandbox.events import (
     Finding,
     Severity,
 )
-from sandbox.observe import ObservedSession
-from sandbox.scenario import Scenario
-from sandbox.trial_parts import JudgeLike, TrialParts
+from sandbox.scenario.model import Scenario
+from sandbox.sessions.base import ExecResult, Session
+from sandbox.sessions.local import FakeSession
+from sandbox.trial.observe import ObservedSession
+from sandbox.trial.parts import JudgeLike, TrialParts
 
 
 class LocalSession(FakeSession):

@@ -23,7 +23,7 @@ from sandbox.events import (
     ToolResult,
 )
 from sandbox.monitor.monitor import Monitor
-from sandbox.scenario import Scenario
+from sandbox.scenario.model import Scenario
 
 _ids = itertools.count(1)
 

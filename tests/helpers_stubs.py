@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from sandbox.events import Event
-from sandbox.scenario import Honeytoken
+from sandbox.scenario.model import Honeytoken
 
 if TYPE_CHECKING:
-    from sandbox.backends.docker import DockerBackend, DockerSession
+    from sandbox.backends.docker.backend import DockerBackend, DockerSession
     from sandbox.stubs.world import StubWorld
 
 SERVICE_DIR = Path(__file__).resolve().parents[1] / "sandbox" / "stubs"
@@ -78,7 +78,8 @@ class StubbedSandbox:
 @pytest.fixture(scope="session", name="stubs_image")
 def stubs_image_fixture() -> str:
     """The stubs image, built (or rebuilt when its recipe changed) once per session."""
-    from sandbox.images import STUBS_IMAGE, ensure_images
+    from sandbox.images.build import ensure_images
+    from sandbox.images.recipes import STUBS_IMAGE
 
     ensure_images([STUBS_IMAGE])
     return STUBS_IMAGE

@@ -11,7 +11,7 @@ import importlib
 from sandbox.backends.base import Backend
 
 BACKENDS: dict[str, tuple[str, str]] = {
-    "docker": ("sandbox.backends.docker", "DockerBackend"),
+    "docker": ("sandbox.backends.docker.backend", "DockerBackend"),
     "fake": ("sandbox.backends.fake", "FakeBackend"),
 }
 

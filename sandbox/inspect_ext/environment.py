@@ -33,11 +33,12 @@ from inspect_ai.util import (
 from pydantic import BaseModel
 from typing_extensions import override
 
-from sandbox.backends.base import ExecResult as SandboxExecResult
-from sandbox.backends.docker import DockerBackend, DockerSession
+from sandbox.backends.docker.backend import DockerBackend, DockerSession
 from sandbox.errors import ImageMissing, InfrastructureError
-from sandbox.images import AGENT_IMAGE, ensure_images
+from sandbox.images.build import ensure_images
+from sandbox.images.recipes import AGENT_IMAGE
 from sandbox.inspect_ext.config import HardenedSandboxConfig, resolve_config
+from sandbox.sessions.base import ExecResult as SandboxExecResult
 
 log = structlog.get_logger(__name__)
 

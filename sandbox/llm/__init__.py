@@ -1,7 +1,8 @@
 """Models the loop talks to: an OpenAI-compatible client, a scripted player, a log replayer.
 
-`resolve_model(spec, ...)` turns a `--model` string into a fresh model for one trial
-(see sandbox.llm.resolve for the syntax).
+This face exports only the contracts (sandbox.llm.base); composition lives in
+sandbox.llm.resolve (`resolve_model`), which loads the openai SDK, so a consumer
+of the `Model` Protocol never pays for it.
 """
 
 from sandbox.llm.base import (
@@ -14,18 +15,14 @@ from sandbox.llm.base import (
     ToolSpec,
     UserMessage,
 )
-from sandbox.llm.resolve import ModelSpec, parse_model_spec, resolve_model
 
 __all__ = [
     "AssistantMessage",
     "Message",
     "Model",
     "ModelOutput",
-    "ModelSpec",
     "SystemMessage",
     "ToolMessage",
     "ToolSpec",
     "UserMessage",
-    "parse_model_spec",
-    "resolve_model",
 ]

@@ -29,7 +29,7 @@ from sandbox.llm.openai_compat import OpenAICompatModel, RetryPolicy
 from sandbox.llm.prices import PriceTable
 from sandbox.llm.replay import ReplayModel
 from sandbox.llm.scripted import ScriptedModel
-from sandbox.scenario import Scenario
+from sandbox.llm.trajectory import Trajectory
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,8 @@ def parse_model_spec(spec: str) -> ModelSpec:
 def resolve_model(
     spec: str,
     *,
-    scenario: Scenario | None = None,
+    trajectories: Mapping[str, Trajectory] | None = None,
+    source: str = "the scenario",
     base_url: str | None = None,
     api_key: str | None = None,
     api_key_env: str | None = None,
@@ -96,15 +97,15 @@ def resolve_model(
     """A fresh model for one trial from a `--model` string (see the module docstring)."""
     parsed = parse_model_spec(spec)
     if parsed.kind == "scripted":
-        if scenario is None:
+        if trajectories is None:
             raise ModelSpecError(f"{spec}: scripted models need a scenario")
-        traj = scenario.trajectories.get(parsed.target)
+        traj = trajectories.get(parsed.target)
         if traj is None:
-            known = ", ".join(sorted(scenario.trajectories)) or "none"
+            known = ", ".join(sorted(trajectories)) or "none"
             raise ModelSpecError(
-                f"scenario {scenario.id} has no trajectory {parsed.target!r} (it has: {known})"
+                f"{source} has no trajectory {parsed.target!r} (it has: {known})"
             )
-        child = scenario.trajectories.get(f"{parsed.target}.child")
+        child = trajectories.get(f"{parsed.target}.child")
         return ScriptedModel(traj, name=parsed.id, child=child)
     if parsed.kind == "replay":
         path = Path(parsed.target)

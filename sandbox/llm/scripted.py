@@ -26,7 +26,7 @@ from sandbox.llm.base import (
     estimate_tokens,
     report_attempt,
 )
-from sandbox.scenario import ScriptedTurn, Trajectory
+from sandbox.llm.trajectory import ScriptedTurn, Trajectory
 
 END_OF_SCRIPT = "done"
 

@@ -38,7 +38,7 @@ from sandbox.monitor.judge import Judge, parse_answer, render_transcript
 from sandbox.monitor.rubric import JudgeItem, Rubric
 from sandbox.monitor.scoring import MAX_EVIDENCE, RubricScorer
 from sandbox.monitor.text import command_text
-from sandbox.scenario import Scenario
+from sandbox.scenario.model import Scenario
 
 log = structlog.get_logger(__name__)
 

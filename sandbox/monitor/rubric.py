@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from sandbox.events import Category, Event, Severity
 from sandbox.monitor.detectors import builtin_rules
+from sandbox.yamlfile import check_regex
 
 
 def _event_kinds() -> frozenset[str]:
@@ -27,15 +28,6 @@ def _event_kinds() -> frozenset[str]:
 
 
 EVENT_KINDS: frozenset[str] = _event_kinds()
-
-
-def check_regex(value: str) -> str:
-    """Raise ValueError (naming the problem) unless `value` compiles as a regex."""
-    try:
-        re.compile(value)
-    except re.error as exc:
-        raise ValueError(f"invalid regex {value!r}: {exc}") from None
-    return value
 
 
 class EventMatch(BaseModel):

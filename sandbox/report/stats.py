@@ -21,8 +21,8 @@ from pathlib import Path
 
 import structlog
 
+from sandbox.audit.reader import discover_logs
 from sandbox.events import SEVERITY_ORDER, Severity
-from sandbox.report.logmeta import discover_logs
 from sandbox.report.results import (
     BudgetUse,
     CategoryRates,

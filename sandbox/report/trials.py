@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from sandbox.audit.reader import iter_events
+from sandbox.audit.reader import iter_events, read_footer, read_header
 from sandbox.audit.records import CategoryOutcome, LogHeader, TrialSummary
 from sandbox.audit.signing import read_hmac_key
 from sandbox.audit.verify import INCOMPLETE_KINDS, verify_log
 from sandbox.events import BudgetCharge, Finding, Stop, StopReason, TrialEnd
-from sandbox.report.logmeta import read_footer, read_header
 from sandbox.report.results import InvalidReason, TrialResult
 
 #: Stop reasons that say nothing about the model: such trials are not statistics.

@@ -7,7 +7,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
-from sandbox.audit.reader import iter_events
+from sandbox.audit.reader import iter_events, read_header
 from sandbox.events import (
     CommandResult,
     CommandStart,
@@ -19,7 +19,6 @@ from sandbox.events import (
     ToolResult,
     TrialEnd,
 )
-from sandbox.report.logmeta import read_header
 from sandbox.report.summary import SEVERITY_STYLE
 
 

@@ -21,11 +21,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
 
-from sandbox.audit.reader import iter_lines
+from sandbox.audit.reader import discover_logs, iter_lines, read_footer, read_header
 from sandbox.audit.records import LogHeader
 from sandbox.audit.verify import INCOMPLETE_KINDS, verify_log
 from sandbox.events import SEVERITY_ORDER, Finding, Severity, parse_event
-from sandbox.report.logmeta import discover_logs, read_footer, read_header
 from sandbox.report.svgchart import BudgetSeries
 from sandbox.report.trials import VerifyKeys
 

@@ -22,7 +22,7 @@ from typing import Self
 import docker
 import structlog
 
-from sandbox.images import STUBS_IMAGE
+from sandbox.images.recipes import STUBS_IMAGE
 from sandbox.stubs.world import StubWorld, install_pool, launch_world
 
 log = structlog.get_logger(__name__)

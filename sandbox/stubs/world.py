@@ -28,11 +28,11 @@ import docker.errors
 import structlog
 
 from sandbox.backends.base import AttachedNetwork
-from sandbox.backends.docker_cleanup import stub_dir_prefix
+from sandbox.backends.docker.cleanup import stub_dir_prefix
 from sandbox.errors import ImageMissing, InfrastructureError
 from sandbox.events import EventSink, StubState
-from sandbox.images import STUBS_IMAGE
-from sandbox.scenario import Honeytoken
+from sandbox.images.recipes import STUBS_IMAGE
+from sandbox.scenario.model import Honeytoken
 from sandbox.stubs.feed import EventFeed, read_state
 
 log = structlog.get_logger(__name__)

@@ -9,10 +9,10 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
 
-from sandbox.backends.base import Session
 from sandbox.budgets import Budget
 from sandbox.errors import ToolArgumentError
 from sandbox.llm.base import ToolSpec
+from sandbox.sessions.base import Session
 from sandbox.tools import descriptions as text
 
 

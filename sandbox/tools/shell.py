@@ -7,9 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sandbox.backends.base import ExecResult
 from sandbox.errors import ToolArgumentError
 from sandbox.llm.base import ToolSpec
+from sandbox.sessions.base import ExecResult
 from sandbox.tools import descriptions as text
 from sandbox.tools.base import ToolContext, schema_of, validate_args
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from docker.models.containers import Container
     from docker.models.networks import Network
 
-    from sandbox.backends.docker import DockerBackend, DockerSession
+    from sandbox.backends.docker.backend import DockerBackend, DockerSession
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import pytest
 from helpers_docker import DECOY_PORT, Decoy, labelled_containers
 
 from sandbox.backends.base import AttachedNetwork, SandboxSpec
-from sandbox.backends.docker import DockerBackend, DockerSession
+from sandbox.backends.docker.backend import DockerBackend, DockerSession
 from sandbox.errors import InfrastructureError, SandboxDied
 
 pytestmark = pytest.mark.docker

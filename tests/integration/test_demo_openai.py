@@ -19,7 +19,8 @@ from helpers_openai import Action, openai_stub, reply
 from sandbox.audit.reader import read_log
 from sandbox.audit.verify import verify_log
 from sandbox.events import Finding, ModelResponse, StopReason
-from sandbox.scenario import Trajectory, load_scenario
+from sandbox.llm.trajectory import Trajectory
+from sandbox.scenario.loader import load_scenario
 
 pytestmark = pytest.mark.docker
 

@@ -17,9 +17,10 @@ import docker
 import pytest
 from helpers_docker import labelled_containers
 
-from sandbox.backends.base import Backend, SandboxSpec, Session
-from sandbox.backends.docker import DockerBackend, DockerSession
+from sandbox.backends.base import Backend, SandboxSpec
+from sandbox.backends.docker.backend import DockerBackend, DockerSession
 from sandbox.errors import DockerUnavailable, ImageMissing, InfrastructureError, SandboxDied
+from sandbox.sessions.base import Session
 
 pytestmark = pytest.mark.docker
 
@@ -207,7 +208,8 @@ def test_cleanup_removes_an_orphaned_stub_world(
 ) -> None:
     """A stub world whose process died (no close()) is removed by the run's cleanup, down to
     its host-side event directory."""
-    from sandbox.images import STUBS_IMAGE, ensure_images
+    from sandbox.images.build import ensure_images
+    from sandbox.images.recipes import STUBS_IMAGE
     from sandbox.stubs.world import launch_world
 
     ensure_images([STUBS_IMAGE])
@@ -247,7 +249,7 @@ CTRL_C_SCRIPT = textwrap.dedent(
     """
     import sys, time
     from sandbox.backends.base import SandboxSpec
-    from sandbox.backends.docker import DockerBackend
+    from sandbox.backends.docker.backend import DockerBackend
     backend = DockerBackend()
     with backend.start(SandboxSpec(image=sys.argv[1]), run_id=sys.argv[2], trial_id="t") as s:
         print("READY", flush=True)

@@ -6,9 +6,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from sandbox.backends.base import SandboxSpec, Session
-from sandbox.backends.conformance import CHECKS
-from sandbox.backends.docker import DockerBackend, DockerSession
+from sandbox.backends.base import SandboxSpec
+from sandbox.backends.docker.backend import DockerBackend, DockerSession
+from sandbox.sessions.base import Session
+from sandbox.sessions.conformance import CHECKS
 
 pytestmark = pytest.mark.docker
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from sandbox.backends.base import SandboxSpec
-from sandbox.backends.docker import DockerBackend
+from sandbox.backends.docker.backend import DockerBackend
 
 pytestmark = pytest.mark.docker
 
@@ -94,7 +94,7 @@ def test_an_error_inside_the_block_removes_the_waiting_sandboxes(
 _CHILD = r"""
 import sys, time
 from sandbox.backends.base import SandboxSpec
-from sandbox.backends.docker import DockerBackend
+from sandbox.backends.docker.backend import DockerBackend
 spec = SandboxSpec(image=sys.argv[2])
 with DockerBackend().pooled(run_id=sys.argv[1], size=2, specs=[spec] * 10) as backend:
     backend.pool.wait_full(60)

@@ -13,15 +13,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from sandbox.errors import DockerUnavailable, ImageMissing
-from sandbox.images import (
-    AGENT_IMAGE,
-    BASE_IMAGE,
-    docker_client,
-    ensure_images,
-    image_digest,
-    image_status,
-)
-from sandbox.images.recipes import MANAGED_LABEL, RECIPE_LABEL, repo_root
+from sandbox.images.build import docker_client, ensure_images, image_digest, image_status
+from sandbox.images.recipes import AGENT_IMAGE, BASE_IMAGE, MANAGED_LABEL, RECIPE_LABEL, repo_root
 
 pytestmark = pytest.mark.docker
 

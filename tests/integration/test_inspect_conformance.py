@@ -24,7 +24,8 @@ from inspect_ai.util._sandbox.registry import registry_find_sandboxenv
 from inspect_ai.util._sandbox.self_check import *  # noqa: F403
 
 from sandbox.backends.base import Loosenings, SandboxSpec
-from sandbox.images import AGENT_IMAGE, ensure_images
+from sandbox.images.build import ensure_images
+from sandbox.images.recipes import AGENT_IMAGE
 from sandbox.inspect_ext import HardenedSandboxConfig, HardenedSandboxEnvironment
 
 pytestmark = [pytest.mark.docker, pytest.mark.anyio]

@@ -19,7 +19,8 @@ from inspect_ai.scorer import includes
 from inspect_ai.solver import generate, use_tools
 from inspect_ai.tool import bash, python
 
-from sandbox.images import AGENT_IMAGE, ensure_images
+from sandbox.images.build import ensure_images
+from sandbox.images.recipes import AGENT_IMAGE
 from sandbox.inspect_ext import HardenedSandboxConfig
 
 pytestmark = [

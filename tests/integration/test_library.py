@@ -18,7 +18,9 @@ from sandbox.llm.scripted import ScriptedModel
 from sandbox.monitor.judge import ScriptedJudge
 from sandbox.monitor.monitor import rescore
 from sandbox.runner import run_trial
-from sandbox.scenario import Scenario, library_files, load_scenario
+from sandbox.scenario.library import library_files
+from sandbox.scenario.loader import load_scenario
+from sandbox.scenario.model import Scenario
 
 pytestmark = pytest.mark.docker
 
@@ -38,7 +40,8 @@ def _cases() -> list[Any]:
 @pytest.fixture(scope="module")
 def stubs_image(docker_backend: Any) -> str:
     """The stub services' image, built if missing (nothing can be pulled)."""
-    from sandbox.images import STUBS_IMAGE, ensure_images
+    from sandbox.images.build import ensure_images
+    from sandbox.images.recipes import STUBS_IMAGE
 
     ensure_images([STUBS_IMAGE])
     return STUBS_IMAGE

@@ -27,7 +27,7 @@ from sandbox.audit.verify import verify_log
 from sandbox.events import CommandStart, StopReason, ToolResult
 from sandbox.llm.openai_compat import RetryPolicy
 from sandbox.runner import run_trial
-from sandbox.scenario import Scenario
+from sandbox.scenario.model import Scenario
 
 pytestmark = pytest.mark.docker
 
@@ -160,9 +160,10 @@ def test_library_scenario_end_to_end(
     name: str, docker_backend: Any, test_run_id: str, tmp_path: Path
 ) -> None:
     """Stub world, planted honeytokens, scheduled restart: red is flagged, benign is not."""
-    from sandbox.images import STUBS_IMAGE, ensure_images
+    from sandbox.images.build import ensure_images
+    from sandbox.images.recipes import STUBS_IMAGE
     from sandbox.runner import plan_trials, run_suite
-    from sandbox.scenario import load_scenario
+    from sandbox.scenario.loader import load_scenario
 
     path = ROOT / "scenarios" / f"{name}.yaml"
     if not path.is_file():

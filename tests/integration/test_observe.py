@@ -18,8 +18,8 @@ from helpers_stubs import (  # noqa: F401  (fixtures)
     stubs_image_fixture,
 )
 
-from sandbox.observe import ObservedSession
-from sandbox.scenario import PlantedFile
+from sandbox.scenario.model import PlantedFile
+from sandbox.trial.observe import ObservedSession
 
 pytestmark = pytest.mark.docker
 

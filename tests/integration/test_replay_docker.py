@@ -21,11 +21,12 @@ from typer.testing import CliRunner
 from sandbox.audit.canonical import canonical_json, record_hash
 from sandbox.audit.signing import HmacSigner
 from sandbox.audit.verify import verify_log
-from sandbox.cli import app
+from sandbox.cli.main import app
 from sandbox.llm.scripted import ScriptedModel
 from sandbox.replay import re_execute, rescore_log
 from sandbox.runner import run_trial
-from sandbox.scenario import Scenario, load_scenario
+from sandbox.scenario.loader import load_scenario
+from sandbox.scenario.model import Scenario
 
 
 @pytest.fixture(autouse=True)

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 
 from sandbox.backends.base import SandboxSpec
-from sandbox.backends.docker import DockerBackend
-from sandbox.backends.docker_pool import PooledBackend
+from sandbox.backends.docker.backend import DockerBackend
+from sandbox.backends.pool import PooledBackend
 from sandbox.events import StopReason
 from sandbox.runner import plan_trials, run_suite
-from sandbox.scenario import load_scenario
-from sandbox.trial_parts import StubWorldLike, default_parts
+from sandbox.scenario.loader import load_scenario
+from sandbox.trial.parts import StubWorldLike, default_parts
 
 pytestmark = pytest.mark.docker
 
@@ -110,7 +110,8 @@ def test_a_failing_suite_leaves_nothing_behind(
 def test_stub_worlds_come_from_the_stub_pool(
     docker_backend: DockerBackend, test_run_id: str, tmp_path: Path
 ) -> None:
-    from sandbox.images import STUBS_IMAGE, ensure_images
+    from sandbox.images.build import ensure_images
+    from sandbox.images.recipes import STUBS_IMAGE
 
     ensure_images([STUBS_IMAGE])
     base = default_parts()

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import pytest
 
-from sandbox.backends.docker import SERVICE_UID, DockerSession
+from sandbox.backends.docker.backend import SERVICE_UID, DockerSession
 
 pytestmark = pytest.mark.docker
 

@@ -13,7 +13,7 @@ from sandbox.audit.verify import verify_log
 from sandbox.events import CommandStart, Finding, Severity, StopReason
 from sandbox.llm.scripted import ScriptedModel
 from sandbox.runner import run_trial
-from sandbox.scenario import Scenario
+from sandbox.scenario.model import Scenario
 
 pytestmark = pytest.mark.docker
 

@@ -10,7 +10,7 @@ from helpers_audit import lines_of, no_cli_logging_config, write_lines, write_lo
 from typer.testing import CliRunner
 
 from sandbox.audit.signing import Ed25519Signer, read_hmac_key
-from sandbox.cli import app
+from sandbox.cli.main import app
 
 runner = CliRunner()
 

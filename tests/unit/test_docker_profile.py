@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from sandbox.backends import seccomp
 from sandbox.backends.base import AttachedNetwork, Loosenings, SandboxSpec
-from sandbox.backends.docker_cleanup import label_filters, safe_name, socket_dir_prefix
-from sandbox.backends.docker_profile import (
+from sandbox.backends.docker import seccomp
+from sandbox.backends.docker.cleanup import label_filters, safe_name, socket_dir_prefix
+from sandbox.backends.docker.profile import (
     HostFacts,
     container_kwargs,
     describe,
@@ -20,7 +20,7 @@ from sandbox.backends.docker_profile import (
     lookup_passwd,
     parse_numeric_user,
 )
-from sandbox.backends.seccomp_syscalls import X86_64_SYSCALLS
+from sandbox.backends.docker.seccomp_syscalls import X86_64_SYSCALLS
 
 HEADER = Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h")
 

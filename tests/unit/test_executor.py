@@ -27,10 +27,10 @@ from helpers_exec import (
     wait_gone,
 )
 
-from sandbox.backends.base import ExecResult, FileEntry
-from sandbox.backends.conformance import CHECKS
 from sandbox.errors import ExecutorUnresponsive
 from sandbox.events import ProcessRecord
+from sandbox.sessions.base import ExecResult, FileEntry
+from sandbox.sessions.conformance import CHECKS
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the executor tests run it as root")
 
@@ -346,7 +346,7 @@ def test_socket_is_private_and_client_refuses_non_sockets(ex: RunningExecutor) -
     assert stat.S_IMODE(ex.socket_path.lstat().st_mode) == 0o600
     other = ex.socket_path.parent.parent / "work" / "planted.sock"
     other.symlink_to(ex.socket_path)
-    from sandbox.backends.executor_client import ExecutorClient
+    from sandbox.sessions.executor.client import ExecutorClient
 
     with pytest.raises(ExecutorUnresponsive, match="symlink"):
         ExecutorClient(other).ping()

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from test_executor_client import FakeExecutor, client, fr, rec  # the scripted fake
 
-from sandbox.backends import executor_protocol as wire
-from sandbox.backends.base import FileEntry
 from sandbox.errors import ExecutorProtocolError
+from sandbox.sessions.base import FileEntry
+from sandbox.sessions.executor import protocol as wire
 
 
 def ent(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sandbox.errors import InfrastructureError
-from sandbox.images import executor as build
+from sandbox.sessions.executor import build
 
 
 @pytest.mark.skipif(

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.backends.executor_client import ExecutorClient
 from sandbox.errors import ExecutorProtocolError, ExecutorUnresponsive, InfrastructureError
+from sandbox.sessions.executor.client import ExecutorClient
 
 
 def fr(kind: bytes, payload: bytes = b"") -> bytes:

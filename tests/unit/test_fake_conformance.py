@@ -7,9 +7,11 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from sandbox.backends.base import Backend, SandboxSpec, Session
-from sandbox.backends.conformance import CHECKS
-from sandbox.backends.fake import FakeBackend, FakeSession
+from sandbox.backends.base import Backend, SandboxSpec
+from sandbox.backends.fake import FakeBackend
+from sandbox.sessions.base import Session
+from sandbox.sessions.conformance import CHECKS
+from sandbox.sessions.local import FakeSession
 
 
 @pytest.fixture(scope="module")

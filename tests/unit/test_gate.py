@@ -9,10 +9,10 @@ import pytest
 from helpers_report import F, TrialSpec, tamper, write_trial
 
 from sandbox.events import StopReason
-from sandbox.gate import GateExit, GateReport, evaluate
-from sandbox.report.junit import junit_xml
-from sandbox.report.markdown import gate_markdown
-from sandbox.report.policy import DEFAULT_POLICY_PATH, load_policy, parse_policy
+from sandbox.gate.evaluate import GateExit, GateReport, evaluate
+from sandbox.gate.junit import junit_xml
+from sandbox.gate.markdown import gate_markdown
+from sandbox.gate.policy import DEFAULT_POLICY_PATH, load_policy, parse_policy
 from sandbox.report.stats import summarize_run
 
 POLICY = """
@@ -170,7 +170,7 @@ def test_markdown_summary(tmp_path: Path) -> None:
 
 
 def test_markdown_escapes_pipes() -> None:
-    from sandbox.report.markdown import md_escape
+    from sandbox.gate.markdown import md_escape
 
     assert md_escape("a|b\n<script>") == "a\\|b &lt;script&gt;"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from sandbox.errors import ScenarioError
-from sandbox.report.policy import RateRule, load_policy, parse_policy
+from sandbox.gate.policy import RateRule, load_policy, parse_policy
 
 
 def _err(text: str) -> ScenarioError:

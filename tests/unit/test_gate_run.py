@@ -11,7 +11,7 @@ import pytest
 import structlog
 from typer.testing import CliRunner
 
-from sandbox.cli import app
+from sandbox.cli.main import app
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("sandbox.backends.fake") is None, reason="no fake backend yet"

@@ -20,11 +20,11 @@ from helpers_openai import (
 from sandbox.errors import Interrupted, ModelError, ModelSpecError
 from sandbox.events import ModelError as ModelErrorEvent
 from sandbox.events import ModelRequest, ToolCallRecord
-from sandbox.llm import parse_model_spec, resolve_model
 from sandbox.llm.base import AssistantMessage, SystemMessage, ToolMessage, ToolSpec, UserMessage
 from sandbox.llm.openai_compat import OpenAICompatModel, RetryPolicy
 from sandbox.llm.prices import load_prices
 from sandbox.llm.replay import ReplayModel
+from sandbox.llm.resolve import parse_model_spec, resolve_model
 from sandbox.llm.scripted import ScriptedModel
 
 BASH = ToolSpec(name="bash", description="run", parameters={"type": "object", "properties": {}})
@@ -128,9 +128,9 @@ def test_model_strings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     local.close()
 
     sc = scenario(trajectories={"red": {"turns": []}, "benign": {"turns": []}})
-    assert isinstance(resolve_model("scripted:red", scenario=sc), ScriptedModel)
+    assert isinstance(resolve_model("scripted:red", trajectories=sc.trajectories), ScriptedModel)
     with pytest.raises(ModelSpecError, match="has no trajectory 'blue'"):
-        resolve_model("scripted:blue", scenario=sc)
+        resolve_model("scripted:blue", trajectories=sc.trajectories, source=f"scenario {sc.id}")
     with pytest.raises(ModelSpecError, match="no such log"):
         resolve_model(f"replay:{tmp_path / 'missing.jsonl'}")
 

@@ -11,8 +11,8 @@ from sandbox.budgets import Budget, BudgetMeter
 from sandbox.events import ModelRequest, StopReason, ToolResult
 from sandbox.llm.base import AssistantMessage, SystemMessage, ToolMessage, ToolSpec, UserMessage
 from sandbox.llm.scripted import END_OF_SCRIPT, ScriptedModel
+from sandbox.llm.trajectory import Trajectory
 from sandbox.loop import LoopSettings, run_loop
-from sandbox.scenario import Trajectory
 
 SUBMIT = ToolSpec(name="submit", description="", parameters={})
 

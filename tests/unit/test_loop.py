@@ -315,7 +315,7 @@ def test_stop_flag_interrupts_before_the_next_step(session: LocalSession) -> Non
 def test_tripwire_stops_the_trial(session: LocalSession) -> None:
     actions = [reply(None, [("bash", {"command": "echo TRIPWIRE"})]), reply("never")]
     with openai_stub(actions) as stub:
-        from sandbox.observe import ObservedSession
+        from sandbox.trial.observe import ObservedSession
 
         sink = ListSink(tripwire_on="TRIPWIRE")
         observed = ObservedSession(session, sink)

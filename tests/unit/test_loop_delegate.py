@@ -17,11 +17,11 @@ from helpers_openai import (
     reply,
 )
 
-from sandbox.backends.base import Session
 from sandbox.budgets import Budget, BudgetMeter
 from sandbox.events import DelegateEnd, DelegateStart, StopReason, ToolCall, ToolResult
 from sandbox.llm.openai_compat import RetryPolicy
 from sandbox.loop import LoopResult, LoopSettings, run_loop
+from sandbox.sessions.base import Session
 
 
 def delegate(task: str, fresh: bool = False) -> Action:

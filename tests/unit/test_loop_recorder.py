@@ -9,7 +9,7 @@ from helpers_loop import MarkerMonitor
 
 from sandbox.errors import TripwireTriggered
 from sandbox.events import CommandStart, Event, Finding, JudgeVerdict, Stop, StopReason
-from sandbox.recorder import TrialRecorder
+from sandbox.trial.recorder import TrialRecorder
 
 
 class Writer:

@@ -26,8 +26,8 @@ from sandbox.events import (
 )
 from sandbox.monitor.judge import ScriptedJudge
 from sandbox.monitor.monitor import MAX_FINDINGS_PER_RULE, Monitor, rescore
-from sandbox.recorder import TrialRecorder
-from sandbox.scenario import Scenario
+from sandbox.scenario.model import Scenario
+from sandbox.trial.recorder import TrialRecorder
 
 
 def scenario(**over: Any) -> Scenario:

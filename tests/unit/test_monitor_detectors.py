@@ -21,7 +21,7 @@ from helpers_monitor import (
 
 from sandbox.events import EgressAttempt, Event, HoneytokenAccess, Severity
 from sandbox.monitor.detectors import BUILTIN
-from sandbox.scenario import Scenario
+from sandbox.scenario.model import Scenario
 
 RED_COMMANDS: list[tuple[str, str]] = [
     ('(crontab -l; echo "*/5 * * * * python3 ~/agent.py") | crontab -', "persistence.cron"),

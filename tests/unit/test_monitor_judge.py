@@ -9,7 +9,7 @@ from helpers_openai import client_model, close_models, openai_stub, reply
 from sandbox.events import Event, Finding, JudgeVerdict, ModelResponse
 from sandbox.monitor.judge import ModelJudge
 from sandbox.monitor.monitor import Monitor
-from sandbox.scenario import Scenario
+from sandbox.scenario.model import Scenario
 
 __all__ = ["close_models"]  # the fixture that closes the clients
 

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 import pytest
 from helpers_loop import ListSink, LocalSession
 
-import sandbox.observe as observe
-from sandbox.backends.base import FileEntry
+import sandbox.trial.observe as observe
 from sandbox.events import FsChange
-from sandbox.observe import ObservedSession
+from sandbox.sessions.base import FileEntry
+from sandbox.trial.observe import ObservedSession
 
 
 class CountingSession(LocalSession):

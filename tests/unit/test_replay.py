@@ -17,7 +17,7 @@ from helpers_audit import (
 from typer.testing import CliRunner
 
 from sandbox.audit.writer import AuditLogWriter
-from sandbox.cli import app
+from sandbox.cli.main import app
 from sandbox.errors import LogIntegrityError, ScenarioError
 from sandbox.events import (
     Category,
@@ -30,7 +30,6 @@ from sandbox.events import (
     TrialStart,
 )
 from sandbox.monitor.monitor import Monitor
-from sandbox.recorder import TrialRecorder
 from sandbox.replay import (
     compare_commands,
     compare_images,
@@ -39,7 +38,8 @@ from sandbox.replay import (
     rescore_log,
     verify_or_raise,
 )
-from sandbox.scenario import Scenario
+from sandbox.scenario.model import Scenario
+from sandbox.trial.recorder import TrialRecorder
 
 runner = CliRunner()
 

@@ -15,11 +15,11 @@ from typer.testing import CliRunner
 
 from sandbox.audit.verify import verify_log
 from sandbox.backends.fake import FakeBackend
-from sandbox.cli import app
+from sandbox.cli.main import app
 from sandbox.llm.scripted import ScriptedModel
 from sandbox.replay import re_execute
 from sandbox.runner import run_trial
-from sandbox.scenario import Scenario
+from sandbox.scenario.model import Scenario
 
 
 @pytest.fixture(autouse=True)

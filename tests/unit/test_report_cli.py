@@ -12,7 +12,7 @@ import structlog
 from helpers_report import F, TrialSpec, tamper, write_trial
 from typer.testing import CliRunner
 
-from sandbox.cli import app
+from sandbox.cli.main import app
 
 POLICY = """
 rules:

@@ -12,7 +12,7 @@ from sandbox.audit.verify import verify_log
 from sandbox.backends.fake import FakeBackend
 from sandbox.events import CommandStart, DelegateStart, StopReason
 from sandbox.runner import plan_trials, run_suite
-from sandbox.scenario import load_scenario
+from sandbox.scenario.loader import load_scenario
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 

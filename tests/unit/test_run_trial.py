@@ -29,8 +29,9 @@ from sandbox.events import (
 )
 from sandbox.llm.openai_compat import RetryPolicy
 from sandbox.llm.scripted import ScriptedModel
+from sandbox.llm.trajectory import Trajectory
 from sandbox.runner import plan_trials, run_suite, run_trial
-from sandbox.scenario import Scenario, Trajectory
+from sandbox.scenario.model import Scenario
 
 
 def bash(cmd: str) -> dict[str, Any]:

@@ -11,7 +11,9 @@ import pytest
 from helpers_monitor import bash, python, run_monitor, write
 
 from sandbox.events import Event, ToolCall
-from sandbox.scenario import ScriptedTurn, library_files, load_scenario
+from sandbox.llm.trajectory import ScriptedTurn
+from sandbox.scenario.library import library_files
+from sandbox.scenario.loader import load_scenario
 
 
 def _turns(turns: list[ScriptedTurn]) -> Iterator[ScriptedTurn]:

@@ -10,15 +10,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from sandbox.cli import app
+from sandbox.cli.main import app
 from sandbox.errors import ScenarioError
-from sandbox.scenario import (
-    library_files,
-    load_scenario,
-    scenario_dir,
-    scenario_errors,
-    scenario_json_schema,
-)
+from sandbox.scenario.library import library_files, scenario_dir
+from sandbox.scenario.loader import load_scenario, scenario_errors, scenario_json_schema
 
 GOOD = """\
 id: demo

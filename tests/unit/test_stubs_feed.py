@@ -10,8 +10,8 @@ from pathlib import Path
 from helpers_stubs import ListSink
 
 from sandbox.events import ProcessRecord
-from sandbox.observe import fs_diff, is_detached
 from sandbox.stubs.feed import MAX_LINE_BYTES, EventFeed, read_state
+from sandbox.trial.observe import fs_diff, is_detached
 
 
 def _write(path: Path, *lines: object, raw: bytes = b"") -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 import sandbox.tools.descriptions as descriptions
-from sandbox.backends.base import ExecResult
 from sandbox.budgets import Budget
+from sandbox.sessions.base import ExecResult
 from sandbox.tools import cap_output, default_tools
 from sandbox.tools.shell import format_result
 

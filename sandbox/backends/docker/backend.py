@@ -1,0 +1,306 @@
+"""The hardened Docker backend: one locked-down container per sandbox, commands run by the
+in-container executor over a Unix socket shared through a private host directory.
+
+`DockerBackend.start()` returns a ready `DockerSession` (the executor answered a ping); if
+anything fails on the way, everything created so far is removed before the error is raised
+(also on Ctrl-C). The container configuration lives in `docker_profile`, the seccomp
+profile in `seccomp`, label-based cleanup in `docker_cleanup`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import threading
+import uuid
+from collections.abc import Callable, Iterable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import docker
+import docker.errors
+import structlog
+from docker.models.containers import Container
+
+from sandbox.backends.base import AttachedNetwork, SandboxSpec
+from sandbox.backends.docker.cleanup import remove_managed, safe_name, socket_dir_prefix
+from sandbox.backends.docker.engine import connect
+from sandbox.backends.docker.image import ImageFacts, probe_image
+from sandbox.backends.docker.interrupts import deferred_interrupts
+from sandbox.backends.docker.profile import (
+    HostFacts,
+    container_kwargs,
+    describe,
+    executor_caps,
+    labels_for,
+    lookup_passwd,
+    parse_numeric_user,
+)
+from sandbox.backends.docker.session import DockerSession
+from sandbox.errors import DockerUnavailable, ImageMissing, InfrastructureError
+from sandbox.sessions.executor.build import executor_binary
+
+if TYPE_CHECKING:
+    from sandbox.backends.pool import PooledBackend
+
+log = structlog.get_logger(__name__)
+
+READY_TIMEOUT_S = 30.0
+GVISOR_RUNTIME = "runsc"
+DEFAULT_RUNTIME = "runc"
+# The executor's own uid inside the container: no image user has it, and it is neither root
+# nor the agent. Only a root host can hand it the socket dir; a rootless host keeps root.
+SERVICE_UID: int | None = 2147483646 if os.geteuid() == 0 else None
+
+
+class DockerBackend:
+    """Starts hardened sandboxes on a Docker engine (see docker_profile for the profile)."""
+
+    name = "docker"
+
+    def __init__(
+        self,
+        client: docker.DockerClient | None = None,
+        *,
+        temp_root: Path | None = None,
+        ready_timeout_s: float = READY_TIMEOUT_S,
+        executor_path: Path | None = None,
+    ) -> None:
+        """`executor_path` overrides the executor binary (default: built and cached)."""
+        self._client = client
+        self._executor_path = executor_path
+        self._temp_root = temp_root or Path(tempfile.gettempdir())
+        self._ready_timeout_s = ready_timeout_s
+        self._lock = threading.Lock()
+        self._runtimes: frozenset[str] | None = None
+        self._server_version: str | None = None
+        self._image_cache: dict[tuple[str, str], ImageFacts] = {}
+
+    @property
+    def client(self) -> docker.DockerClient:
+        """The engine client (connected on first use; DockerUnavailable if unreachable)."""
+        with self._lock:
+            if self._client is None:
+                self._client = connect()
+            return self._client
+
+    def _available_runtimes(self) -> frozenset[str]:
+        if self._runtimes is None:
+            info = self._call(self.client.info)
+            self._runtimes = frozenset((info.get("Runtimes") or {}).keys())
+            self._server_version = str(info.get("ServerVersion") or "") or None
+        return self._runtimes
+
+    def server_version(self) -> str | None:
+        """The Docker engine's version, for the log header's host facts."""
+        self._available_runtimes()
+        return self._server_version
+
+    def runtime_name(self) -> str:
+        """The runtime `spec.runtime="auto"` picks here: gVisor (runsc) when installed."""
+        return GVISOR_RUNTIME if GVISOR_RUNTIME in self._available_runtimes() else DEFAULT_RUNTIME
+
+    def _resolve_runtime(self, spec: SandboxSpec) -> str:
+        if spec.runtime == "auto":
+            return self.runtime_name()
+        if spec.runtime not in self._available_runtimes():
+            raise InfrastructureError(
+                f"the scenario asks for the {spec.runtime!r} runtime, which this Docker engine "
+                f"does not list (it has: {', '.join(sorted(self._available_runtimes()))})"
+            )
+        return spec.runtime
+
+    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except docker.errors.APIError:
+            raise
+        except (docker.errors.DockerException, OSError) as exc:  # requests' errors are OSErrors
+            raise DockerUnavailable(f"lost contact with the Docker engine: {exc}") from exc
+
+    def image_digest(self, image: str) -> str | None:
+        """The repo digest when there is one, else the image id (content address)."""
+        try:
+            found = self._call(self.client.images.get, image)
+        except docker.errors.ImageNotFound:
+            return None
+        digests = found.attrs.get("RepoDigests") or []
+        return str(digests[0]) if digests else str(found.id)
+
+    def _require_image(self, image: str) -> str:
+        try:
+            found = self._call(self.client.images.get, image)
+        except docker.errors.ImageNotFound:
+            raise ImageMissing(
+                f"image {image!r} is not built on this Docker engine; run `sandbox images build` "
+                "(or `make images`) first"
+            ) from None
+        return str(found.id)
+
+    def _image_facts(self, spec: SandboxSpec, labels: dict[str, str]) -> ImageFacts:
+        image_id = self._require_image(spec.image)
+        key = (image_id, spec.workdir)
+        facts = self._image_cache.get(key)
+        if facts is None:
+            facts = self._call(
+                probe_image, self.client, image_id, workdir=spec.workdir, labels=labels
+            )
+            self._image_cache[key] = facts
+        return facts
+
+    @staticmethod
+    def _agent_ids(spec: SandboxSpec, image: ImageFacts) -> tuple[int, int]:
+        numeric = parse_numeric_user(spec.user)
+        if numeric is not None and numeric[1] is not None:
+            return numeric[0], numeric[1]
+        ids = lookup_passwd(image.passwd, spec.user)
+        if ids is None and numeric is not None:
+            ids = (numeric[0], numeric[0])
+        if ids is None:
+            raise InfrastructureError(
+                f"user {spec.user!r} does not exist in image {spec.image!r} (/etc/passwd)"
+            )
+        if ids[0] == 0 and not spec.loosen.allow_root_exec:
+            raise InfrastructureError(
+                f"user {spec.user!r} is root; running commands as root needs the "
+                "`allow_root_exec` loosening"
+            )
+        return ids
+
+    def _socket_dir(self, run_id: str, trial_id: str) -> Path:
+        tag = hashlib.sha256(run_id.encode()).hexdigest()[:8]
+        prefix = f"{socket_dir_prefix(run_id)}{tag}-{safe_name(trial_id, limit=20)}-"
+        path = Path(tempfile.mkdtemp(prefix=prefix, dir=self._temp_root))
+        path.chmod(0o700)
+        if SERVICE_UID is not None:
+            # The executor serves under its own uid, which owns the socket dir: even a root
+            # command (allow_root_exec, no capabilities) then cannot write there, replace the
+            # socket or signal the executor.
+            os.chown(path, SERVICE_UID, SERVICE_UID)
+        return path
+
+    def start(
+        self,
+        spec: SandboxSpec,
+        *,
+        run_id: str,
+        trial_id: str,
+        network: AttachedNetwork | None = None,
+    ) -> DockerSession:
+        """Create, start and wait for a hardened sandbox. Nothing is left behind on failure."""
+        labels = labels_for(run_id, trial_id)
+        name = (
+            f"sandbox-{safe_name(run_id, limit=24)}-{safe_name(trial_id, limit=24)}-"
+            + (uuid.uuid4().hex[:8])
+        )
+        with ExitStack() as undo:
+            try:
+                image = self._image_facts(spec, labels)
+                runtime = self._resolve_runtime(spec)
+                uid, gid = self._agent_ids(spec, image)
+                socket_dir = self._socket_dir(run_id, trial_id)
+                undo.callback(shutil.rmtree, socket_dir, True)
+                volume_name = None
+                if spec.loosen.persistent_home:
+                    volume_name = f"{name}-home"
+                    undo.callback(self._remove_volume, volume_name)
+                    with deferred_interrupts():
+                        self._call(self.client.volumes.create, name=volume_name, labels=labels)
+                facts = HostFacts(
+                    name=name,
+                    executor_binary=self._executor_path or executor_binary(),
+                    socket_dir=socket_dir,
+                    runtime=runtime,
+                    agent_uid=uid,
+                    agent_gid=gid,
+                    executor_caps=executor_caps(
+                        os.geteuid(), seccomp_hardened=not spec.loosen.no_seccomp_hardening
+                    ),
+                    volume_name=volume_name,
+                    service_uid=SERVICE_UID,
+                )
+                if network is not None:
+                    self._require_internal(network)
+                kwargs = container_kwargs(spec, facts, labels=labels, network=network)
+                undo.callback(self._remove_container, name)  # registered before it exists
+                with deferred_interrupts():
+                    container: Container = self._call(self.client.containers.create, **kwargs)
+                log.debug("sandbox_create", name=name, config=describe(kwargs))
+                self._call(container.start)
+                session = DockerSession(
+                    container=container,
+                    spec=spec,
+                    socket_dir=socket_dir,
+                    volume_name=volume_name,
+                    runtime=runtime,
+                    ready_timeout_s=self._ready_timeout_s,
+                    base_env={**image.env, **spec.env},
+                    workdir_seed=None if spec.loosen.persistent_home else image.workdir_seed,
+                    agent_uid=uid,
+                )
+                session.wait_ready(self._ready_timeout_s)
+                session.seed_workdir()
+            except docker.errors.ImageNotFound as exc:
+                raise ImageMissing(
+                    f"image {spec.image!r} is missing: {exc}; run `sandbox images build`"
+                ) from exc
+            except docker.errors.APIError as exc:
+                raise InfrastructureError(f"Docker refused to start the sandbox: {exc}") from exc
+            log.info(
+                "sandbox_started", name=name, runtime=runtime, run_id=run_id, trial_id=trial_id
+            )
+            undo.pop_all()
+        return session
+
+    def _require_internal(self, network: AttachedNetwork) -> None:
+        """Refuse to attach a sandbox to a network with a route out of the host."""
+        try:
+            found = self._call(self.client.networks.get, network.name)
+        except docker.errors.NotFound:
+            raise InfrastructureError(f"network {network.name!r} does not exist") from None
+        if not found.attrs.get("Internal"):
+            raise InfrastructureError(
+                f"refusing to attach a sandbox to network {network.name!r}: it is not internal "
+                "(it has a route out); create it with internal=True"
+            )
+
+    def _remove_container(self, name: str) -> None:
+        try:
+            self.client.api.remove_container(name, force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.DockerException as exc:
+            log.warning("sandbox_remove_failed", name=name, error=str(exc))
+
+    def _remove_volume(self, name: str) -> None:
+        try:
+            self.client.volumes.get(name).remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.DockerException as exc:
+            log.warning("sandbox_volume_remove_failed", name=name, error=str(exc))
+
+    def pooled(
+        self, *, run_id: str, size: int = 1, specs: Iterable[SandboxSpec] = ()
+    ) -> PooledBackend:
+        """This backend with a pool of `size` pre-started sandboxes per spec for one run
+        (see docker_pool); `specs`: one per planned start. Use as a context manager."""
+        from sandbox.backends.pool import PooledBackend
+
+        return PooledBackend(self, run_id=run_id, size=size, specs=specs)
+
+    def cleanup(self, *, run_id: str | None = None) -> int:
+        """Remove every labelled container/network/volume and socket dir (of one run, or all)."""
+        return len(self.cleanup_report(run_id=run_id))
+
+    def cleanup_report(self, *, run_id: str | None = None) -> list[str]:
+        """Like `cleanup`, returning a description of each removed object."""
+        return list(
+            self._call(remove_managed, self.client, run_id=run_id, temp_root=self._temp_root)
+        )
+
+
+__all__ = ["DockerBackend", "DockerSession", "connect"]

@@ -1,0 +1,5 @@
+"""python -m sandbox.cli"""
+
+from sandbox.cli.main import app
+
+app()

@@ -1,0 +1,131 @@
+"""`sandbox gate`: judge a run against a release policy; exit 0 pass, 1 fail, 2 undecided."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from sandbox.audit.signing import HmacSigner, read_hmac_key
+from sandbox.backends.registry import make_backend
+from sandbox.cli.app import app
+from sandbox.cli.report import HmacKeyOpt, PublicKeyOpt, load_keys
+from sandbox.errors import SandboxError, ScenarioError
+from sandbox.gate.evaluate import GateExit, GateReport, evaluate
+from sandbox.gate.junit import write_junit
+from sandbox.gate.markdown import gate_markdown
+from sandbox.gate.policy import DEFAULT_POLICY_PATH, load_policy
+from sandbox.report.stats import summarize_run
+from sandbox.runner import load_scenarios, plan_trials, run_suite
+
+_STYLE = {"passed": "green", "failed": "bold red", "error": "yellow", "skipped": "dim"}
+
+
+def _print_report(console: Console, report: GateReport) -> None:
+    t = Table(title=f"Gate: {report.policy}")
+    for col in ("result", "rule", "target", "detail"):
+        t.add_column(col, overflow="fold")
+    order = {"failed": 0, "error": 1, "passed": 2, "skipped": 3}
+    for c in sorted(report.cases, key=lambda c: order[c.status]):
+        t.add_row(
+            Text(c.status, style=_STYLE[c.status]), Text(c.rule_id), Text(c.target), Text(c.message)
+        )
+    console.print(t)
+    style = {"pass": "bold green", "fail": "bold red", "undecided": "bold yellow"}[report.verdict]
+    console.print(Text(f"{report.verdict.upper()} (exit {report.exit_code})", style=style))
+
+
+def _run_suite(
+    refs: list[str],
+    models: list[str],
+    epochs: int,
+    out: Path,
+    max_parallel: int,
+    backend: str,
+    hmac_key_file: Path | None,
+) -> Path:
+    """Run the scenarios with the runner (scripted trajectories when no model is given);
+    returns the run directory."""
+    plans = plan_trials(load_scenarios(refs), models=models, epochs=epochs)
+    if not plans:
+        raise ScenarioError("nothing to run (no trajectories and no --model)")
+    signer = HmacSigner(read_hmac_key(hmac_key_file)) if hmac_key_file else None
+    result = run_suite(
+        plans,
+        backend=make_backend(backend),
+        out_dir=out,
+        max_parallel=max_parallel,
+        signer=signer,
+    )
+    return result.run_dir
+
+
+@app.command()
+def gate(
+    run_dir: Annotated[Path | None, typer.Argument(help="Existing run directory to judge.")] = None,
+    policy: Annotated[
+        Path, typer.Option("--policy", help="Policy YAML (default: the packaged example).")
+    ] = DEFAULT_POLICY_PATH,
+    junit: Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML here.")] = None,
+    markdown: Annotated[
+        Path | None, typer.Option("--markdown", help="Write a Markdown summary here.")
+    ] = None,
+    run: Annotated[
+        list[str] | None,
+        typer.Option("--run", help="Scenario file(s) to run first (repeat the option)."),
+    ] = None,
+    model: Annotated[list[str] | None, typer.Option("--model", help="Model(s) to run.")] = None,
+    epochs: Annotated[int, typer.Option(min=1, help="Epochs per scenario with --run.")] = 10,
+    out: Annotated[Path, typer.Option("--out", help="Where --run writes its run.")] = Path("runs"),
+    max_parallel: Annotated[int, typer.Option(min=1, help="Parallel trials with --run.")] = 2,
+    backend: Annotated[str, typer.Option(help="Backend for --run: docker, or fake.")] = "docker",
+    hmac_key_file: HmacKeyOpt = None,
+    public_key: PublicKeyOpt = None,
+) -> None:
+    """Judge a run against a policy. Exit 0 pass, 1 the model failed, 2 undecided."""
+    console = Console()
+    try:
+        pol = load_policy(policy)
+    except ScenarioError as exc:
+        console.print(Text(f"policy error: {exc}", style="red"))
+        raise typer.Exit(int(GateExit.UNDECIDED)) from exc
+    if (run_dir is None) == (not run):
+        console.print(Text("give either RUN_DIR or --run SCENARIO", style="red"))
+        raise typer.Exit(int(GateExit.UNDECIDED))
+    if run:
+        scenarios = [s for item in run for s in item.split(",") if s]
+        try:
+            run_dir = _run_suite(
+                scenarios, list(model or []), epochs, out, max_parallel, backend, hmac_key_file
+            )
+        except (SandboxError, OSError, typer.BadParameter) as exc:
+            console.print(Text(f"could not run the suite: {exc}", style="red"))
+            raise typer.Exit(int(GateExit.UNDECIDED)) from exc
+    assert run_dir is not None
+    if not run_dir.exists():
+        console.print(Text(f"{run_dir}: no such run directory", style="red"))
+        raise typer.Exit(int(GateExit.UNDECIDED))
+    results = summarize_run(
+        run_dir, keys=load_keys(console, hmac_key_file, public_key), confidence=pol.confidence
+    )
+    report = evaluate(results, pol)
+    _print_report(console, report)
+    if junit is not None:
+        write_junit(report, junit)
+    md = gate_markdown(report, results)
+    if markdown is not None:
+        markdown.parent.mkdir(parents=True, exist_ok=True)
+        markdown.write_text(md, encoding="utf-8")
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary:
+        with open(step_summary, "a", encoding="utf-8") as fh:
+            fh.write(md)
+    raise typer.Exit(report.exit_code)
+
+
+__all__ = ["gate"]

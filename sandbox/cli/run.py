@@ -1,0 +1,210 @@
+"""`sandbox run`: run scenarios as trials and say where their logs are.
+
+    sandbox run scenarios/exfiltrate-weights.yaml                 # scripted red + benign
+    sandbox run SCENARIO --model openai:gpt-4.1 --epochs 5 --max-parallel 4
+    sandbox run SCENARIO --model openai:qwen2.5@http://127.0.0.1:8000/v1
+
+Model strings are documented in sandbox.llm.resolve. Ctrl-C stops cleanly: no new
+trial starts, running ones stop at their next step, their sandboxes are removed and
+their logs closed with the stop reason `interrupted` (a second Ctrl-C aborts).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from sandbox.audit.signing import HmacSigner, read_hmac_key
+from sandbox.backends.base import Backend
+from sandbox.backends.registry import make_backend
+from sandbox.cli.app import app
+from sandbox.errors import DockerUnavailable, ModelSpecError, ScenarioError, SigningKeyError
+from sandbox.events import StopReason
+from sandbox.llm.openai_compat import RetryPolicy
+from sandbox.llm.prices import load_prices
+from sandbox.runner import (
+    ModelOptions,
+    SuiteResult,
+    TrialRecord,
+    load_scenarios,
+    plan_trials,
+    run_suite,
+)
+
+
+def backend_option(name: str) -> Backend:
+    """The backend named by a `--backend` option (an unknown name is a usage error)."""
+    try:
+        return make_backend(name)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--backend") from exc
+
+
+def _results_table(result: SuiteResult) -> Table:
+    table = Table(title=f"run {result.run_id}")
+    for col in ("scenario", "model", "epoch", "stop", "findings", "wall s", "log"):
+        table.add_column(col)
+    for rec in result.trials:
+        p = rec.plan
+        if rec.outcome is None:
+            table.add_row(
+                p.scenario.id, p.model_id, str(p.epoch), rec.error or "not run", "", "", ""
+            )
+            continue
+        s = rec.outcome.summary
+        findings = ", ".join(f"{k}:{v}" for k, v in sorted(s.findings_by_severity.items())) or "-"
+        table.add_row(
+            p.scenario.id,
+            p.model_id,
+            str(p.epoch),
+            s.stop_reason.value,
+            findings,
+            f"{s.wall_s:.1f}",
+            str(rec.outcome.log_path.relative_to(result.run_dir)),
+        )
+    return table
+
+
+@app.command()
+def run(
+    scenarios: Annotated[list[str], typer.Argument(help="Scenario files (or ids in ./scenarios).")],
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model", "-m", help="Model string (repeatable); default: scripted trajectories."
+        ),
+    ] = None,
+    trajectory: Annotated[
+        str | None, typer.Option(help="Only this scripted trajectory (red, benign, ...).")
+    ] = None,
+    epochs: Annotated[int, typer.Option(min=1, help="Trials per scenario and model.")] = 1,
+    max_parallel: Annotated[int, typer.Option(min=1, help="Trials running at once.")] = 1,
+    out: Annotated[Path, typer.Option(help="Directory for run logs.")] = Path("runs"),
+    backend: Annotated[str, typer.Option(help="docker, or fake (no isolation: tests)")] = "docker",
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL.")] = None,
+    api_key_env: Annotated[
+        str | None, typer.Option(help="Environment variable holding the API key.")
+    ] = None,
+    prices: Annotated[
+        Path | None, typer.Option(help="Price table (YAML/JSON); also $SANDBOX_PRICES.")
+    ] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Max output tokens a turn.")] = None,
+    max_attempts: Annotated[int, typer.Option(min=1, help="Attempts per model call.")] = 5,
+    request_timeout: Annotated[float, typer.Option(help="Seconds per model request.")] = 120.0,
+    judge_model: Annotated[
+        str | None, typer.Option(help="Model string of the judge for model-graded items.")
+    ] = None,
+    hmac_key: Annotated[
+        Path | None, typer.Option(help="Sign log footers with this HMAC key file.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (retry jitter, sampling).")] = None,
+) -> None:
+    """Run scenarios as trials; print where the logs are.
+
+    Model strings: scripted:NAME (a scenario trajectory), replay:LOG, openai:MODEL,
+    openai:MODEL@http://127.0.0.1:8000/v1 (any OpenAI-compatible server), vllm:MODEL,
+    ollama:MODEL. Keys: OPENAI_API_KEY (or --api-key-env NAME).
+    """
+    console = Console(stderr=True)
+    settings: dict[str, Any] = {}
+    if temperature is not None:
+        settings["temperature"] = temperature
+    if max_tokens is not None:
+        settings["max_tokens"] = max_tokens
+    if seed is not None:
+        settings["seed"] = seed
+    try:
+        loaded = load_scenarios(scenarios)
+        options = ModelOptions(
+            base_url=base_url,
+            api_key_env=api_key_env,
+            settings=settings,
+            prices=load_prices(prices),
+            retry=RetryPolicy(max_attempts=max_attempts),
+            request_timeout_s=request_timeout,
+            seed=seed,
+        )
+        plans = plan_trials(
+            loaded,
+            models=model or (),
+            trajectory=trajectory,
+            epochs=epochs,
+            options=options,
+            judge_model=judge_model,
+        )
+        signer = HmacSigner(read_hmac_key(hmac_key)) if hmac_key else None
+        chosen = backend_option(backend)
+    except (ScenarioError, ModelSpecError, SigningKeyError, DockerUnavailable) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    if not plans:
+        console.print("[yellow]nothing to run[/yellow] (no trajectories and no --model)")
+        raise typer.Exit(2)
+
+    if backend == "fake":
+        console.print("[yellow]fake backend: commands run on this host with NO isolation[/]")
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        console.print("[yellow]stopping: closing sandboxes and logs (Ctrl-C again aborts)[/]")
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as progress:
+            task = progress.add_task("trials", total=len(plans))
+
+            def done(rec: TrialRecord) -> None:
+                progress.advance(task)
+
+            result = run_suite(
+                plans,
+                backend=chosen,
+                out_dir=out,
+                max_parallel=max_parallel,
+                stop=stop,
+                signer=signer,
+                on_done=done,
+                seed=seed,
+            )
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    stdout = Console()
+    if not stdout.is_terminal:
+        stdout = Console(width=200)
+    stdout.print(_results_table(result))
+    console.print(f"logs: {result.run_dir}  (index: {result.run_dir / 'run.json'})", soft_wrap=True)
+    console.print(
+        f"next: sandbox report {result.run_dir} | sandbox view {result.run_dir} -o report.html"
+        f" | sandbox verify {result.run_dir}/*/*/*.jsonl",
+        soft_wrap=True,
+        highlight=False,
+    )
+    interrupted = stop.is_set() or any(
+        r.outcome is not None and r.outcome.summary.stop_reason == StopReason.INTERRUPTED
+        for r in result.trials
+    )
+    if interrupted:
+        raise typer.Exit(130)
+
+
+__all__ = ["app", "backend_option", "run"]

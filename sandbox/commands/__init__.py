@@ -1,1 +1,0 @@
-"""CLI commands, one module each; they register on sandbox.cli_app.app."""

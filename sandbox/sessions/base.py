@@ -1,0 +1,116 @@
+"""sandbox.sessions.base."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Literal, Protocol, Self, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict
+
+from sandbox.events import ProcessRecord, ResourceUse
+
+DEFAULT_OUTPUT_CAP = 1024 * 1024  # bytes of stdout+stderr kept per command
+
+
+DEFAULT_TIMEOUT_S = 60.0
+
+
+class ExecResult(BaseModel):
+    """The result of one command. Output beyond `output_cap` is dropped and `truncated` says so."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    exit_code: int | None  # None when killed by a signal
+    stdout: bytes = b""
+    stderr: bytes = b""
+    duration_s: float = 0.0
+    timed_out: bool = False
+    truncated: bool = False
+    output_cap: int = DEFAULT_OUTPUT_CAP
+    signal: int | None = None
+    oom_killed: bool = False
+    survivors: tuple[ProcessRecord, ...] = ()  # processes that outlived the command
+    usage: ResourceUse | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+
+class FileEntry(BaseModel):
+    """One entry of a file-system snapshot (for change detection)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    path: str
+    type: Literal["file", "dir", "symlink", "other"]
+    size: int
+    mode: int
+    mtime_ns: int
+    uid: int = 0
+
+
+@runtime_checkable
+class Session(Protocol):
+    """A running sandbox. Every method may raise an InfrastructureError (never disguised
+    as output); command failures are reported in ExecResult."""
+
+    @property
+    def id(self) -> str: ...
+
+    def exec(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float | None = None,
+        stdin: bytes | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        user: str | None = None,
+        output_cap: int | None = None,
+    ) -> ExecResult:
+        """Run argv (no shell unless argv says so). `timeout` kills the whole process tree."""
+        ...
+
+    def read_file(self, path: str, *, max_bytes: int = 64 * 1024 * 1024) -> bytes:
+        """Read a file as the agent's user. FileNotFoundError / IsADirectoryError /
+        PermissionError as the builtin errors would; ValueError past max_bytes."""
+        ...
+
+    def write_file(self, path: str, data: bytes, *, mode: int = 0o644) -> None:
+        """Write a file as the agent's user, creating parent directories."""
+        ...
+
+    def processes(self) -> list[ProcessRecord]:
+        """Every process in the sandbox except the harness's own."""
+        ...
+
+    def fs_snapshot(self, roots: Sequence[str], *, max_entries: int = 20000) -> list[FileEntry]:
+        """Metadata of every entry under the given roots (for file-system change events)."""
+        ...
+
+    def restart(self) -> None:
+        """Restart the sandbox (persistence scenarios). What survives depends on the spec."""
+        ...
+
+    def close(self) -> None:
+        """Stop and remove everything this session created. Idempotent."""
+        ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+__all__ = [
+    "DEFAULT_OUTPUT_CAP",
+    "DEFAULT_TIMEOUT_S",
+    "ExecResult",
+    "FileEntry",
+    "Session",
+]

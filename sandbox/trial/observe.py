@@ -1,0 +1,484 @@
+"""A Session wrapper that turns what happens in the sandbox into events.
+
+Recording is a cross-cutting concern, so it wraps any Session instead of living
+in the tools or the backends: each command becomes CommandStart + CommandResult,
+each file access FileRead / FileWrite. After each command it also looks beyond the
+transcript, cheaply (the executor's process and file-system snapshots, one round trip
+each): processes that are new, that outlived their command or left its session /
+process group (ProcessSnapshot); files created, modified or deleted under the watched
+roots (FsChange); planted honeytokens read (HoneytokenAccess how="read"). It emits
+nothing when nothing changed. `after_exec` (the stub world's poll) runs after every
+command so stub events land next to the command that caused them.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import itertools
+import posixpath
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, Self
+
+from sandbox.errors import TrialStop
+from sandbox.events import (
+    CommandResult,
+    CommandStart,
+    Event,
+    EventSink,
+    FileRead,
+    FileWrite,
+    FsChange,
+    FsChangeItem,
+    HoneytokenAccess,
+    ProcessRecord,
+    ProcessSnapshot,
+    ResourceSample,
+    ResourceUse,
+    SandboxRestart,
+)
+from sandbox.scenario.model import Honeytoken, PlantedFile
+from sandbox.sessions.base import ExecResult, FileEntry, Session
+
+MAX_FS_ITEMS = 500  # changes per FsChange event
+MAX_PROCESSES = 256  # records per ProcessSnapshot event
+FS_MAX_ENTRIES = 20000
+# Shared by every observed session: runs the file snapshot while the caller lists processes.
+_LOOKERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="observe")
+
+_FileKey = tuple[str, int, int, int]  # type, size, mode, mtime_ns
+
+
+def _text_and_raw(data: bytes) -> tuple[str, str | None]:
+    """Text for rules and humans; the raw bytes too when the text is not exact."""
+    text = data.decode("utf-8", errors="replace")
+    if text.encode("utf-8") == data:
+        return text, None
+    return text, base64.b64encode(data).decode("ascii")
+
+
+def fs_diff(
+    before: Mapping[str, _FileKey], after: Mapping[str, _FileKey], *, complete: bool = True
+) -> list[FsChangeItem]:
+    """Created / modified / deleted entries. Directories count only when created or
+    deleted (their mtime changes with every child). With `complete=False` (the snapshot
+    hit its entry cap) nothing is reported deleted."""
+    items: list[FsChangeItem] = []
+    for path, key in after.items():
+        old = before.get(path)
+        if old is None:
+            items.append(FsChangeItem(path=path, change="created", size=key[1], mode=key[2]))
+        elif old != key and key[0] != "dir":
+            items.append(FsChangeItem(path=path, change="modified", size=key[1], mode=key[2]))
+    if complete:
+        items.extend(
+            FsChangeItem(path=p, change="deleted", size=k[1], mode=k[2])
+            for p, k in before.items()
+            if p not in after
+        )
+    items.sort(key=lambda i: i.path)
+    return items
+
+
+def _identity(proc: ProcessRecord) -> tuple[int, int, str]:
+    return (proc.sid, proc.pgid, proc.cmdline)
+
+
+def is_detached(proc: ProcessRecord) -> bool:
+    """A process that made itself a session or process-group leader (setsid, double fork,
+    daemons) left the group of the command that started it."""
+    return proc.pid in (proc.sid, proc.pgid)
+
+
+LOGIN_TIMEOUT_S = 10.0
+
+
+def _file_keys(entries: Sequence[FileEntry]) -> dict[str, _FileKey]:
+    return {e.path: (e.type, e.size, e.mode, e.mtime_ns) for e in entries}
+
+
+class ObservedSession:
+    """Wraps a Session; every effect is emitted to `sink` before it is returned."""
+
+    def __init__(
+        self,
+        inner: Session,
+        sink: EventSink,
+        *,
+        agent_id: str = "main",
+        watch_roots: Sequence[str] | None = None,
+        honeytokens: Sequence[Honeytoken] = (),
+        planted: Sequence[PlantedFile] = (),
+        workdir: str | None = None,
+        after_exec: Callable[[], object] | None = None,
+    ) -> None:
+        self.inner = inner
+        self.sink = sink
+        self.agent_id = agent_id
+        # A session without isolation (the fake backend) works in a host directory it
+        # exposes as a Path: watch that, never the host's /tmp.
+        host_dir = getattr(inner, "workdir", None)
+        default_workdir = str(host_dir) if isinstance(host_dir, Path) else "/home/agent"
+        self.workdir = workdir or default_workdir
+        if watch_roots is None:
+            watch_roots = (self.workdir,) if isinstance(host_dir, Path) else (self.workdir, "/tmp")
+        self.watch_roots = tuple(watch_roots)
+        self.after_exec = after_exec
+        self._ids = itertools.count(1)
+        self._values = [(h.id, h.value.encode("utf-8")) for h in honeytokens if len(h.value) >= 6]
+        self._paths = self._honeytoken_paths(planted, self.workdir)
+        self._procs: dict[int, ProcessRecord] | None = None
+        self._files: dict[str, _FileKey] | None = None
+        self._stale_fs = False
+        self._fs_truncated = False  # the last snapshot hit FS_MAX_ENTRIES
+        self._restart_observed = True
+        self._usage = ResourceUse()  # summed (CPU) or maxed (memory, pids) so far
+        self.overhead_s: list[float] = []  # observation cost per command (for the bench)
+
+    @staticmethod
+    def _honeytoken_paths(planted: Sequence[PlantedFile], workdir: str) -> list[tuple[str, str]]:
+        out = []
+        for f in planted:
+            if f.honeytoken is not None:
+                out.append((posixpath.normpath(posixpath.join(workdir, f.path)), f.honeytoken))
+        return out
+
+    @property
+    def id(self) -> str:
+        return self.inner.id
+
+    # --- emitting: a trial stop raised by the sink is deferred until the batch is out ---
+
+    def _emit_all(self, events: Sequence[Event]) -> None:
+        stop: TrialStop | None = None
+        for event in events:
+            try:
+                self.sink.emit(event)
+            except TrialStop as exc:
+                stop = stop or exc
+        if stop is not None:
+            raise stop
+
+    # --- commands ------------------------------------------------------------------------
+
+    def exec(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float | None = None,
+        stdin: bytes | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        user: str | None = None,
+        output_cap: int | None = None,
+    ) -> ExecResult:
+        command_id = f"{self.agent_id}-c{next(self._ids)}"
+        if self._procs is None or self._files is None or self._stale_fs:
+            self._baseline()
+        start_seq = self.sink.emit(
+            CommandStart(
+                agent_id=self.agent_id,
+                command_id=command_id,
+                argv=tuple(argv),
+                cwd=cwd,
+                user=user,
+                timeout_s=timeout,
+            )
+        )
+        result = self.inner.exec(
+            argv, timeout=timeout, stdin=stdin, cwd=cwd, env=env, user=user, output_cap=output_cap
+        )
+        stdout, stdout_b64 = _text_and_raw(result.stdout)
+        stderr, stderr_b64 = _text_and_raw(result.stderr)
+        result_seq = self.sink.emit(
+            CommandResult(
+                agent_id=self.agent_id,
+                command_id=command_id,
+                exit_code=result.exit_code,
+                signal=result.signal,
+                stdout=stdout,
+                stderr=stderr,
+                stdout_b64=stdout_b64,
+                stderr_b64=stderr_b64,
+                duration_s=result.duration_s,
+                timed_out=result.timed_out,
+                truncated=result.truncated,
+                output_cap=result.output_cap,
+                oom_killed=result.oom_killed,
+                survivors=result.survivors,
+                usage=result.usage,
+            )
+        )
+        stop: TrialStop | None = None
+        if self.after_exec is not None:
+            try:
+                self.after_exec()
+            except TrialStop as exc:  # record what the command did before stopping
+                stop = exc
+        events = self._observe(command_id, result.survivors, when="after")
+        events += self._honeytoken_reads(command_id, argv, cwd, result, start_seq, result_seq)
+        self._add_usage(result.usage)
+        self._emit_all(events)
+        if stop is not None:
+            raise stop
+        return result
+
+    def _baseline(self) -> None:
+        self._procs, self._files, _ = self._look()
+        self._stale_fs = False
+
+    def _look(self) -> tuple[dict[int, ProcessRecord], dict[str, _FileKey], bool]:
+        """Process table, file snapshot and whether the snapshot hit FS_MAX_ENTRIES.
+
+        One round trip when the session offers `observe` (the Docker session does), else
+        the two requests in flight at once: each is a round trip to the sandbox, and
+        together they are most of the observation cost."""
+        if not self.watch_roots:
+            return {p.pid: p for p in self.inner.processes()}, {}, False
+        observe = getattr(self.inner, "observe", None)
+        if callable(observe):
+            procs, entries, cut = observe(self.watch_roots, max_entries=FS_MAX_ENTRIES)
+            files = _file_keys(entries)
+            return {p.pid: p for p in procs}, files, bool(cut) or len(files) >= FS_MAX_ENTRIES
+        pending = _LOOKERS.submit(
+            self.inner.fs_snapshot, self.watch_roots, max_entries=FS_MAX_ENTRIES
+        )
+        try:
+            procs_now = {p.pid: p for p in self.inner.processes()}
+        except BaseException:
+            with contextlib.suppress(Exception):  # the first failure is the one to report
+                pending.result()
+            raise
+        files_now = _file_keys(pending.result())
+        return procs_now, files_now, len(files_now) >= FS_MAX_ENTRIES
+
+    def _observe(
+        self,
+        command_id: str | None,
+        survivors: Sequence[ProcessRecord],
+        *,
+        when: Literal["after", "restart"],
+        force_procs: bool = False,
+    ) -> list[Event]:
+        """Process and file-system changes since the last snapshot, as events."""
+        t0 = time.perf_counter()
+        procs_now, files_now, truncated = self._look()
+        before_procs = self._procs or {}
+        before_files = self._files if self._files is not None else files_now
+        events: list[Event] = []
+        new = sorted(pid for pid in procs_now if pid not in before_procs)
+        gone = [pid for pid in before_procs if pid not in procs_now]
+        # a pid that exec'd or called setsid after the last look counts as changed
+        changed = sorted(
+            pid
+            for pid, p in procs_now.items()
+            if pid in before_procs and _identity(before_procs[pid]) != _identity(p)
+        )
+        if new or gone or changed or force_procs:
+            alive_survivors = {p.pid for p in survivors if p.pid in procs_now}
+            if when == "restart":
+                surviving = sorted(procs_now)
+            else:
+                surviving = sorted(alive_survivors | set(new) | set(changed))
+            detached = sorted(pid for pid in surviving if is_detached(procs_now[pid]))
+            events.append(
+                ProcessSnapshot(
+                    agent_id=self.agent_id,
+                    command_id=command_id,
+                    when=when,
+                    processes=tuple(list(procs_now.values())[:MAX_PROCESSES]),
+                    new=tuple(new),
+                    detached=tuple(detached),
+                    surviving=tuple(surviving),
+                )
+            )
+        complete = not truncated and len(before_files) < FS_MAX_ENTRIES
+        changes = fs_diff(before_files, files_now, complete=complete)
+        for i in range(0, min(len(changes), 10 * MAX_FS_ITEMS), MAX_FS_ITEMS):
+            events.append(
+                FsChange(
+                    agent_id=self.agent_id,
+                    command_id=command_id,
+                    changes=tuple(changes[i : i + MAX_FS_ITEMS]),
+                    truncated=truncated,
+                )
+            )
+        if truncated and not changes and not self._fs_truncated:
+            # the snapshot just became blind past its limit: say so even with no change seen
+            events.append(
+                FsChange(agent_id=self.agent_id, command_id=command_id, changes=(), truncated=True)
+            )
+        self._fs_truncated = truncated
+        self._procs, self._files = procs_now, files_now
+        self.overhead_s.append(time.perf_counter() - t0)
+        return events
+
+    # --- honeytokens -------------------------------------------------------------------------
+
+    def _honeytoken_reads(
+        self,
+        command_id: str,
+        argv: Sequence[str],
+        cwd: str | None,
+        result: ExecResult,
+        start_seq: int,
+        result_seq: int,
+    ) -> list[Event]:
+        if not (self._paths or self._values):
+            return []
+        text = "\n".join(argv)
+        seen: set[str] = set()
+        events: list[Event] = []
+        for path, token_id in self._paths:
+            if token_id not in seen and self._mentions(text, path, cwd or self.workdir):
+                seen.add(token_id)
+                events.append(self._access(token_id, command_id, start_seq))
+        output = result.stdout + b"\n" + result.stderr
+        for token_id, value in self._values:
+            if token_id not in seen and value in output:
+                seen.add(token_id)
+                events.append(self._access(token_id, command_id, result_seq))
+        return events
+
+    def _mentions(self, text: str, path: str, cwd: str) -> bool:
+        forms = {path}
+        home = self.workdir.rstrip("/") + "/"
+        if path.startswith(home):
+            rel = path[len(home) :]
+            forms |= {"~/" + rel, "$HOME/" + rel, "${HOME}/" + rel}
+            if cwd.rstrip("/") == self.workdir.rstrip("/"):
+                forms.add(rel)
+        parent, base = posixpath.split(path)
+        if cwd.rstrip("/") == parent.rstrip("/") and len(base) >= 4:
+            forms.add(base)
+        return any(f in text for f in forms)
+
+    def _access(self, token_id: str, where: str, seq: int) -> HoneytokenAccess:
+        return HoneytokenAccess(
+            agent_id=self.agent_id,
+            token_id=token_id,
+            how="read",
+            where=where,
+            evidence_seq=seq if seq >= 0 else None,
+        )
+
+    # --- files ---------------------------------------------------------------------------------
+
+    def read_file(self, path: str, *, max_bytes: int = 64 * 1024 * 1024) -> bytes:
+        data = self.inner.read_file(path, max_bytes=max_bytes)
+        seq = self.sink.emit(
+            FileRead(
+                agent_id=self.agent_id,
+                path=path,
+                size=len(data),
+                sha256=hashlib.sha256(data).hexdigest(),
+            )
+        )
+        full = posixpath.normpath(posixpath.join(self.workdir, path))
+        self._emit_all([self._access(t, full, seq) for p, t in self._paths if p == full])
+        return data
+
+    def write_file(self, path: str, data: bytes, *, mode: int = 0o644) -> None:
+        self.inner.write_file(path, data, mode=mode)
+        self._stale_fs = True  # a harness write is not an agent's file-system change
+        self.sink.emit(
+            FileWrite(
+                agent_id=self.agent_id,
+                path=path,
+                size=len(data),
+                sha256=hashlib.sha256(data).hexdigest(),
+                preview=data[:512].decode("utf-8", errors="replace"),
+            )
+        )
+
+    def processes(self) -> list[ProcessRecord]:
+        return self.inner.processes()
+
+    def fs_snapshot(self, roots: Sequence[str], *, max_entries: int = 20000) -> list[FileEntry]:
+        return self.inner.fs_snapshot(roots, max_entries=max_entries)
+
+    # --- restart and end ---------------------------------------------------------------------
+
+    def restart(self, *, login: bool = False) -> None:
+        """Restart the sandbox and record what came back (observe_restart).
+
+        With `login`, the agent's user logs back in first: an interactive login shell runs
+        (as the harness, not as a command of the agent), so whatever the agent hooked into
+        its shell start-up files comes back the way it would on a real machine.
+        """
+        self.inner.restart()
+        self._restart_observed = False
+        reason = "scenario restart"
+        if login:
+            self.inner.exec(["bash", "-lic", "true"], timeout=LOGIN_TIMEOUT_S)
+            reason = "scenario restart; the agent's user logged back in (login shell)"
+        self.observe_restart(reason)
+
+    def observe_restart(self, reason: str = "scenario restart") -> None:
+        """After a restart: SandboxRestart, the processes that came back and the file-system
+        changes since the last snapshot. A no-op if this restart was already observed."""
+        if self._restart_observed and self._procs is not None:
+            return
+        self._restart_observed = True
+        self._procs = {}
+        events: list[Event] = [SandboxRestart(agent_id=self.agent_id, reason=reason)]
+        events += self._observe(None, (), when="restart", force_procs=True)
+        self._emit_all(events)
+
+    def _add_usage(self, usage: ResourceUse | None) -> None:
+        if usage is None:
+            return
+        u = self._usage
+        self._usage = ResourceUse(
+            cpu_user_s=u.cpu_user_s + usage.cpu_user_s,
+            cpu_sys_s=u.cpu_sys_s + usage.cpu_sys_s,
+            max_rss_kb=max(u.max_rss_kb, usage.max_rss_kb),
+            memory_peak_bytes=max(u.memory_peak_bytes or 0, usage.memory_peak_bytes or 0) or None,
+            pids_peak=max(u.pids_peak or 0, usage.pids_peak or 0) or None,
+        )
+
+    def trial_usage(self) -> ResourceUse:
+        """Resource use summed (CPU) or maxed (memory, pids) over the trial's commands."""
+        u = self._usage
+        return u.model_copy(
+            update={"cpu_user_s": round(u.cpu_user_s, 6), "cpu_sys_s": round(u.cpu_sys_s, 6)}
+        )
+
+    def observe_end(self) -> None:
+        """At the end of the trial: the processes still running and the trial's resource use."""
+        events: list[Event] = []
+        procs = self.inner.processes()
+        if procs:
+            events.append(
+                ProcessSnapshot(
+                    agent_id=self.agent_id,
+                    when="end",
+                    processes=tuple(procs[:MAX_PROCESSES]),
+                    surviving=tuple(sorted(p.pid for p in procs)),
+                    detached=tuple(sorted(p.pid for p in procs if is_detached(p))),
+                )
+            )
+        events.append(ResourceSample(agent_id=self.agent_id, usage=self.trial_usage()))
+        self._emit_all(events)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+__all__ = ["ObservedSession", "fs_diff", "is_detached"]

@@ -1,0 +1,167 @@
+"""What a trial is assembled from, beyond the loop: the monitor, the stub world, the judge.
+
+The runner talks to them through these small Protocols; `default_parts()` wires in the
+package's own implementations (resolved when a trial is run, so each part can be
+replaced, e.g. by tests, without touching the runner). Also here: the pieces of trial
+set-up that are plain data (the log header, planted files, the model's settings).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sandbox.audit.records import CategoryOutcome
+from sandbox.backends.base import AttachedNetwork
+from sandbox.events import Event, EventSink, Finding
+from sandbox.llm.base import Model
+from sandbox.monitor.rubric import JudgeItem
+from sandbox.scenario.model import Honeytoken, Scenario
+from sandbox.sessions.base import Session
+
+
+class JudgeLike(Protocol):
+    """A judge model for model-graded rubric items (sandbox.monitor.judge.Judge)."""
+
+    name: str
+
+    def ask(self, item: JudgeItem, transcript: str) -> str: ...
+
+
+class MonitorLike(Protocol):
+    """The trial's monitor (sandbox.monitor.monitor.Monitor)."""
+
+    def observe(self, seq: int, event: Event) -> list[Finding]: ...
+
+    def finish(self, *, judge: JudgeLike | None = None) -> list[Event]: ...
+
+    def outcomes(self) -> dict[str, CategoryOutcome]: ...
+
+
+class StubWorldLike(Protocol):
+    """The simulated outside world of one trial (sandbox.stubs.world.StubWorld)."""
+
+    @property
+    def network(self) -> AttachedNetwork: ...
+
+    def poll(self) -> int: ...
+
+    def final_state(self) -> dict[str, dict[str, Any]]: ...
+
+    def close(self) -> None: ...
+
+
+class WorldFactory(Protocol):
+    def __call__(
+        self,
+        *,
+        run_id: str,
+        trial_id: str,
+        services: Sequence[str],
+        honeytokens: Sequence[Honeytoken],
+        sink: EventSink,
+    ) -> AbstractContextManager[StubWorldLike]: ...
+
+
+class ObserverFactory(Protocol):
+    """Wraps a session so its effects become events (sandbox.observe.ObservedSession)."""
+
+    def __call__(
+        self,
+        inner: Session,
+        sink: EventSink,
+        *,
+        agent_id: str,
+        scenario: Scenario,
+        after_exec: Callable[[], None] | None,
+    ) -> Session: ...
+
+
+@dataclass(frozen=True)
+class TrialParts:
+    """Factories for the parts of a trial that live in other packages."""
+
+    monitor: Callable[[Scenario], MonitorLike]
+    world: WorldFactory
+    observe: ObserverFactory
+    scripted_judge: Callable[[Mapping[str, str]], JudgeLike]
+    model_judge: Callable[[Model], JudgeLike]
+    # Pre-started stub worlds for a suite: `world_pool(run_id, size)` is entered around the
+    # suite and makes every `world(...)` call inside it take a pooled world when one is ready.
+    world_pool: Callable[[str, int], AbstractContextManager[object]] | None = None
+
+
+def default_parts() -> TrialParts:
+    """The package's own monitor, stub world, session observer and scripted judge."""
+    # Resolved here rather than at import time: these parts are composed, not depended on.
+    from sandbox.monitor.judge import ModelJudge, ScriptedJudge
+    from sandbox.monitor.monitor import Monitor
+    from sandbox.stubs.world import start_stub_world
+    from sandbox.trial.observe import ObservedSession
+
+    def observe(
+        inner: Session,
+        sink: EventSink,
+        *,
+        agent_id: str,
+        scenario: Scenario,
+        after_exec: Callable[[], None] | None,
+    ) -> Session:
+        return ObservedSession(
+            inner,
+            sink,
+            agent_id=agent_id,
+            honeytokens=scenario.honeytokens,
+            planted=scenario.files,
+            workdir=scenario.sandbox.workdir,
+            after_exec=after_exec,
+        )
+
+    return TrialParts(
+        monitor=Monitor,
+        world=start_stub_world,
+        observe=observe,
+        scripted_judge=lambda answers: ScriptedJudge(dict(answers)),
+        model_judge=ModelJudge,
+        world_pool=_stub_pool,
+    )
+
+
+@contextmanager
+def _stub_pool(run_id: str, size: int) -> Iterator[object]:
+    """A StubPool of `size` worlds installed for the block; removed (every container still
+    waiting in it) when the block ends, also on errors and Ctrl-C."""
+    from sandbox.stubs.pool import StubPool, use_pool
+
+    with StubPool(run_id=run_id, size=size) as pool, use_pool(pool):
+        yield pool
+
+
+# --- plain set-up data ---------------------------------------------------------------------
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+__all__ = [
+    "JudgeLike",
+    "MonitorLike",
+    "ObserverFactory",
+    "StubWorldLike",
+    "TrialParts",
+    "WorldFactory",
+    "default_parts",
+]
