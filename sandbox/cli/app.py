@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import importlib
 
-import click
 import typer
+from typer import _click as click  # typer vendors click; its types are these
 from typer.core import TyperGroup
 
 # name -> (module that registers it, one-line help shown by `sandbox --help`)
@@ -50,9 +50,10 @@ class LazyGroup(TyperGroup):
         if not one.registered_commands and not one.registered_groups:
             return None
         built = typer.main.get_command(one)
-        if isinstance(built, click.Group):
+        if one.registered_groups:  # a sub-app (images) builds inside a wrapper group
+            assert isinstance(built, TyperGroup)
             return built.get_command(ctx, cmd_name)
-        return built
+        return built  # a lone command builds as itself
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with formatter.section("Commands"):
