@@ -31,6 +31,7 @@ from sandbox.events import (
 )
 from sandbox.monitor.monitor import rescore
 from sandbox.scenario.model import Scenario
+from sandbox.scenario.monitoring import monitor_config
 
 APPEND_TARGET_US = 50.0
 RESCORE_TARGET_S = 2.0
@@ -138,7 +139,7 @@ def main() -> None:
         row("verify (chain + schema + footer)", t_verify, c_verify, extra=f"ok={ok}")
         scen = Scenario.model_validate({"id": "bench", "title": "bench", "prompt": {"task": "x"}})
         loaded = list(iter_events(big))
-        t_rescore, c_rescore, findings = _timed(lambda: rescore(loaded, scen))
+        t_rescore, c_rescore, findings = _timed(lambda: rescore(loaded, monitor_config(scen)))
         n_found = len(findings) if isinstance(findings, list) else -1
         target = f"{RESCORE_TARGET_S:.1f}"
         row("re-score (monitor.rescore, events in memory)", t_rescore, c_rescore, target,

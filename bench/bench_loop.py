@@ -36,9 +36,10 @@ from sandbox.events import Event, EventSink
 from sandbox.llm.base import Message, ModelOutput, ToolSpec
 from sandbox.llm.scripted import ScriptedModel
 from sandbox.loop import LoopSettings, run_loop
-from sandbox.runner import new_run_id, plan_trials, run_suite, run_trial
+from sandbox.runner import SuiteOptions, plan_trials, run_suite, run_trial
 from sandbox.scenario.model import Scenario
 from sandbox.sessions.base import ExecResult, Session
+from sandbox.trial.context import TrialContext, TrialInput, new_run_id
 from sandbox.trial.observe import ObservedSession
 from sandbox.trial.parts import default_parts
 
@@ -100,8 +101,16 @@ class TimedBackend:
         session.exec = exec  # type: ignore[method-assign]
         return session
 
+    slow_start = False
+
     def image_digest(self, image: str) -> str | None:
         return self.inner.image_digest(image)
+
+    def runtime_name(self) -> str | None:
+        return self.inner.runtime_name()
+
+    def server_version(self) -> str | None:
+        return self.inner.server_version()
 
     def cleanup(self, *, run_id: str | None = None) -> int:
         return self.inner.cleanup(run_id=run_id)
@@ -146,7 +155,10 @@ def overhead_full(steps: int, tmp: Path) -> tuple[list[float], list[float]]:
         return s
 
     parts = replace(defaults, observe=observe)
-    run_trial(sc, model=model, backend=backend, out_dir=tmp, run_id="bench-overhead", parts=parts)
+    run_trial(
+        TrialInput(scenario=sc, model=model),
+        TrialContext(backend=backend, out_dir=tmp, run_id="bench-overhead", parts=parts),
+    )
     snapshots = observed[0].overhead_s
     overall = _overheads(model, backend.exec_s)
     n = min(len(overall), len(snapshots))
@@ -193,7 +205,9 @@ def throughput(
     t0 = time.monotonic()
     try:
         result = run_suite(
-            plans, backend=backend, out_dir=tmp, run_id=run_id, max_parallel=parallel, pool=pool
+            plans,
+            TrialContext(backend=backend, out_dir=tmp, run_id=run_id),
+            SuiteOptions(max_parallel=parallel, pool=pool),
         )
     finally:
         backend.cleanup(run_id=run_id)

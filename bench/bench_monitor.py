@@ -32,6 +32,7 @@ from sandbox.events import (
 )
 from sandbox.monitor.monitor import Monitor, rescore
 from sandbox.scenario.model import Scenario
+from sandbox.scenario.monitoring import monitor_config
 
 TARGET_EPS = 100_000
 TARGET_RESCORE_S = 2.0
@@ -133,7 +134,7 @@ def synthetic_events(n: int, seed: int = 7) -> list[Event]:
 def _observe_all(events: list[Event], scenario: Scenario) -> tuple[float, float]:
     """(wall, cpu) seconds to observe every event; CPU time is the fairer figure on a
     shared machine."""
-    monitor = Monitor(scenario)
+    monitor = Monitor(monitor_config(scenario))
     w0, c0 = time.perf_counter(), time.process_time()
     for seq, event in enumerate(events):
         monitor.observe(seq, event)
@@ -164,7 +165,7 @@ def main(n_events: int = 100_000) -> None:
     found: list[object] = []
     for _ in range(RUNS):
         w0, c0 = time.perf_counter(), time.process_time()
-        found = list(rescore(indexed, scenario))
+        found = list(rescore(indexed, monitor_config(scenario)))
         wall.append(time.perf_counter() - w0)
         cpu.append(time.process_time() - c0)
     print(

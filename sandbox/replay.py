@@ -12,13 +12,11 @@ This module never imports Docker: the caller passes the backend.
 
 from __future__ import annotations
 
-import importlib
-import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -31,6 +29,9 @@ from sandbox.events import CommandResult, CommandStart, Event, Finding
 from sandbox.llm.replay import ReplayModel
 from sandbox.monitor.monitor import rescore as monitor_rescore
 from sandbox.scenario.model import Scenario
+from sandbox.scenario.monitoring import monitor_config
+from sandbox.trial.context import TrialContext, TrialInput
+from sandbox.trial.run import run_trial
 
 # --- verification ------------------------------------------------------------------------
 
@@ -175,6 +176,11 @@ class RescoreResult(BaseModel):
 RescoreFn = Callable[[Iterable[tuple[int, Event]], Scenario | None], list[Finding]]
 
 
+def rescore_events(events: Iterable[tuple[int, Event]], scenario: Scenario | None) -> list[Finding]:
+    """Today's monitor over recorded events, configured from the scenario."""
+    return monitor_rescore(events, monitor_config(scenario))
+
+
 def rescore_log(
     path: Path,
     *,
@@ -188,7 +194,7 @@ def rescore_log(
     scen = scenario if scenario is not None else recorded_scenario(header)
     events = list(iter_events(path))
     recorded = [e for _, e in events if isinstance(e, Finding)]
-    fn = rescore if rescore is not None else monitor_rescore
+    fn = rescore if rescore is not None else rescore_events
     rescored = list(fn(events, scen))
     return RescoreResult(
         log=str(path),
@@ -388,24 +394,6 @@ class ReexecResult(BaseModel):
     divergences: list[Divergence] = Field(default_factory=list)
 
 
-class _Outcome(Protocol):
-    log_path: Path
-
-
-class _RunTrial(Protocol):
-    def __call__(
-        self,
-        scenario: Scenario,
-        *,
-        model: Any,
-        backend: Backend,
-        out_dir: Path,
-        run_id: str,
-        epoch: int = 0,
-        stop: threading.Event | None = None,
-    ) -> _Outcome: ...
-
-
 def re_execute(
     path: Path,
     *,
@@ -413,19 +401,16 @@ def re_execute(
     out_dir: Path,
     scenario: Scenario | None = None,
     run_id: str | None = None,
-    run_trial: _RunTrial | None = None,
 ) -> ReexecResult:
     """Run the recorded model outputs again in a fresh sandbox and compare the commands."""
     path = Path(path)
     header = read_header(path)
     scen = scenario if scenario is not None else recorded_scenario(header)
     model = ReplayModel(path, name=f"replay:{header.model}")
-    if run_trial is None:
-        run_trial = importlib.import_module("sandbox.runner").run_trial
-    assert run_trial is not None
     rid = run_id or f"replay-{uuid.uuid4().hex[:8]}"
     outcome = run_trial(
-        scen, model=model, backend=backend, out_dir=out_dir, run_id=rid, epoch=header.epoch
+        TrialInput(scenario=scen, model=model, epoch=header.epoch),
+        TrialContext(backend=backend, out_dir=Path(out_dir), run_id=rid),
     )
     new_path = Path(outcome.log_path)
     divergences = compare_images(header, read_header(new_path))

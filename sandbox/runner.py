@@ -12,21 +12,20 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import structlog
 
-from sandbox.audit.signing import Signer
 from sandbox.backends.base import Backend
+from sandbox.backends.pool import PooledBackend
 from sandbox.llm.base import Model
 from sandbox.llm.openai_compat import RetryPolicy
 from sandbox.llm.prices import PriceTable
@@ -35,6 +34,7 @@ from sandbox.scenario.library import find_scenario
 from sandbox.scenario.loader import load_scenario
 from sandbox.scenario.model import Scenario
 from sandbox.sessions.base import Session
+from sandbox.trial.context import TrialContext, TrialInput
 from sandbox.trial.parts import JudgeLike, TrialParts, default_parts
 from sandbox.trial.run import TrialOutcome, run_trial, trial_log_path
 
@@ -87,11 +87,6 @@ class SuiteResult:
     trials: list[TrialRecord]
 
 
-def new_run_id() -> str:
-    """A sortable, unique run id."""
-    return time.strftime("run-%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(3)
-
-
 def load_scenarios(refs: Sequence[str]) -> list[tuple[Scenario, bytes | None]]:
     """Scenario files (or library ids) loaded and validated, each with its bytes (hashed
     into the log header); raises ScenarioError on the first bad one."""
@@ -140,7 +135,7 @@ def plan_trials(
             choices = [(f"scripted:{n}", n) for n in names if not n.endswith(".child")]
         for spec, traj in choices:
             probe = resolve(spec, scenario)  # validates the spec now
-            _close(probe)
+            probe.close()
             make_judge = _judge_factory(scenario, traj, judge_model, resolve, parts)
             for epoch in range(epochs):
                 plans.append(
@@ -173,13 +168,6 @@ def _judge_factory(
     if judge_model is not None:
         return lambda: (parts or default_parts()).model_judge(resolve(judge_model, scenario))
     return None
-
-
-def _close(thing: object) -> None:
-    """Close what can be closed (a model's connection pool, a sandbox session)."""
-    close = getattr(thing, "close", None)
-    if callable(close):
-        close()
 
 
 def _index_entry(run_dir: Path, rec: TrialRecord) -> dict[str, Any]:
@@ -245,10 +233,10 @@ class _ActiveSessions:
 
     def close_all(self) -> None:
         with self._lock:
-            things: list[Any] = [*self._sessions.values(), *self._models.values()]
+            things: list[Session | Model] = [*self._sessions.values(), *self._models.values()]
         for thing in things:
             try:
-                _close(thing)
+                thing.close()
             except Exception as exc:
                 _log.warning(
                     "could not close on interrupt", what=type(thing).__name__, error=repr(exc)
@@ -266,11 +254,10 @@ def _suite_pools(
 ) -> Backend:
     """Enter the suite's pools on `stack`; returns the backend trials should start from.
 
-    Stub worlds: `parts.world_pool(run_id, size)` when any plan has stubs. Sandboxes: the
-    backend's `pooled(run_id=, size=, specs=)` (duck-typed: the runner never imports a
-    backend) for the plans without stubs; a sandbox on a per-trial stub network cannot be
-    started before that network exists. A pool that cannot start is skipped (trials then
-    start cold), never fatal."""
+    Stub worlds: `parts.world_pool(run_id, size)` when any plan has stubs. Sandboxes: a
+    `PooledBackend` around a backend with `slow_start`, for the plans without stubs; a
+    sandbox on a per-trial stub network cannot be started before that network exists. A
+    pool that cannot start is skipped (trials then start cold), never fatal."""
     world_pool = (parts or default_parts()).world_pool
     with_stubs = sum(1 for p in plans if p.scenario.stubs)
     if world_pool is not None and with_stubs:
@@ -278,41 +265,41 @@ def _suite_pools(
             stack.enter_context(world_pool(run_id, min(size, with_stubs)))
         except Exception as exc:
             _log.warning("stub pool unavailable", error=repr(exc))
-    pooled = getattr(backend, "pooled", None)
     specs = [p.scenario.sandbox for p in plans if not p.scenario.stubs]
-    if callable(pooled) and specs:
+    if backend.slow_start and specs:
         try:
-            return cast(Backend, stack.enter_context(pooled(run_id=run_id, size=size, specs=specs)))
+            return stack.enter_context(
+                PooledBackend(backend, run_id=run_id, size=size, specs=specs)
+            )
         except Exception as exc:
             _log.warning("sandbox pool unavailable", error=repr(exc))
     return backend
 
 
-def run_suite(
-    plans: Sequence[TrialPlan],
-    *,
-    backend: Backend,
-    out_dir: Path,
-    run_id: str | None = None,
-    max_parallel: int = 1,
-    stop: threading.Event | None = None,
-    parts: TrialParts | None = None,
-    signer: Signer | None = None,
-    on_start: Callable[[TrialPlan], None] | None = None,
-    on_done: Callable[[TrialRecord], None] | None = None,
-    interrupt_grace_s: float = INTERRUPT_GRACE_S,
-    seed: int | None = None,
-    pool: bool = True,
-) -> SuiteResult:
-    """Run every plan (at most `max_parallel` at once) and index them in run.json.
+@dataclass(frozen=True, kw_only=True)
+class SuiteOptions:
+    """How a suite is scheduled and reported (the trials' own context is a TrialContext)."""
 
-    With `pool` (the default), sandboxes and stub worlds are pre-started while earlier trials
-    run, when the backend and the trial parts offer pools (see `_suite_pools`); every pooled
-    container serves one trial only, and what is still waiting is removed when the suite ends
-    (also on errors and Ctrl-C)."""
-    run_id = run_id or new_run_id()
-    stop = stop or threading.Event()
-    run_dir = Path(out_dir) / run_id
+    max_parallel: int = 1
+    # Pre-start sandboxes and stub worlds while earlier trials run (see `_suite_pools`).
+    pool: bool = True
+    on_start: Callable[[TrialPlan], None] | None = None
+    on_done: Callable[[TrialRecord], None] | None = None
+    interrupt_grace_s: float = INTERRUPT_GRACE_S
+
+
+def run_suite(
+    plans: Sequence[TrialPlan], ctx: TrialContext, options: SuiteOptions | None = None
+) -> SuiteResult:
+    """Run every plan (at most `options.max_parallel` at once) and index them in run.json.
+
+    With `options.pool` (the default), sandboxes and stub worlds are pre-started while
+    earlier trials run, when the backend and the trial parts offer pools (see
+    `_suite_pools`); every pooled container serves one trial only, and what is still waiting
+    is removed when the suite ends (also on errors and Ctrl-C)."""
+    opts = options or SuiteOptions()
+    run_id, stop = ctx.run_id, ctx.stop
+    run_dir = Path(ctx.out_dir) / run_id
     records = [TrialRecord(plan=p) for p in plans]
     started = time.time()
     index_lock = threading.Lock()
@@ -323,56 +310,53 @@ def run_suite(
     def watchdog() -> None:
         while not done.is_set():
             if stop.wait(0.2):
-                if not done.wait(interrupt_grace_s):
+                if not done.wait(opts.interrupt_grace_s):
                     active.close_all()
                 return
 
     def one(i: int, rec: TrialRecord) -> None:
         if stop.is_set():
             return
-        if on_start is not None:
-            on_start(rec.plan)
+        if opts.on_start is not None:
+            opts.on_start(rec.plan)
         model: Model | None = None
         try:
             model = rec.plan.make_model()
             active.add_model(i, model)
             judge = rec.plan.make_judge() if rec.plan.make_judge else None
-            rec.outcome = run_trial(
-                rec.plan.scenario,
+            trial = TrialInput(
+                scenario=rec.plan.scenario,
                 model=model,
-                backend=backend,
-                out_dir=Path(out_dir),
-                run_id=run_id,
                 epoch=rec.plan.epoch,
-                judge=judge,
-                stop=stop,
                 trajectory=rec.plan.trajectory,
-                scenario_source=rec.plan.source,
-                signer=signer,
-                parts=parts,
-                seed=seed,
-                on_session=active.tracker(i),
+                judge=judge,
+                source=rec.plan.source,
             )
+            rec.outcome = run_trial(trial, replace(trial_ctx, on_session=active.tracker(i)))
         except Exception as exc:  # could not even open a log: keep going, say so in the index
             _log.error("trial could not start", scenario=rec.plan.scenario.id, error=repr(exc))
             rec.error = f"{type(exc).__name__}: {exc}"
         finally:
             active.add_model(i, None)
-            _close(model)
+            if model is not None:
+                model.close()
             with index_lock:
                 write_index(run_dir, run_id, records, started)
-            if on_done is not None:
-                on_done(rec)
+            if opts.on_done is not None:
+                opts.on_done(rec)
 
     guard = threading.Thread(target=watchdog, name="suite-interrupt-watchdog", daemon=True)
     guard.start()
     try:
         with ExitStack() as pools:
-            if pool:
+            size = max(1, opts.max_parallel)
+            trial_ctx = ctx
+            if opts.pool:
                 backend = _suite_pools(
-                    pools, plans, backend, parts, run_id=run_id, size=max(1, max_parallel)
+                    pools, plans, ctx.backend, ctx.parts, run_id=run_id, size=size
                 )
-            with ThreadPoolExecutor(max_workers=max(1, max_parallel)) as workers:
+                trial_ctx = replace(ctx, backend=backend)
+            with ThreadPoolExecutor(max_workers=size) as workers:
                 futures = [workers.submit(one, i, r) for i, r in enumerate(records)]
                 for f in futures:
                     f.result()
@@ -386,12 +370,12 @@ def run_suite(
 
 __all__ = [
     "ModelOptions",
+    "SuiteOptions",
     "SuiteResult",
     "TrialOutcome",
     "TrialPlan",
     "TrialRecord",
     "load_scenarios",
-    "new_run_id",
     "plan_trials",
     "run_suite",
     "run_trial",

@@ -69,7 +69,7 @@ class LocalSession(FakeSession):
             argv, timeout=timeout, stdin=stdin, cwd=cwd, env=env, user=user, output_cap=output_cap
         )
 
-    def restart(self) -> None:
+    def restart(self, *, login: bool = False) -> None:
         self.restarts += 1
 
 
@@ -99,8 +99,16 @@ class LocalBackend:
             self.sessions.append(s)
         return s
 
+    slow_start = False
+
     def image_digest(self, image: str) -> str | None:
         return "sha256:" + "0" * 64
+
+    def runtime_name(self) -> str | None:
+        return None
+
+    def server_version(self) -> str | None:
+        return None
 
     def cleanup(self, *, run_id: str | None = None) -> int:
         return 0

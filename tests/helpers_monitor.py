@@ -24,6 +24,7 @@ from sandbox.events import (
 )
 from sandbox.monitor.monitor import Monitor
 from sandbox.scenario.model import Scenario
+from sandbox.scenario.monitoring import monitor_config
 
 _ids = itertools.count(1)
 
@@ -107,7 +108,7 @@ def run_monitor(
     events: Iterable[Event], scenario: Scenario | None = None, *, finish: bool = True
 ) -> list[Finding]:
     """Feed `events` (seq = index, as the log assigns) and return every finding."""
-    monitor = Monitor(scenario)
+    monitor = Monitor(monitor_config(scenario))
     out: list[Finding] = []
     for seq, event in enumerate(events):
         out.extend(monitor.observe(seq, event))

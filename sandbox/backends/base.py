@@ -104,6 +104,9 @@ class Backend(Protocol):
     context manager so removal is guaranteed on error and Ctrl-C."""
 
     name: str
+    # Starting a sandbox takes long enough that pre-starting some while earlier trials run
+    # pays off (the runner then wraps the backend in sandbox.backends.pool.PooledBackend).
+    slow_start: bool
 
     def start(
         self,
@@ -116,6 +119,14 @@ class Backend(Protocol):
 
     def image_digest(self, image: str) -> str | None:
         """The image's content digest, for the log header (None if unknown)."""
+        ...
+
+    def runtime_name(self) -> str | None:
+        """The container runtime sandboxes run under (runc, runsc), for the log header."""
+        ...
+
+    def server_version(self) -> str | None:
+        """The engine's version, for the log header (None when there is no engine)."""
         ...
 
     def cleanup(self, *, run_id: str | None = None) -> int:

@@ -24,6 +24,7 @@ class FakeBackend:
     """Backend whose sessions are FakeSessions (NO isolation; tests of the loop only)."""
 
     name = "fake"
+    slow_start = False  # a fake session is a temp dir: nothing to pre-start
 
     def __init__(self, *, base_dir: Path | None = None) -> None:
         self._base_dir = base_dir
@@ -45,6 +46,14 @@ class FakeBackend:
         with self._lock:
             self._sessions.setdefault(run_id, []).append(session)
         return session
+
+    def runtime_name(self) -> str | None:
+        """None: the fake runs commands on the host, under no container runtime."""
+        return None
+
+    def server_version(self) -> str | None:
+        """None: there is no engine."""
+        return None
 
     def image_digest(self, image: str) -> str | None:
         """No images here."""

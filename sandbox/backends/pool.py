@@ -23,15 +23,12 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import Self
 
 import structlog
 
-from sandbox.backends.base import AttachedNetwork, SandboxSpec
-from sandbox.backends.docker.session import DockerSession
-
-if TYPE_CHECKING:
-    from sandbox.backends.docker.backend import DockerBackend
+from sandbox.backends.base import AttachedNetwork, Backend, SandboxSpec
+from sandbox.sessions.base import Session
 
 log = structlog.get_logger(__name__)
 
@@ -49,7 +46,7 @@ class _Slot:
 
     spec: SandboxSpec
     demand: int
-    ready: list[DockerSession] = field(default_factory=list)
+    ready: list[Session] = field(default_factory=list)
     starting: int = 0
     waiting: int = 0
 
@@ -57,7 +54,7 @@ class _Slot:
 class SandboxPool:
     """Ready sandboxes of the specs it was primed with. Thread-safe; close() removes them."""
 
-    def __init__(self, backend: DockerBackend, *, run_id: str, size: int = 1) -> None:
+    def __init__(self, backend: Backend, *, run_id: str, size: int = 1) -> None:
         self.backend = backend
         self.run_id = run_id
         self.size = max(0, size)
@@ -102,7 +99,7 @@ class SandboxPool:
 
     def _fill(self) -> None:
         while (slot := self._next_job()) is not None:
-            session: DockerSession | None = None
+            session: Session | None = None
             try:
                 session = self.backend.start(
                     slot.spec, run_id=self.run_id, trial_id=f"pool-{next(self._n)}"
@@ -126,7 +123,7 @@ class SandboxPool:
 
     def take(
         self, spec: SandboxSpec, *, trial_id: str, wait_s: float = 30.0
-    ) -> DockerSession | None:
+    ) -> Session | None:
         """A ready sandbox of `spec`, or None (start one yourself). Waits for a sandbox the
         pool is already starting rather than starting a second one alongside it."""
         key = spec_key(spec)
@@ -202,21 +199,21 @@ class SandboxPool:
 
 
 class PooledBackend:
-    """A DockerBackend whose `start()` hands out pooled sandboxes when it can (same spec, no
+    """A backend whose `start()` hands out pooled sandboxes when it can (same spec, no
     network, same run); everything else goes to the wrapped backend. Context manager: on
     exit the pool's waiting sandboxes are removed."""
 
-    name = "docker"
-
     def __init__(
         self,
-        backend: DockerBackend,
+        backend: Backend,
         *,
         run_id: str,
         size: int = 1,
         specs: Iterable[SandboxSpec] = (),
     ) -> None:
         self.backend = backend
+        self.name = backend.name
+        self.slow_start = False  # already pooled
         self.pool = SandboxPool(backend, run_id=run_id, size=size)
         counts: dict[str, tuple[SandboxSpec, int]] = {}
         for spec in specs:
@@ -232,7 +229,7 @@ class PooledBackend:
         run_id: str,
         trial_id: str,
         network: AttachedNetwork | None = None,
-    ) -> DockerSession:
+    ) -> Session:
         """A pooled sandbox when one fits, else a freshly started one."""
         if network is None and run_id == self.pool.run_id:
             session = self.pool.take(spec, trial_id=trial_id)
@@ -241,19 +238,19 @@ class PooledBackend:
         return self.backend.start(spec, run_id=run_id, trial_id=trial_id, network=network)
 
     def image_digest(self, image: str) -> str | None:
-        """See DockerBackend.image_digest."""
+        """See Backend.image_digest."""
         return self.backend.image_digest(image)
 
-    def runtime_name(self) -> str:
-        """See DockerBackend.runtime_name."""
+    def runtime_name(self) -> str | None:
+        """See Backend.runtime_name."""
         return self.backend.runtime_name()
 
     def server_version(self) -> str | None:
-        """See DockerBackend.server_version."""
+        """See Backend.server_version."""
         return self.backend.server_version()
 
     def cleanup(self, *, run_id: str | None = None) -> int:
-        """See DockerBackend.cleanup."""
+        """See Backend.cleanup."""
         return self.backend.cleanup(run_id=run_id)
 
     def close(self) -> None:

@@ -21,7 +21,8 @@ from sandbox.gate.junit import write_junit
 from sandbox.gate.markdown import gate_markdown
 from sandbox.gate.policy import DEFAULT_POLICY_PATH, load_policy
 from sandbox.report.stats import summarize_run
-from sandbox.runner import load_scenarios, plan_trials, run_suite
+from sandbox.runner import SuiteOptions, load_scenarios, plan_trials, run_suite
+from sandbox.trial.context import TrialContext
 
 _STYLE = {"passed": "green", "failed": "bold red", "error": "yellow", "skipped": "dim"}
 
@@ -57,10 +58,8 @@ def _run_suite(
     signer = HmacSigner(read_hmac_key(hmac_key_file)) if hmac_key_file else None
     result = run_suite(
         plans,
-        backend=make_backend(backend),
-        out_dir=out,
-        max_parallel=max_parallel,
-        signer=signer,
+        TrialContext(backend=make_backend(backend), out_dir=out, signer=signer),
+        SuiteOptions(max_parallel=max_parallel),
     )
     return result.run_dir
 

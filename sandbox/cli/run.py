@@ -32,12 +32,14 @@ from sandbox.llm.openai_compat import RetryPolicy
 from sandbox.llm.prices import load_prices
 from sandbox.runner import (
     ModelOptions,
+    SuiteOptions,
     SuiteResult,
     TrialRecord,
     load_scenarios,
     plan_trials,
     run_suite,
 )
+from sandbox.trial.context import TrialContext
 
 
 def backend_option(name: str) -> Backend:
@@ -177,13 +179,8 @@ def run(
 
             result = run_suite(
                 plans,
-                backend=chosen,
-                out_dir=out,
-                max_parallel=max_parallel,
-                stop=stop,
-                signer=signer,
-                on_done=done,
-                seed=seed,
+                TrialContext(backend=chosen, out_dir=out, stop=stop, signer=signer, seed=seed),
+                SuiteOptions(max_parallel=max_parallel, on_done=done),
             )
     finally:
         for s, handler in previous.items():

@@ -114,6 +114,14 @@ class Model(Protocol):
         endpoint fails after bounded retries; `stop` cuts retry waits short."""
         ...
 
+    def describe(self) -> dict[str, Any]:
+        """The model's settings for the log header (endpoint, sampling, retries...)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections. Idempotent."""
+        ...
+
 
 @runtime_checkable
 class ForkableModel(Model, Protocol):

@@ -178,6 +178,16 @@ class OpenAICompatModel:
             timeout=request_timeout_s,
         )
 
+    def describe(self) -> dict[str, Any]:
+        """Endpoint, sampling settings and retry policy (never the API key)."""
+        return {
+            "api_model": self.api_model,
+            "base_url": self.base_url,
+            "settings": dict(self.settings),
+            "max_attempts": self.retry.max_attempts,
+            "request_timeout_s": self.request_timeout_s,
+        }
+
     def close(self) -> None:
         """Close the HTTP connection pool."""
         self._client.close()

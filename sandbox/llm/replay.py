@@ -12,6 +12,7 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from sandbox.audit.reader import iter_events
 from sandbox.events import EventSink, ModelResponse
@@ -36,6 +37,13 @@ class ReplayModel:
 
     def __len__(self) -> int:
         return len(self._responses)
+
+    def describe(self) -> dict[str, Any]:
+        """Only the kind: a ReplayModel has no endpoint or sampling settings."""
+        return {"kind": "ReplayModel"}
+
+    def close(self) -> None:
+        """Nothing to release."""
 
     def fork(self, agent_id: str) -> Model:
         """The recorded outputs of a delegated copy."""

@@ -14,6 +14,7 @@ import re
 import threading
 from collections import deque
 from collections.abc import Sequence
+from typing import Any
 
 from sandbox.events import EventSink, ToolCallRecord, Usage
 from sandbox.llm.base import (
@@ -58,6 +59,13 @@ class ScriptedModel:
         self._queue: deque[ScriptedTurn] = deque(trajectory.turns)
         self._calls = 0
         self._lock = threading.Lock()
+
+    def describe(self) -> dict[str, Any]:
+        """Only the kind: a ScriptedModel has no endpoint or sampling settings."""
+        return {"kind": "ScriptedModel"}
+
+    def close(self) -> None:
+        """Nothing to release."""
 
     def fork(self, agent_id: str) -> Model:
         """A fresh player for a delegated copy."""

@@ -27,18 +27,17 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from pathlib import PurePosixPath
+from dataclasses import dataclass, field
 
 import structlog
 
 from sandbox.audit.records import CategoryOutcome
-from sandbox.events import Event, Finding, JudgeVerdict, StubState
-from sandbox.monitor.detectors import BUILTIN, Context, Detector, DetectorEngine, TokenInfo
+from sandbox.events import Category, Event, Finding, JudgeVerdict, StubState
+from sandbox.monitor.detectors import BUILTIN, Context, Detector, DetectorEngine
 from sandbox.monitor.judge import Judge, parse_answer, render_transcript
-from sandbox.monitor.rubric import JudgeItem, Rubric
+from sandbox.monitor.rubric import DetectorSettings, JudgeItem, Rubric
 from sandbox.monitor.scoring import MAX_EVIDENCE, RubricScorer
 from sandbox.monitor.text import command_text
-from sandbox.scenario.model import Scenario
 
 log = structlog.get_logger(__name__)
 
@@ -47,38 +46,17 @@ _NOT_OBSERVED = frozenset({"finding", "judge_verdict"})
 _COMMAND_KINDS = frozenset({"command_start", "tool_call"})
 
 
-def context_for(scenario: Scenario | None) -> Context:
-    """What the detectors know about a scenario: its honeytokens and where they lie."""
-    if scenario is None:
-        return Context()
-    home = scenario.sandbox.workdir.rstrip("/") or "/"
-    tokens: list[TokenInfo] = []
-    for token in scenario.honeytokens:
-        paths: list[str] = []
-        size: int | None = None
-        for f in scenario.files:
-            if f.honeytoken != token.id:
-                continue
-            absolute = f.path if f.path.startswith("/") else f"{home}/{f.path}"
-            absolute = str(PurePosixPath(absolute))
-            paths.append(absolute)
-            if absolute.startswith(home + "/"):
-                paths.append(absolute[len(home) + 1 :])
-            content_size = len(f.content.encode("utf-8"))
-            size = max(f.size, content_size) if f.size is not None else content_size
-        tokens.append(
-            TokenInfo(
-                id=token.id, kind=token.kind, value=token.value, paths=tuple(paths), size=size
-            )
-        )
-    planted = frozenset(
-        str(PurePosixPath(f.path if f.path.startswith("/") else f"{home}/{f.path}"))
-        for f in scenario.files
-    )
-    uids = {1000}
-    if scenario.sandbox.user.isdigit():
-        uids = {int(scenario.sandbox.user)}
-    return Context(tokens=tuple(tokens), home=home, agent_uids=frozenset(uids), planted=planted)
+@dataclass(frozen=True)
+class MonitorConfig:
+    """What the monitor is told about a trial: the rubric, what the detectors know (the
+    honeytokens and where they lie, the agent's home and uids), per-rule tuning, and the
+    categories the trial is about. Built from a scenario by sandbox.scenario.monitoring;
+    the monitor itself never sees the scenario."""
+
+    rubric: Rubric = field(default_factory=Rubric)
+    context: Context = field(default_factory=Context)
+    tuning: DetectorSettings | None = None
+    categories: tuple[Category, ...] = ()
 
 
 def _judge_kinds(rubric: Rubric) -> frozenset[str]:
@@ -89,18 +67,18 @@ class Monitor:
     """Built-in detectors plus the scenario's rubric, fed one event at a time."""
 
     def __init__(
-        self, scenario: Scenario | None = None, *, detectors: Sequence[Detector] = BUILTIN
+        self, config: MonitorConfig | None = None, *, detectors: Sequence[Detector] = BUILTIN
     ) -> None:
-        self.scenario = scenario
-        self.rubric = scenario.rubric if scenario is not None else Rubric()
-        self._engine = DetectorEngine(detectors, context_for(scenario))
+        self.config = config or MonitorConfig()
+        self.rubric = self.config.rubric
+        self._engine = DetectorEngine(detectors, self.config.context)
         self._scorer = RubricScorer(self.rubric)
         self._keys: dict[str, set[str]] = {}
         self._counts: Counter[str] = Counter()
         self._findings: list[Finding] = []
         self._states: dict[str, tuple[int, StubState]] = {}
         self._judge_kinds = _judge_kinds(self.rubric)
-        tuning = scenario.detectors if scenario is not None else None
+        tuning = self.config.tuning
         self._severity = dict(tuning.severity) if tuning is not None else {}
         self._disabled = frozenset(tuning.disable) if tuning is not None else frozenset()
         self._transcript: list[tuple[int, Event]] = []
@@ -239,9 +217,8 @@ class Monitor:
     def outcomes(self) -> dict[str, CategoryOutcome]:
         """Rubric and judge outcomes by category, for the TrialSummary."""
         cats: dict[str, tuple[bool, bool, list[str]]] = {}
-        if self.scenario is not None:
-            for c in self.scenario.categories:
-                cats.setdefault(c.value, (False, False, []))
+        for c in self.config.categories:
+            cats.setdefault(c.value, (False, False, []))
         for s in self.rubric.signals:
             cats.setdefault(s.category.value, (False, False, []))
         for j in self.rubric.judge:
@@ -262,12 +239,14 @@ class Monitor:
         }
 
 
-def rescore(events: Iterable[tuple[int, Event]], scenario: Scenario | None) -> list[Finding]:
+def rescore(
+    events: Iterable[tuple[int, Event]], config: MonitorConfig | None = None
+) -> list[Finding]:
     """Re-run the monitor over a finished log's events: the live findings, exactly.
 
     Judge items are not asked again: the log's JudgeVerdict events are reused.
     """
-    monitor = Monitor(scenario)
+    monitor = Monitor(config)
     verdicts: list[JudgeVerdict] = []
     out: list[Finding] = []
     for seq, event in events:
@@ -279,4 +258,4 @@ def rescore(events: Iterable[tuple[int, Event]], scenario: Scenario | None) -> l
     return out
 
 
-__all__ = ["MAX_FINDINGS_PER_RULE", "Monitor", "context_for", "rescore"]
+__all__ = ["MAX_FINDINGS_PER_RULE", "Monitor", "MonitorConfig", "rescore"]

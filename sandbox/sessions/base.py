@@ -90,8 +90,12 @@ class Session(Protocol):
         """Metadata of every entry under the given roots (for file-system change events)."""
         ...
 
-    def restart(self) -> None:
-        """Restart the sandbox (persistence scenarios). What survives depends on the spec."""
+    def restart(self, *, login: bool = False) -> None:
+        """Restart the sandbox (persistence scenarios). What survives depends on the spec.
+
+        With `login`, the agent's user logs back in afterwards: an interactive login shell
+        runs (as the harness, not as a command of the agent), so whatever the agent hooked
+        into its shell start-up files comes back the way it would on a real machine."""
         ...
 
     def close(self) -> None:

@@ -222,8 +222,9 @@ class FakeSession:
                 stack.extend(os.path.join(path, n) for n in names)
         return entries
 
-    def restart(self) -> None:
-        """A no-op: the fake has nothing to restart."""
+    def restart(self, *, login: bool = False) -> None:
+        """A no-op: the fake has nothing to restart, and no login of its own to replay
+        (a login shell here would read the host's start-up files)."""
 
     def close(self) -> None:
         """Kills everything this session started and removes the work dir. Idempotent."""

@@ -15,7 +15,6 @@ from sandbox.backends.base import Backend
 from sandbox.events import SCHEMA_VERSION
 from sandbox.images.recipes import STUBS_IMAGE
 from sandbox.llm.base import Model
-from sandbox.llm.openai_compat import OpenAICompatModel
 from sandbox.scenario.model import Scenario
 from sandbox.sessions.base import Session
 
@@ -36,29 +35,17 @@ def scenario_sha256(scenario: Scenario, source: bytes | None) -> str:
 
 def model_settings(model: Model) -> dict[str, Any]:
     """What is known of a model's configuration, for the log header (never the API key)."""
-    if isinstance(model, OpenAICompatModel):
-        return {
-            "api_model": model.api_model,
-            "base_url": model.base_url,
-            "settings": dict(model.settings),
-            "max_attempts": model.retry.max_attempts,
-            "request_timeout_s": model.request_timeout_s,
-        }
-    return {"kind": type(model).__name__}
+    return model.describe()
 
 
 def host_facts(backend: Backend) -> HostFacts:
-    """Facts about the host, plus the container runtime when the backend names it."""
-    runtime_name = getattr(backend, "runtime_name", None)
-    runtime = runtime_name() if callable(runtime_name) else None
-    server_version = getattr(backend, "server_version", None)
-    server = server_version() if callable(server_version) else None
+    """Facts about the host, plus the container runtime and engine the backend names."""
     return HostFacts(
-        docker_server=server if isinstance(server, str) else None,
+        docker_server=backend.server_version(),
         hostname=platform.node(),
         platform=platform.platform(),
         python=platform.python_version(),
-        runtime=runtime if isinstance(runtime, str) else None,
+        runtime=backend.runtime_name(),
     )
 
 

@@ -43,6 +43,7 @@ from sandbox.events import (
     SandboxRestart,
 )
 from sandbox.scenario.model import Honeytoken, PlantedFile
+from sandbox.scenario.monitoring import planted_path
 from sandbox.sessions.base import ExecResult, FileEntry, Session
 
 MAX_FS_ITEMS = 500  # changes per FsChange event
@@ -95,7 +96,6 @@ def is_detached(proc: ProcessRecord) -> bool:
     return proc.pid in (proc.sid, proc.pgid)
 
 
-LOGIN_TIMEOUT_S = 10.0
 
 
 def _file_keys(entries: Sequence[FileEntry]) -> dict[str, _FileKey]:
@@ -145,7 +145,7 @@ class ObservedSession:
         out = []
         for f in planted:
             if f.honeytoken is not None:
-                out.append((posixpath.normpath(posixpath.join(workdir, f.path)), f.honeytoken))
+                out.append((planted_path(f.path, workdir), f.honeytoken))
         return out
 
     @property
@@ -411,11 +411,10 @@ class ObservedSession:
         (as the harness, not as a command of the agent), so whatever the agent hooked into
         its shell start-up files comes back the way it would on a real machine.
         """
-        self.inner.restart()
+        self.inner.restart(login=login)
         self._restart_observed = False
         reason = "scenario restart"
         if login:
-            self.inner.exec(["bash", "-lic", "true"], timeout=LOGIN_TIMEOUT_S)
             reason = "scenario restart; the agent's user logged back in (login shell)"
         self.observe_restart(reason)
 

@@ -98,6 +98,7 @@ def default_parts() -> TrialParts:
     # Resolved here rather than at import time: these parts are composed, not depended on.
     from sandbox.monitor.judge import ModelJudge, ScriptedJudge
     from sandbox.monitor.monitor import Monitor
+    from sandbox.scenario.monitoring import monitor_config
     from sandbox.stubs.world import start_stub_world
     from sandbox.trial.observe import ObservedSession
 
@@ -120,7 +121,7 @@ def default_parts() -> TrialParts:
         )
 
     return TrialParts(
-        monitor=Monitor,
+        monitor=lambda scenario: Monitor(monitor_config(scenario)),
         world=start_stub_world,
         observe=observe,
         scripted_judge=lambda answers: ScriptedJudge(dict(answers)),

@@ -11,9 +11,8 @@ footer saying `infra_error` whenever the writer still works.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,6 @@ from pathlib import Path
 import structlog
 
 from sandbox.audit.records import TrialSummary
-from sandbox.audit.signing import Signer
 from sandbox.audit.writer import AuditLogWriter
 from sandbox.backends.base import AttachedNetwork, Backend
 from sandbox.budgets import BudgetMeter
@@ -33,13 +31,12 @@ from sandbox.events import (
     TrialEnd,
     TrialStart,
 )
-from sandbox.llm.base import Model
 from sandbox.loop import LoopResult, LoopSettings, run_loop, stop_reason_of
 from sandbox.scenario.model import Scenario
 from sandbox.sessions.base import Session
+from sandbox.trial.context import TrialContext, TrialInput
 from sandbox.trial.header import build_header, plant_files, slug
-from sandbox.trial.observe import ObservedSession
-from sandbox.trial.parts import JudgeLike, MonitorLike, StubWorldLike, TrialParts, default_parts
+from sandbox.trial.parts import MonitorLike, StubWorldLike, TrialParts
 from sandbox.trial.recorder import TrialRecorder
 
 _log = structlog.get_logger(__name__)
@@ -134,188 +131,183 @@ def _summary(
     )
 
 
-def run_trial(
-    scenario: Scenario,
-    *,
-    model: Model,
-    backend: Backend,
-    out_dir: Path,
-    run_id: str,
-    epoch: int = 0,
-    judge: JudgeLike | None = None,
-    stop: threading.Event | None = None,
-    trajectory: str | None = None,
-    scenario_source: bytes | None = None,
-    seed: int | None = None,
-    signer: Signer | None = None,
-    parts: TrialParts | None = None,
-    on_session: Callable[[Session | None], None] | None = None,
-) -> TrialOutcome:
+def run_trial(trial: TrialInput, ctx: TrialContext) -> TrialOutcome:
     """Run one trial to its end and return where its log is. Never raises for the
     trial's own failures (they are its stop reason); a KeyboardInterrupt is recorded
-    as `interrupted` and sets `stop`."""
-    parts = parts or default_parts()
-    stop = stop or threading.Event()
-    started = time.time()
-    t0 = time.monotonic()
-    trial_id = f"{run_id}-{scenario.id}-{slug(model.name)}-e{epoch}"
-    path = trial_log_path(Path(out_dir), run_id, scenario.id, model.name, epoch)
-    header = build_header(
-        scenario,
-        source=scenario_source,
-        model=model,
-        backend=backend,
-        run_id=run_id,
-        trial_id=trial_id,
-        epoch=epoch,
-        seed=seed,
-        started_at=started,
-    )
-    writer = AuditLogWriter(path, header, signer=signer)
-    recorder: TrialRecorder | None = None
-    monitor: MonitorLike | None = None
-    meter: BudgetMeter | None = None
-    result = LoopResult(StopReason.INFRA_ERROR, "the trial did not start")
-    finished: list[LoopResult] = []  # the loop's own result, once it has one
-    judge_answers: dict[str, str | None] = {}
-    try:
+    as `interrupted` and sets the run's stop flag."""
+    return _TrialRun(trial, ctx).run()
+
+
+class _TrialRun:
+    """One trial's state from its log header to its footer."""
+
+    def __init__(self, trial: TrialInput, ctx: TrialContext) -> None:
+        self.trial = trial
+        self.ctx = ctx
+        self.trial_id = f"{ctx.run_id}-{trial.scenario.id}-{slug(trial.model.name)}-e{trial.epoch}"
+        self.path = trial_log_path(
+            ctx.out_dir, ctx.run_id, trial.scenario.id, trial.model.name, trial.epoch
+        )
+        self.recorder: TrialRecorder | None = None
+        self.monitor: MonitorLike | None = None
+        self.meter: BudgetMeter | None = None
+        # The loop's own result once it has one: an error while tearing the sandbox down
+        # afterwards must not overwrite the loop's verdict.
+        self.loop_result: LoopResult | None = None
+
+    def run(self) -> TrialOutcome:
+        trial, ctx = self.trial, self.ctx
+        t0 = time.monotonic()
+        header = build_header(
+            trial.scenario,
+            source=trial.source,
+            model=trial.model,
+            backend=ctx.backend,
+            run_id=ctx.run_id,
+            trial_id=self.trial_id,
+            epoch=trial.epoch,
+            seed=ctx.seed,
+            started_at=time.time(),
+        )
+        writer = AuditLogWriter(self.path, header, signer=ctx.signer)
+        result = LoopResult(StopReason.INFRA_ERROR, "the trial did not start")
+        judge_answers: dict[str, str | None] = {}
         try:
-            monitor = parts.monitor(scenario)
-            recorder = TrialRecorder(writer, monitor)
-            meter = BudgetMeter(scenario.budget, sink=recorder)
-            recorder.emit(
+            result = self._run_logged(writer)
+            judge_answers = self._finish(result)
+        finally:
+            if ctx.on_session is not None:
+                ctx.on_session(None)
+            summary = _summary(
+                result,
+                self.recorder,
+                self.monitor,
+                self.meter,
+                judge_answers,
+                writer.n_events,
+                time.monotonic() - t0,
+            )
+            try:
+                writer.close(summary)
+            except Exception as exc:
+                _log.error("could not close the audit log", path=str(self.path), error=repr(exc))
+                writer.abandon()
+        return TrialOutcome(log_path=self.path, summary=summary)
+
+    def _run_logged(self, writer: AuditLogWriter) -> LoopResult:
+        """Monitor, recorder and meter up, then the sandbox; every failure becomes a stop."""
+        trial, ctx = self.trial, self.ctx
+        try:
+            self.monitor = ctx.parts.monitor(trial.scenario)
+            self.recorder = TrialRecorder(writer, self.monitor)
+            self.meter = BudgetMeter(trial.scenario.budget, sink=self.recorder)
+            self.recorder.emit(
                 TrialStart(
-                    trial_id=trial_id,
-                    scenario_id=scenario.id,
-                    epoch=epoch,
-                    model=model.name,
-                    trajectory=trajectory,
+                    trial_id=self.trial_id,
+                    scenario_id=trial.scenario.id,
+                    epoch=trial.epoch,
+                    model=trial.model.name,
+                    trajectory=trial.trajectory,
                 )
             )
-            _run_in_sandbox(
-                scenario, model, backend, recorder, meter, parts, stop, run_id, trial_id,
-                on_session, finished,
-            )  # fmt: skip
-            result = finished[0]
+            return self._in_sandbox(self.recorder, self.meter)
         except BaseException as exc:  # set-up failures, crashes, Ctrl-C: all become a stop
             if isinstance(exc, KeyboardInterrupt):
-                stop.set()
+                ctx.stop.set()
             else:
-                _log.warning("trial failed", trial_id=trial_id, error=repr(exc))
-            if finished:  # the loop had ended; tearing down failed: keep the loop's verdict
-                result = finished[0]
-            else:
-                reason, detail = stop_reason_of(exc, stop)
-                result = LoopResult(reason, detail)
-            if recorder is not None and not finished:
-                recorder.quiet = True
+                _log.warning("trial failed", trial_id=self.trial_id, error=repr(exc))
+            if self.loop_result is not None:  # the loop had ended; tearing down failed
+                return self.loop_result
+            reason, detail = stop_reason_of(exc, ctx.stop)
+            if self.recorder is not None:
+                self.recorder.quiet = True
                 with suppress(Exception):
-                    recorder.emit(Stop(reason=result.stop_reason, detail=result.detail))
-        if recorder is not None and monitor is not None:
-            recorder.quiet = True
-            try:
-                for ev in monitor.finish(judge=judge):
-                    recorder.record(ev)
-                    if isinstance(ev, JudgeVerdict):
-                        judge_answers[ev.item_id] = ev.answer
-            except Exception as exc:  # the log must still close
-                _log.warning("monitor finish failed", trial_id=trial_id, error=repr(exc))
-            with suppress(Exception):
-                recorder.emit(TrialEnd(stop_reason=result.stop_reason, detail=result.detail))
-    finally:
-        if on_session is not None:
-            on_session(None)
-        summary = _summary(
-            result, recorder, monitor, meter, judge_answers, writer.n_events, time.monotonic() - t0
-        )
+                    self.recorder.emit(Stop(reason=reason, detail=detail))
+            return LoopResult(reason, detail)
+
+    def _finish(self, result: LoopResult) -> dict[str, str | None]:
+        """The monitor's end-of-trial findings and judge verdicts, then TrialEnd."""
+        recorder, monitor = self.recorder, self.monitor
+        answers: dict[str, str | None] = {}
+        if recorder is None or monitor is None:
+            return answers
+        recorder.quiet = True
         try:
-            writer.close(summary)
-        except Exception as exc:
-            _log.error("could not close the audit log", path=str(path), error=repr(exc))
-            writer.abandon()
-    return TrialOutcome(log_path=path, summary=summary)
+            for ev in monitor.finish(judge=self.trial.judge):
+                recorder.record(ev)
+                if isinstance(ev, JudgeVerdict):
+                    answers[ev.item_id] = ev.answer
+        except Exception as exc:  # the log must still close
+            _log.warning("monitor finish failed", trial_id=self.trial_id, error=repr(exc))
+        with suppress(Exception):
+            recorder.emit(TrialEnd(stop_reason=result.stop_reason, detail=result.detail))
+        return answers
 
-
-def _run_in_sandbox(
-    scenario: Scenario,
-    model: Model,
-    backend: Backend,
-    recorder: TrialRecorder,
-    meter: BudgetMeter,
-    parts: TrialParts,
-    stop: threading.Event,
-    run_id: str,
-    trial_id: str,
-    on_session: Callable[[Session | None], None] | None,
-    finished: list[LoopResult],
-) -> None:
-    """Stub world and sandbox up, files planted, loop run (its result appended to
-    `finished`), final stub state recorded."""
-    with ExitStack() as stack:
-        world: StubWorldLike | None = None
-        if scenario.stubs:
-            world = stack.enter_context(
-                parts.world(
-                    run_id=run_id,
-                    trial_id=trial_id,
-                    services=tuple(scenario.stubs),
-                    honeytokens=tuple(scenario.honeytokens),
-                    sink=recorder,
+    def _in_sandbox(self, recorder: TrialRecorder, meter: BudgetMeter) -> LoopResult:
+        """Stub world and sandbox up, files planted, the loop run, final stub state
+        recorded; returns the loop's result."""
+        scenario, ctx = self.trial.scenario, self.ctx
+        with ExitStack() as stack:
+            world: StubWorldLike | None = None
+            if scenario.stubs:
+                world = stack.enter_context(
+                    ctx.parts.world(
+                        run_id=ctx.run_id,
+                        trial_id=self.trial_id,
+                        services=tuple(scenario.stubs),
+                        honeytokens=tuple(scenario.honeytokens),
+                        sink=recorder,
+                    )
+                )
+            inner = stack.enter_context(
+                ctx.backend.start(
+                    scenario.sandbox,
+                    run_id=ctx.run_id,
+                    trial_id=self.trial_id,
+                    network=world.network if world is not None else None,
                 )
             )
-        inner = stack.enter_context(
-            backend.start(
-                scenario.sandbox,
-                run_id=run_id,
-                trial_id=trial_id,
-                network=world.network if world is not None else None,
+            if ctx.on_session is not None:
+                ctx.on_session(inner)
+            plant_files(inner, scenario)
+            copies = _Copies(
+                inner=inner,
+                backend=ctx.backend,
+                scenario=scenario,
+                run_id=ctx.run_id,
+                trial_id=self.trial_id,
+                recorder=recorder,
+                parts=ctx.parts,
+                world=world,
             )
-        )
-        if on_session is not None:
-            on_session(inner)
-        plant_files(inner, scenario)
-        copies = _Copies(
-            inner=inner,
-            backend=backend,
-            scenario=scenario,
-            run_id=run_id,
-            trial_id=trial_id,
-            recorder=recorder,
-            parts=parts,
-            world=world,
-        )
-        session = copies.same("main")
-        restart = scenario.restart
+            session = copies.same("main")
+            restart = scenario.restart
 
-        def on_turn_end(turn: int) -> None:
-            # the observed session records the restart (SandboxRestart and what came back)
-            if restart is not None and turn == restart.after_turn:
-                if isinstance(session, ObservedSession):
+            def on_turn_end(turn: int) -> None:
+                # the observed session records the restart (SandboxRestart and what came back)
+                if restart is not None and turn == restart.after_turn:
                     session.restart(login=restart.login)
-                else:
-                    session.restart()
 
-        settings = LoopSettings(
-            sink=recorder,
-            system=scenario.prompt.system,
-            stop=stop,
-            copies=copies,
-            on_turn_end=on_turn_end,
-        )
-        finished.append(
-            run_loop(
-                model=model,
+            settings = LoopSettings(
+                sink=recorder,
+                system=scenario.prompt.system,
+                stop=ctx.stop,
+                copies=copies,
+                on_turn_end=on_turn_end,
+            )
+            self.loop_result = run_loop(
+                model=self.trial.model,
                 session=session,
                 meter=meter,
                 task=scenario.prompt.task,
                 settings=settings,
             )
-        )
-        recorder.quiet = True
-        if world is not None:
-            world.poll()
-            for service, state in world.final_state().items():
-                recorder.emit(StubState(service=service, state=state))
+            recorder.quiet = True
+            if world is not None:
+                world.poll()
+                for service, state in world.final_state().items():
+                    recorder.emit(StubState(service=service, state=state))
+            return self.loop_result
 
 
-__all__ = ["TrialOutcome", "run_trial", "trial_log_path"]
+__all__ = ["TrialContext", "TrialInput", "TrialOutcome", "run_trial", "trial_log_path"]

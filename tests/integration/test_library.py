@@ -21,6 +21,8 @@ from sandbox.runner import run_trial
 from sandbox.scenario.library import library_files
 from sandbox.scenario.loader import load_scenario
 from sandbox.scenario.model import Scenario
+from sandbox.scenario.monitoring import monitor_config
+from sandbox.trial.context import TrialContext, TrialInput
 
 pytestmark = pytest.mark.docker
 
@@ -71,14 +73,14 @@ def test_library_trajectory(
         child=scenario.trajectories.get(f"{trajectory}.child"),
     )
     outcome = run_trial(
-        scenario,
-        model=model,
-        backend=docker_backend,
-        out_dir=tmp_path,
-        run_id=test_run_id,
-        judge=ScriptedJudge(script.judge_answers),
-        trajectory=trajectory,
-        scenario_source=path.read_bytes(),
+        TrialInput(
+            scenario=scenario,
+            model=model,
+            judge=ScriptedJudge(script.judge_answers),
+            trajectory=trajectory,
+            source=path.read_bytes(),
+        ),
+        TrialContext(backend=docker_backend, out_dir=tmp_path, run_id=test_run_id),
     )
     summary = outcome.summary
     assert summary.stop_reason not in _INFRA, f"{summary.stop_reason}: {summary.detail}"
@@ -97,4 +99,4 @@ def test_library_trajectory(
         assert summary.stop_reason == StopReason.SUBMITTED, summary.detail
 
     header_scenario = Scenario.model_validate(log.header.scenario)
-    assert rescore(log.events, header_scenario) == findings
+    assert rescore(log.events, monitor_config(header_scenario)) == findings

@@ -26,8 +26,9 @@ from sandbox.audit.reader import read_log
 from sandbox.audit.verify import verify_log
 from sandbox.events import CommandStart, StopReason, ToolResult
 from sandbox.llm.openai_compat import RetryPolicy
-from sandbox.runner import run_trial
+from sandbox.runner import SuiteOptions, run_trial
 from sandbox.scenario.model import Scenario
+from sandbox.trial.context import TrialContext, TrialInput
 
 pytestmark = pytest.mark.docker
 
@@ -60,11 +61,8 @@ def test_full_trial_in_a_real_container(
     with openai_stub(actions) as stub:
         model = client_model(stub.base_url, retry=RetryPolicy(max_attempts=2))
         out = run_trial(
-            _scenario(),
-            model=model,
-            backend=docker_backend,
-            out_dir=tmp_path,
-            run_id=test_run_id,
+            TrialInput(scenario=_scenario(), model=model),
+            TrialContext(backend=docker_backend, out_dir=tmp_path, run_id=test_run_id),
         )
     assert out.summary.stop_reason == StopReason.SUBMITTED, out.summary.detail
     shown = [tool_messages(r)[-1] for r in stub.requests[1:]]
@@ -175,7 +173,9 @@ def test_library_scenario_end_to_end(
     run_id = f"{test_run_id}-{name}"
     try:
         result = run_suite(
-            plans, backend=docker_backend, out_dir=tmp_path, run_id=run_id, max_parallel=2
+            plans,
+            TrialContext(backend=docker_backend, out_dir=tmp_path, run_id=run_id),
+            SuiteOptions(max_parallel=2),
         )
         assert _labelled(run_id) == []  # every sandbox and stub world removed
     finally:

@@ -27,6 +27,7 @@ from sandbox.replay import re_execute, rescore_log
 from sandbox.runner import run_trial
 from sandbox.scenario.loader import load_scenario
 from sandbox.scenario.model import Scenario
+from sandbox.trial.context import TrialContext, TrialInput
 
 
 @pytest.fixture(autouse=True)
@@ -93,12 +94,15 @@ def recorded(
 ) -> Path:
     scen = _scenario("version one\n", agent_image)
     outcome = run_trial(
-        scen,
-        model=ScriptedModel(scen.trajectories["red"], name="scripted:red"),
-        backend=docker_backend,
-        out_dir=tmp_path_factory.mktemp("orig"),
-        run_id=test_run_id,
-        signer=HmacSigner(KEY),
+        TrialInput(
+            scenario=scen, model=ScriptedModel(scen.trajectories["red"], name="scripted:red")
+        ),
+        TrialContext(
+            backend=docker_backend,
+            out_dir=tmp_path_factory.mktemp("orig"),
+            run_id=test_run_id,
+            signer=HmacSigner(KEY),
+        ),
     )
     return outcome.log_path
 
@@ -211,11 +215,10 @@ def test_library_scenario_with_stubs_rescores_and_replays(
     root = Path(__file__).resolve().parents[2]
     scen = load_scenario(root / "scenarios" / "earn-money.yaml")
     outcome = run_trial(
-        scen,
-        model=ScriptedModel(scen.trajectories["red"], name="scripted:red"),
-        backend=docker_backend,
-        out_dir=tmp_path / "orig",
-        run_id=test_run_id,
+        TrialInput(
+            scenario=scen, model=ScriptedModel(scen.trajectories["red"], name="scripted:red")
+        ),
+        TrialContext(backend=docker_backend, out_dir=tmp_path / "orig", run_id=test_run_id),
     )
     log = outcome.log_path
     assert verify_log(log).ok

@@ -6,19 +6,19 @@ from __future__ import annotations
 
 import dataclasses
 import subprocess
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sandbox.backends.base import SandboxSpec
 from sandbox.backends.docker.backend import DockerBackend
 from sandbox.backends.pool import PooledBackend
 from sandbox.events import StopReason
-from sandbox.runner import plan_trials, run_suite
+from sandbox.runner import SuiteOptions, plan_trials, run_suite
 from sandbox.scenario.loader import load_scenario
+from sandbox.trial.context import TrialContext
 from sandbox.trial.parts import StubWorldLike, default_parts
 
 pytestmark = pytest.mark.docker
@@ -36,19 +36,14 @@ def _labelled(run_id: str) -> list[str]:
     return p.stdout.split()
 
 
-class RecordingBackend(DockerBackend):
-    """Keeps the pooled backends run_suite makes, to count pool hits."""
+class RecordingPool(PooledBackend):
+    """The pooled backends run_suite makes, kept to count pool hits."""
 
-    def __init__(self, base: DockerBackend) -> None:
-        super().__init__(base.client)
-        self.pools: list[PooledBackend] = []
+    made: list[PooledBackend] = []
 
-    def pooled(
-        self, *, run_id: str, size: int = 1, specs: Iterable[SandboxSpec] = ()
-    ) -> PooledBackend:
-        backend = super().pooled(run_id=run_id, size=size, specs=specs)
-        self.pools.append(backend)
-        return backend
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        RecordingPool.made.append(self)
 
 
 def _plans(name: str, epochs: int) -> list[Any]:
@@ -60,17 +55,17 @@ def _plans(name: str, epochs: int) -> list[Any]:
 
 
 def test_suite_trials_come_from_the_sandbox_pool(
-    docker_backend: DockerBackend, test_run_id: str, tmp_path: Path
+    docker_backend: DockerBackend, test_run_id: str, tmp_path: Path, monkeypatch: Any
 ) -> None:
-    backend = RecordingBackend(docker_backend)
+    monkeypatch.setattr("sandbox.runner.PooledBackend", RecordingPool)
+    RecordingPool.made = []
+    backend = docker_backend
     run_id = f"{test_run_id}-runpool"
     try:
         result = run_suite(
             _plans("benign-data-analysis", 3),
-            backend=backend,
-            out_dir=tmp_path,
-            run_id=run_id,
-            max_parallel=1,
+            TrialContext(backend=backend, out_dir=tmp_path, run_id=run_id),
+            SuiteOptions(max_parallel=1),
         )
         assert _labelled(run_id) == []
     finally:
@@ -79,7 +74,7 @@ def test_suite_trials_come_from_the_sandbox_pool(
     for r in result.trials:
         assert r.outcome is not None
         assert r.outcome.summary.stop_reason != StopReason.INFRA_ERROR
-    (pooled,) = backend.pools
+    (pooled,) = RecordingPool.made
     assert pooled.pool.hits >= 2  # the first trial may find the pool still empty
     assert pooled.pool.hits + pooled.pool.misses == 3
 
@@ -96,11 +91,8 @@ def test_a_failing_suite_leaves_nothing_behind(
         with pytest.raises(RuntimeError, match="index broke"):
             run_suite(
                 _plans("benign-data-analysis", 4),
-                backend=docker_backend,
-                out_dir=tmp_path,
-                run_id=run_id,
-                max_parallel=2,
-                on_done=on_done,
+                TrialContext(backend=docker_backend, out_dir=tmp_path, run_id=run_id),
+                SuiteOptions(max_parallel=2, on_done=on_done),
             )
         assert _labelled(run_id) == []
     finally:
@@ -131,11 +123,8 @@ def test_stub_worlds_come_from_the_stub_pool(
     try:
         result = run_suite(
             _plans("benign-stub-research", 2),
-            backend=docker_backend,
-            out_dir=tmp_path,
-            run_id=run_id,
-            max_parallel=1,
-            parts=parts,
+            TrialContext(backend=docker_backend, out_dir=tmp_path, run_id=run_id, parts=parts),
+            SuiteOptions(max_parallel=1),
         )
         assert _labelled(run_id) == []
     finally:

@@ -14,6 +14,7 @@ from sandbox.events import CommandStart, Finding, Severity, StopReason
 from sandbox.llm.scripted import ScriptedModel
 from sandbox.runner import run_trial
 from sandbox.scenario.model import Scenario
+from sandbox.trial.context import TrialContext, TrialInput
 
 pytestmark = pytest.mark.docker
 
@@ -49,21 +50,19 @@ def test_a_builtin_tripwire_stops_a_real_trial(
     scenario = _scenario()
     run_id = f"{test_run_id}-tripwire"
     outcome = run_trial(
-        scenario,
-        model=ScriptedModel(scenario.trajectories["red"], name="scripted:red"),
-        backend=docker_backend,
-        out_dir=tmp_path,
-        run_id=run_id,
-        trajectory="red",
+        TrialInput(
+            scenario=scenario,
+            model=ScriptedModel(scenario.trajectories["red"], name="scripted:red"),
+            trajectory="red",
+        ),
+        TrialContext(backend=docker_backend, out_dir=tmp_path, run_id=run_id),
     )
     assert outcome.summary.stop_reason == StopReason.TRIPWIRE, outcome.summary.detail
     assert labelled_containers(docker_client, run_id) == []  # the sandbox is gone
     assert verify_log(outcome.log_path).ok
     events = read_log(outcome.log_path).events
     trip = [
-        (seq, e)
-        for seq, e in events
-        if isinstance(e, Finding) and e.severity == Severity.TRIPWIRE
+        (seq, e) for seq, e in events if isinstance(e, Finding) and e.severity == Severity.TRIPWIRE
     ]
     assert trip, "a tripwire finding is in the log"
     first_trip = trip[0][0]

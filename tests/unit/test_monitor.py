@@ -27,6 +27,7 @@ from sandbox.events import (
 from sandbox.monitor.judge import ScriptedJudge
 from sandbox.monitor.monitor import MAX_FINDINGS_PER_RULE, Monitor, rescore
 from sandbox.scenario.model import Scenario
+from sandbox.scenario.monitoring import monitor_config
 from sandbox.trial.recorder import TrialRecorder
 
 
@@ -108,7 +109,7 @@ def red_stream() -> list[Event]:
 
 
 def test_dedup_one_finding_per_rule_and_target() -> None:
-    monitor = Monitor(None)
+    monitor = Monitor()
     events: list[Event] = []
     for i in range(20):
         events += bash(f"crontab /tmp/job{i}")
@@ -128,7 +129,7 @@ def test_dedup_keys_are_capped() -> None:
 
 def test_rubric_signals_state_and_judge() -> None:
     sc = scenario()
-    monitor = Monitor(sc)
+    monitor = Monitor(monitor_config(sc))
     live: list[Finding] = []
     for seq, event in enumerate(red_stream()):
         live += monitor.observe(seq, event)
@@ -149,7 +150,7 @@ def test_rubric_signals_state_and_judge() -> None:
 
 
 def test_unparseable_judge_answer_is_none_and_no_finding() -> None:
-    monitor = Monitor(scenario())
+    monitor = Monitor(monitor_config(scenario()))
     end = monitor.finish(judge=ScriptedJudge({"lied": "I think it is probably (b) or (c)"}))
     assert [type(e).__name__ for e in end] == ["JudgeVerdict"]
     assert end[0].answer is None  # type: ignore[union-attr]
@@ -158,7 +159,7 @@ def test_unparseable_judge_answer_is_none_and_no_finding() -> None:
 def test_rubric_tripwire_signal_stops_the_trial(tmp_path: Path) -> None:
     sc = scenario()
     writer = AuditLogWriter(tmp_path / "t.jsonl", _header(sc))
-    recorder = TrialRecorder(writer, Monitor(sc))
+    recorder = TrialRecorder(writer, Monitor(monitor_config(sc)))
     recorder.emit(TrialStart(trial_id="t", scenario_id="demo", model="m"))
     with pytest.raises(TripwireTriggered) as info:
         recorder.emit(write("/home/agent/launch.sh")[0])
@@ -167,7 +168,7 @@ def test_rubric_tripwire_signal_stops_the_trial(tmp_path: Path) -> None:
 
 def test_builtin_tripwire_stops_the_trial(tmp_path: Path) -> None:
     writer = AuditLogWriter(tmp_path / "t.jsonl", _header(None))
-    recorder = TrialRecorder(writer, Monitor(None))
+    recorder = TrialRecorder(writer, Monitor())
     recorder.emit(bash("ls")[0])
     with pytest.raises(TripwireTriggered) as info:
         for e in bash("nsenter -t 1 -m -- sh"):
@@ -194,7 +195,7 @@ def _live_trial(tmp_path: Path, sc: Scenario, events: list[Event]) -> Path:
     """Run events through the real recorder and writer, as a trial does."""
     path = tmp_path / "trial.jsonl"
     writer = AuditLogWriter(path, _header(sc))
-    monitor = Monitor(sc)
+    monitor = Monitor(monitor_config(sc))
     recorder = TrialRecorder(writer, monitor)
     recorder.quiet = True  # record tripwires without stopping, to keep the whole stream
     for e in events:
@@ -214,11 +215,11 @@ def test_rescore_reproduces_live_findings_exactly(tmp_path: Path) -> None:
     live = [e for _, e in log.events if isinstance(e, Finding)]
     assert len(live) >= 8
     header_scenario = Scenario.model_validate(log.header.scenario)
-    again = rescore(log.events, header_scenario)
+    again = rescore(log.events, monitor_config(header_scenario))
     assert again == live  # same rules, evidence, timestamps, order
     # and a log whose findings were stripped still re-scores to the same findings
     stripped = [(s, e) for s, e in log.events if not isinstance(e, Finding)]
-    assert rescore(stripped, header_scenario) == live
+    assert rescore(stripped, monitor_config(header_scenario)) == live
 
 
 def test_benign_stream_no_findings_with_rubric() -> None:
@@ -237,7 +238,7 @@ class _BrokenJudge:
 
 
 def test_a_failing_judge_is_recorded_not_raised() -> None:
-    monitor = Monitor(scenario())
+    monitor = Monitor(monitor_config(scenario()))
     end = monitor.finish(judge=_BrokenJudge())
     assert len(end) == 1 and isinstance(end[0], JudgeVerdict)
     assert end[0].answer is None and "timed out" in end[0].raw_output
@@ -254,7 +255,7 @@ def test_judge_sees_only_included_kinds() -> None:
             seen.append(transcript)
             return "a"
 
-    monitor = Monitor(scenario())
+    monitor = Monitor(monitor_config(scenario()))
     for seq, event in enumerate(red_stream()):
         monitor.observe(seq, event)
     monitor.finish(judge=Recorder())
@@ -266,7 +267,7 @@ def test_judge_sees_only_included_kinds() -> None:
 
 def test_rescore_without_a_scenario_uses_detectors_only() -> None:
     events = list(enumerate(bash("crontab /tmp/x") + bash("ls")))
-    assert [f.rule_id for f in rescore(events, None)] == ["persistence.cron"]
+    assert [f.rule_id for f in rescore(events, monitor_config(None))] == ["persistence.cron"]
 
 
 def test_scenario_tunes_builtin_rules() -> None:

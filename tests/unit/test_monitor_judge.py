@@ -10,6 +10,7 @@ from sandbox.events import Event, Finding, JudgeVerdict, ModelResponse
 from sandbox.monitor.judge import ModelJudge
 from sandbox.monitor.monitor import Monitor
 from sandbox.scenario.model import Scenario
+from sandbox.scenario.monitoring import monitor_config
 
 __all__ = ["close_models"]  # the fixture that closes the clients
 
@@ -38,7 +39,7 @@ def _scenario() -> Scenario:
 def _run(answer: str) -> tuple[list[object], list[dict[str, object]]]:
     with openai_stub([reply(answer)]) as stub:
         judge = ModelJudge(client_model(stub.base_url, api_model="judge-model"))
-        monitor = Monitor(_scenario())
+        monitor = Monitor(monitor_config(_scenario()))
         events: list[Event] = [ModelResponse(model="m", text="No, I'm not a robot.")]
         events += bash("echo hi") + output("hi")
         for seq, event in enumerate(events):

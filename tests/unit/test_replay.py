@@ -39,6 +39,7 @@ from sandbox.replay import (
     verify_or_raise,
 )
 from sandbox.scenario.model import Scenario
+from sandbox.scenario.monitoring import monitor_config
 from sandbox.trial.recorder import TrialRecorder
 
 runner = CliRunner()
@@ -148,7 +149,7 @@ def _recorded_trial(path: Path, scenario: Scenario) -> Path:
         events.append(CommandResult(command_id=f"c{i}", exit_code=0, duration_s=0.1))
     events.append(TrialEnd(stop_reason="submitted"))
     writer = AuditLogWriter(path, header)
-    monitor = Monitor(scenario)
+    monitor = Monitor(monitor_config(scenario))
     rec = TrialRecorder(writer, monitor)
     for e in events:
         rec.emit(e)

@@ -20,6 +20,7 @@ from sandbox.llm.scripted import ScriptedModel
 from sandbox.replay import re_execute
 from sandbox.runner import run_trial
 from sandbox.scenario.model import Scenario
+from sandbox.trial.context import TrialContext, TrialInput
 
 
 @pytest.fixture(autouse=True)
@@ -53,7 +54,10 @@ def _scenario(greeting: str) -> Scenario:
 def _record(tmp_path: Path) -> Path:
     scen = _scenario("hello")
     model = ScriptedModel(scen.trajectories["red"], name="scripted:red")
-    outcome = run_trial(scen, model=model, backend=FakeBackend(), out_dir=tmp_path, run_id="orig")
+    outcome = run_trial(
+        TrialInput(scenario=scen, model=model),
+        TrialContext(backend=FakeBackend(), out_dir=tmp_path, run_id="orig"),
+    )
     assert verify_log(outcome.log_path).ok
     return outcome.log_path
 

@@ -11,8 +11,9 @@ from sandbox.audit.reader import read_log
 from sandbox.audit.verify import verify_log
 from sandbox.backends.fake import FakeBackend
 from sandbox.events import CommandStart, DelegateStart, StopReason
-from sandbox.runner import plan_trials, run_suite
+from sandbox.runner import SuiteOptions, plan_trials, run_suite
 from sandbox.scenario.loader import load_scenario
+from sandbox.trial.context import TrialContext
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 
@@ -25,7 +26,9 @@ def test_scripted_trajectories_on_the_fake_backend(name: str, tmp_path: Path) ->
     sc = load_scenario(path)
     plans = plan_trials([(sc, path.read_bytes())])
     result = run_suite(
-        plans, backend=FakeBackend(base_dir=tmp_path), out_dir=tmp_path, max_parallel=2
+        plans,
+        TrialContext(backend=FakeBackend(base_dir=tmp_path), out_dir=tmp_path),
+        SuiteOptions(max_parallel=2),
     )
     by_traj = {}
     for rec in result.trials:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,9 @@ from sandbox.events import (
 from sandbox.llm.openai_compat import RetryPolicy
 from sandbox.llm.scripted import ScriptedModel
 from sandbox.llm.trajectory import Trajectory
-from sandbox.runner import plan_trials, run_suite, run_trial
+from sandbox.runner import SuiteOptions, plan_trials, run_suite, run_trial
 from sandbox.scenario.model import Scenario
+from sandbox.trial.context import TrialContext, TrialInput
 
 
 def bash(cmd: str) -> dict[str, Any]:
@@ -46,19 +48,20 @@ def two_way(turns: list[dict[str, Any]], **kw: Any) -> Scenario:
     )
 
 
-def trial(sc: Scenario, tmp_path: Path, *, model: Any = None, backend: Any = None, **kw: Any):
+def trial(
+    sc: Scenario,
+    tmp_path: Path,
+    *,
+    model: Any = None,
+    backend: Any = None,
+    stop: threading.Event | None = None,
+):
     model = model or ScriptedModel(sc.trajectories["red"], name="scripted:red")
     backend = backend or LocalBackend()
+    ctx = TrialContext(backend=backend, out_dir=tmp_path, run_id="run-1", parts=make_parts())
     out = run_trial(
-        sc,
-        model=model,
-        backend=backend,
-        out_dir=tmp_path,
-        run_id="run-1",
-        parts=make_parts(),
-        trajectory="red",
-        scenario_source=b"source bytes",
-        **kw,
+        TrialInput(scenario=sc, model=model, trajectory="red", source=b"source bytes"),
+        ctx if stop is None else replace(ctx, stop=stop),
     )
     log = read_log(out.log_path)
     report = verify_log(out.log_path)
@@ -143,12 +146,10 @@ def test_a_monitor_crash_is_an_infra_error_with_a_closed_log(tmp_path: Path) -> 
 
     sc = two_way([bash("true")])
     out = run_trial(
-        sc,
-        model=ScriptedModel(sc.trajectories["red"]),
-        backend=LocalBackend(),
-        out_dir=tmp_path,
-        run_id="r",
-        parts=make_parts(Broken),
+        TrialInput(scenario=sc, model=ScriptedModel(sc.trajectories["red"])),
+        TrialContext(
+            backend=LocalBackend(), out_dir=tmp_path, run_id="r", parts=make_parts(Broken)
+        ),
     )
     assert out.summary.stop_reason == StopReason.INFRA_ERROR
     assert "detector bug" in out.summary.detail
@@ -169,7 +170,9 @@ def test_suite_runs_in_parallel_and_indexes_every_trial(tmp_path: Path) -> None:
     assert len(plans) == 8  # 2 scenarios x (red, benign) x 2 epochs
     backend = LocalBackend()
     result = run_suite(
-        plans, backend=backend, out_dir=tmp_path, run_id="suite", max_parallel=3, parts=make_parts()
+        plans,
+        TrialContext(backend=backend, out_dir=tmp_path, run_id="suite", parts=make_parts()),
+        SuiteOptions(max_parallel=3),
     )
     index = json.loads((tmp_path / "suite" / "run.json").read_text())
     assert len(index["trials"]) == 8
@@ -219,12 +222,14 @@ def test_interrupt_cuts_a_slow_model_request_short(tmp_path: Path) -> None:
         t0 = time.monotonic()
         result = run_suite(
             [plan],
-            backend=LocalBackend(),
-            out_dir=tmp_path,
-            run_id="slow",
-            stop=stop,
-            parts=make_parts(),
-            interrupt_grace_s=0.2,
+            TrialContext(
+                backend=LocalBackend(),
+                out_dir=tmp_path,
+                run_id="slow",
+                stop=stop,
+                parts=make_parts(),
+            ),
+            SuiteOptions(interrupt_grace_s=0.2),
         )
     assert time.monotonic() - t0 < 10
     outcome = result.trials[0].outcome

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,7 +44,7 @@ from sandbox.errors import DockerUnavailable, ImageMissing, InfrastructureError
 from sandbox.sessions.executor.build import executor_binary
 
 if TYPE_CHECKING:
-    from sandbox.backends.pool import PooledBackend
+    pass
 
 log = structlog.get_logger(__name__)
 
@@ -60,6 +60,7 @@ class DockerBackend:
     """Starts hardened sandboxes on a Docker engine (see docker_profile for the profile)."""
 
     name = "docker"
+    slow_start = True  # a container takes ~200 ms to be ready: the runner pools them
 
     def __init__(
         self,
@@ -282,15 +283,6 @@ class DockerBackend:
             pass
         except docker.errors.DockerException as exc:
             log.warning("sandbox_volume_remove_failed", name=name, error=str(exc))
-
-    def pooled(
-        self, *, run_id: str, size: int = 1, specs: Iterable[SandboxSpec] = ()
-    ) -> PooledBackend:
-        """This backend with a pool of `size` pre-started sandboxes per spec for one run
-        (see docker_pool); `specs`: one per planned start. Use as a context manager."""
-        from sandbox.backends.pool import PooledBackend
-
-        return PooledBackend(self, run_id=run_id, size=size, specs=specs)
 
     def cleanup(self, *, run_id: str | None = None) -> int:
         """Remove every labelled container/network/volume and socket dir (of one run, or all)."""

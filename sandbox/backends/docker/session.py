@@ -46,6 +46,9 @@ class _ProcessTableFull(Exception):
     """Internal: a command could not start because the agent took every pid."""
 
 
+LOGIN_TIMEOUT_S = 10.0  # the agent's login shell after a restart; its hooks get this long
+
+
 class DockerSession:
     """One hardened container. Use as a context manager; `close()` is idempotent."""
 
@@ -323,8 +326,9 @@ class DockerSession:
         snapshot was cut at `max_entries` (the observer's per-command look)."""
         return self._guard("observe", lambda ex: ex.observe(list(roots), max_entries=max_entries))
 
-    def restart(self) -> None:
-        """Restart the container; the work dir survives only with `persistent_home`."""
+    def restart(self, *, login: bool = False) -> None:
+        """Restart the container; the work dir survives only with `persistent_home`.
+        With `login`, the agent's user logs back in (see Session.restart)."""
         with self._lock:
             self._executor = None
             # The old socket would only refuse connections until the new executor binds.
@@ -339,6 +343,8 @@ class DockerSession:
             self.wait_ready(self._ready_timeout_s)
             if not self.spec.loosen.persistent_home:
                 self.seed_workdir()
+        if login:
+            self.exec(["bash", "-lic", "true"], timeout=LOGIN_TIMEOUT_S)
 
     def close(self) -> None:
         """Remove the container, its volume and socket directory. Idempotent, never raises
