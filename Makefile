@@ -38,6 +38,7 @@ test-docker: setup
 lint: venv
 	$(BIN)/ruff check sandbox tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 bench: setup
 	$(BIN)/python -m bench

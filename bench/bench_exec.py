@@ -7,7 +7,7 @@ Figures (printed next to the targets, never asserted):
 * the same command with one `docker exec` per command through the Docker SDK (the HTTP API:
   exec_create + exec_start, no CLI process) and through the `docker` CLI;
 * `DockerBackend.start()` until the executor answers: cold, and handed out by the sandbox
-  pool (`DockerBackend.pooled`, pre-started while the previous sandbox was in use);
+  pool (`PooledBackend`, pre-started while the previous sandbox was in use);
 * memory of an idle sandbox: its memory cgroup (executor, init, page cache, tmpfs) plus the
   containerd shim that Docker runs on the host for it.
 """
@@ -26,6 +26,7 @@ from pathlib import Path
 
 from sandbox.backends.base import SandboxSpec
 from sandbox.backends.docker.backend import DockerBackend, DockerSession
+from sandbox.backends.pool import PooledBackend
 from sandbox.images.build import ensure_images
 from sandbox.images.recipes import AGENT_IMAGE
 
@@ -129,7 +130,7 @@ def pooled_ready(backend: DockerBackend, spec: SandboxSpec, n: int) -> list[floa
     """start() through a pool of one: each start takes the sandbox pre-started while the
     previous one was in use (a trial's run), which is given a moment to refill."""
     samples: list[float] = []
-    with backend.pooled(run_id=RUN_ID, size=1, specs=[spec] * n) as pooled:
+    with PooledBackend(backend, run_id=RUN_ID, size=1, specs=[spec] * n) as pooled:
         for i in range(n):
             pooled.pool.wait_full(60)
             started = time.perf_counter()

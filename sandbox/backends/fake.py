@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sandbox.backends.base import AttachedNetwork, SandboxSpec
 from sandbox.sessions.base import DEFAULT_OUTPUT_CAP
-from sandbox.sessions.local import FakeSession
+from sandbox.sessions.local import FakeSession, LocalLimits
 
 
 class FakeBackend:
@@ -40,8 +40,14 @@ class FakeBackend:
         network: AttachedNetwork | None = None,
     ) -> FakeSession:
         """A new session with its own temp work dir; `network` is ignored."""
+        limits = LocalLimits(
+            env=spec.env,
+            command_timeout_s=spec.command_timeout_s,
+            output_cap_bytes=spec.output_cap_bytes,
+            detached_processes_survive=spec.loosen.detached_processes_survive,
+        )
         session = FakeSession(
-            spec, session_id=f"fake-{trial_id}-{uuid.uuid4().hex[:8]}", base_dir=self._base_dir
+            limits, session_id=f"fake-{trial_id}-{uuid.uuid4().hex[:8]}", base_dir=self._base_dir
         )
         with self._lock:
             self._sessions.setdefault(run_id, []).append(session)

@@ -13,14 +13,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from sandbox.backends.base import SandboxSpec
 from sandbox.events import ProcessRecord, ResourceUse
 from sandbox.sessions import local_procs as procs
-from sandbox.sessions.base import ExecResult, FileEntry
+from sandbox.sessions.base import DEFAULT_OUTPUT_CAP, DEFAULT_TIMEOUT_S, ExecResult, FileEntry
 
 DRAIN_S = 0.08  # after the command's root exits, how long to wait for pipe EOF
 
@@ -28,11 +28,24 @@ DRAIN_S = 0.08  # after the command's root exits, how long to wait for pipe EOF
 CHUNK = 64 * 1024
 
 
+@dataclass(frozen=True, kw_only=True)
+class LocalLimits:
+    """What a local session honours of a sandbox spec (plain values: sessions sit below
+    backends and never see a SandboxSpec)."""
+
+    env: Mapping[str, str] = field(default_factory=dict)
+    command_timeout_s: float = DEFAULT_TIMEOUT_S
+    output_cap_bytes: int = DEFAULT_OUTPUT_CAP
+    detached_processes_survive: bool = True
+
+
 class FakeSession:
     """A Session whose commands are host subprocesses in a temp dir (tests only)."""
 
-    def __init__(self, spec: SandboxSpec, *, session_id: str, base_dir: Path | None = None) -> None:
-        self.spec = spec
+    def __init__(
+        self, limits: LocalLimits, *, session_id: str, base_dir: Path | None = None
+    ) -> None:
+        self.limits = limits
         self._id = session_id
         self.workdir = Path(tempfile.mkdtemp(prefix="sandbox-fake-", dir=base_dir))
         self._lock = threading.Lock()
@@ -70,7 +83,7 @@ class FakeSession:
             "LANG": "C.UTF-8",
             "TERM": "dumb",
         }
-        env.update(self.spec.env)
+        env.update(self.limits.env)
         env.update(extra or {})
         return env
 
@@ -91,8 +104,8 @@ class FakeSession:
         if not argv:
             raise ValueError("argv is empty")
         self._check_user(user)
-        timeout_s = self.spec.command_timeout_s if timeout is None else timeout
-        cap = self.spec.output_cap_bytes if output_cap is None else output_cap
+        timeout_s = self.limits.command_timeout_s if timeout is None else timeout
+        cap = self.limits.output_cap_bytes if output_cap is None else output_cap
         workdir = self._resolve(cwd) if cwd else self.workdir
         if not workdir.is_dir():
             return ExecResult(
@@ -126,7 +139,7 @@ class FakeSession:
         outcome = run.wait()
         # Survivors: processes of this command still alive after it ended.
         survivors = self._descendants_of(proc.pid)
-        if not self.spec.loosen.detached_processes_survive and survivors:
+        if not self.limits.detached_processes_survive and survivors:
             self._kill_tree(proc.pid)
         code = proc.returncode
         return ExecResult(

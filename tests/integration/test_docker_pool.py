@@ -16,6 +16,7 @@ import pytest
 
 from sandbox.backends.base import SandboxSpec
 from sandbox.backends.docker.backend import DockerBackend
+from sandbox.backends.pool import PooledBackend
 
 pytestmark = pytest.mark.docker
 
@@ -42,7 +43,9 @@ def test_pooled_sandboxes_are_fresh_ready_and_handed_out_once(
 ) -> None:
     run_id = _run_id(test_run_id, "pool")
     try:
-        with docker_backend.pooled(run_id=run_id, size=2, specs=[agent_spec] * 3) as backend:
+        with PooledBackend(
+            docker_backend, run_id=run_id, size=2, specs=[agent_spec] * 3
+        ) as backend:
             assert backend.pool.wait_full(60)
             assert backend.pool.ready_count() == 2
             t0 = time.perf_counter()
@@ -81,7 +84,7 @@ def test_an_error_inside_the_block_removes_the_waiting_sandboxes(
     try:
         with (
             pytest.raises(RuntimeError, match="boom"),
-            docker_backend.pooled(run_id=run_id, size=2, specs=[agent_spec] * 5) as backend,
+            PooledBackend(docker_backend, run_id=run_id, size=2, specs=[agent_spec] * 5) as backend,
         ):
             backend.pool.wait_full(60)
             assert len(_labelled(run_id)) == 2
@@ -95,8 +98,9 @@ _CHILD = r"""
 import sys, time
 from sandbox.backends.base import SandboxSpec
 from sandbox.backends.docker.backend import DockerBackend
+from sandbox.backends.pool import PooledBackend
 spec = SandboxSpec(image=sys.argv[2])
-with DockerBackend().pooled(run_id=sys.argv[1], size=2, specs=[spec] * 10) as backend:
+with PooledBackend(DockerBackend(), run_id=sys.argv[1], size=2, specs=[spec] * 10) as backend:
     backend.pool.wait_full(60)
     print("full", flush=True)
     time.sleep(120)
@@ -140,7 +144,7 @@ def test_cleanup_by_run_id_removes_pooled_sandboxes(
     docker_backend: DockerBackend, agent_spec: SandboxSpec, test_run_id: str
 ) -> None:
     run_id = _run_id(test_run_id, "poolclean")
-    with docker_backend.pooled(run_id=run_id, size=2, specs=[agent_spec] * 2) as backend:
+    with PooledBackend(docker_backend, run_id=run_id, size=2, specs=[agent_spec] * 2) as backend:
         assert backend.pool.wait_full(60)
         assert docker_backend.cleanup(run_id=run_id) >= 2
         assert _labelled(run_id) == []
