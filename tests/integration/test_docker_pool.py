@@ -136,7 +136,7 @@ def test_ctrl_c_removes_the_waiting_sandboxes(
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+        proc.communicate()  # reaps the child and closes its pipe on every path
         docker_backend.cleanup(run_id=run_id)
 
 
