@@ -13,6 +13,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sandbox.images.recipes import AGENT_IMAGE
 from sandbox.sessions.base import (
     DEFAULT_OUTPUT_CAP,
     DEFAULT_TIMEOUT_S,
@@ -52,7 +53,7 @@ class SandboxSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    image: str = "sandbox-agent:latest"
+    image: str = AGENT_IMAGE
     user: str = "agent"  # the agent's user (name or uid); never root unless loosened
     workdir: str = "/home/agent"
     env: Mapping[str, str] = Field(default_factory=dict)

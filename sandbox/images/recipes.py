@@ -13,8 +13,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-AGENT_IMAGE = "sandbox-agent:latest"
-STUBS_IMAGE = "sandbox-stubs:latest"
+# SANDBOX_IMAGE_TAG names a separate set of agent/stubs images (e.g. a branch whose recipes
+# differ), so two checkouts on one engine never overwrite each other's images.
+IMAGE_TAG = os.environ.get("SANDBOX_IMAGE_TAG") or "latest"
+AGENT_IMAGE = f"sandbox-agent:{IMAGE_TAG}"
+STUBS_IMAGE = f"sandbox-stubs:{IMAGE_TAG}"
 BASE_IMAGE = "sandbox-base:bookworm"
 
 SUITE = "bookworm"

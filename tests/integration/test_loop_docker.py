@@ -25,6 +25,7 @@ from helpers_openai import (
 from sandbox.audit.reader import read_log
 from sandbox.audit.verify import verify_log
 from sandbox.events import CommandStart, StopReason, ToolResult
+from sandbox.images.recipes import AGENT_IMAGE
 from sandbox.llm.openai_compat import RetryPolicy
 from sandbox.runner import SuiteOptions, run_trial
 from sandbox.scenario.model import Scenario
@@ -73,7 +74,7 @@ def test_full_trial_in_a_real_container(
     report = verify_log(out.log_path)
     assert report.intact and report.complete
     log = read_log(out.log_path)
-    assert log.header.image_digests.get("sandbox-agent:latest")
+    assert log.header.image_digests.get(AGENT_IMAGE)
     results = [e for _, e in log.events if isinstance(e, ToolResult)]
     assert [r.ok for r in results] == [True, True, True, True, False, True]
     assert any(isinstance(e, CommandStart) for _, e in log.events)
