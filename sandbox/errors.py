@@ -30,10 +30,6 @@ class ToolArgumentError(ToolError, ValueError):
     """The arguments of a tool call were malformed (bad JSON, wrong type, missing field)."""
 
 
-class UnknownToolError(ToolError, LookupError):
-    """The model asked for a tool that does not exist."""
-
-
 # --- ending the trial ---------------------------------------------------------
 
 

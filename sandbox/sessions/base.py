@@ -59,6 +59,16 @@ class Session(Protocol):
     @property
     def id(self) -> str: ...
 
+    @property
+    def home(self) -> str:
+        """The agent's working directory as commands see it (their cwd and $HOME)."""
+        ...
+
+    @property
+    def private_tmp(self) -> bool:
+        """Whether /tmp belongs to this sandbox alone (worth watching), or is the host's."""
+        ...
+
     def exec(
         self,
         argv: Sequence[str],
@@ -88,6 +98,14 @@ class Session(Protocol):
 
     def fs_snapshot(self, roots: Sequence[str], *, max_entries: int = 20000) -> list[FileEntry]:
         """Metadata of every entry under the given roots (for file-system change events)."""
+        ...
+
+    def observe(
+        self, roots: Sequence[str], *, max_entries: int = 20000
+    ) -> tuple[list[ProcessRecord], list[FileEntry], bool]:
+        """`processes()` and `fs_snapshot(roots)` together, plus whether the snapshot was
+        cut at `max_entries`: the observer's look after every command, in one round trip
+        where the session can."""
         ...
 
     def restart(self, *, login: bool = False) -> None:

@@ -235,6 +235,23 @@ class FakeSession:
                 stack.extend(os.path.join(path, n) for n in names)
         return entries
 
+    @property
+    def home(self) -> str:
+        """The host directory the fake works in (there is no sandbox file system)."""
+        return str(self.workdir)
+
+    @property
+    def private_tmp(self) -> bool:
+        """Never: /tmp here is the host's."""
+        return False
+
+    def observe(
+        self, roots: Sequence[str], *, max_entries: int = 20000
+    ) -> tuple[list[ProcessRecord], list[FileEntry], bool]:
+        """See Session.observe (two local calls; there is no round trip to save)."""
+        entries = self.fs_snapshot(roots, max_entries=max_entries)
+        return self.processes(), entries, len(entries) >= max_entries
+
     def restart(self, *, login: bool = False) -> None:
         """A no-op: the fake has nothing to restart, and no login of its own to replay
         (a login shell here would read the host's start-up files)."""

@@ -14,14 +14,11 @@ command so stub events land next to the command that caused them.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import itertools
 import posixpath
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
 
@@ -50,7 +47,6 @@ MAX_FS_ITEMS = 500  # changes per FsChange event
 MAX_PROCESSES = 256  # records per ProcessSnapshot event
 FS_MAX_ENTRIES = 20000
 # Shared by every observed session: runs the file snapshot while the caller lists processes.
-_LOOKERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="observe")
 
 _FileKey = tuple[str, int, int, int]  # type, size, mode, mtime_ns
 
@@ -120,13 +116,11 @@ class ObservedSession:
         self.inner = inner
         self.sink = sink
         self.agent_id = agent_id
-        # A session without isolation (the fake backend) works in a host directory it
-        # exposes as a Path: watch that, never the host's /tmp.
-        host_dir = getattr(inner, "workdir", None)
-        default_workdir = str(host_dir) if isinstance(host_dir, Path) else "/home/agent"
-        self.workdir = workdir or default_workdir
+        # A session without isolation (the fake backend) works in a host directory: watch
+        # that, never the host's /tmp.
+        self.workdir = workdir or inner.home
         if watch_roots is None:
-            watch_roots = (self.workdir,) if isinstance(host_dir, Path) else (self.workdir, "/tmp")
+            watch_roots = (self.workdir, "/tmp") if inner.private_tmp else (self.workdir,)
         self.watch_roots = tuple(watch_roots)
         self.after_exec = after_exec
         self._ids = itertools.count(1)
@@ -235,27 +229,13 @@ class ObservedSession:
     def _look(self) -> tuple[dict[int, ProcessRecord], dict[str, _FileKey], bool]:
         """Process table, file snapshot and whether the snapshot hit FS_MAX_ENTRIES.
 
-        One round trip when the session offers `observe` (the Docker session does), else
-        the two requests in flight at once: each is a round trip to the sandbox, and
-        together they are most of the observation cost."""
+        One `observe` of the session (one round trip to the sandbox where it can: this
+        look is most of the observation cost)."""
         if not self.watch_roots:
             return {p.pid: p for p in self.inner.processes()}, {}, False
-        observe = getattr(self.inner, "observe", None)
-        if callable(observe):
-            procs, entries, cut = observe(self.watch_roots, max_entries=FS_MAX_ENTRIES)
-            files = _file_keys(entries)
-            return {p.pid: p for p in procs}, files, bool(cut) or len(files) >= FS_MAX_ENTRIES
-        pending = _LOOKERS.submit(
-            self.inner.fs_snapshot, self.watch_roots, max_entries=FS_MAX_ENTRIES
-        )
-        try:
-            procs_now = {p.pid: p for p in self.inner.processes()}
-        except BaseException:
-            with contextlib.suppress(Exception):  # the first failure is the one to report
-                pending.result()
-            raise
-        files_now = _file_keys(pending.result())
-        return procs_now, files_now, len(files_now) >= FS_MAX_ENTRIES
+        procs, entries, cut = self.inner.observe(self.watch_roots, max_entries=FS_MAX_ENTRIES)
+        files = _file_keys(entries)
+        return {p.pid: p for p in procs}, files, bool(cut) or len(files) >= FS_MAX_ENTRIES
 
     def _observe(
         self,
@@ -401,6 +381,22 @@ class ObservedSession:
 
     def fs_snapshot(self, roots: Sequence[str], *, max_entries: int = 20000) -> list[FileEntry]:
         return self.inner.fs_snapshot(roots, max_entries=max_entries)
+
+    def observe(
+        self, roots: Sequence[str], *, max_entries: int = 20000
+    ) -> tuple[list[ProcessRecord], list[FileEntry], bool]:
+        """The wrapped session's look, unrecorded (see Session.observe)."""
+        return self.inner.observe(roots, max_entries=max_entries)
+
+    @property
+    def home(self) -> str:
+        """See Session.home."""
+        return self.inner.home
+
+    @property
+    def private_tmp(self) -> bool:
+        """See Session.private_tmp."""
+        return self.inner.private_tmp
 
     # --- restart and end ---------------------------------------------------------------------
 

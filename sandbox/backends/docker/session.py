@@ -319,6 +319,16 @@ class DockerSession:
             "fs_snapshot", lambda ex: ex.fs_snapshot(list(roots), max_entries=max_entries)
         )
 
+    @property
+    def home(self) -> str:
+        """See Session.home: the agent's home inside the container."""
+        return self.spec.workdir
+
+    @property
+    def private_tmp(self) -> bool:
+        """See Session.private_tmp: the container's /tmp is its own."""
+        return True
+
     def observe(
         self, roots: Sequence[str], *, max_entries: int = 20000
     ) -> tuple[list[ProcessRecord], list[FileEntry], bool]:
