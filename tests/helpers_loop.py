@@ -173,7 +173,7 @@ def _observe(
     agent_id: str,
     scenario: Scenario,
     after_exec: Callable[[], None] | None,
-) -> Session:
+) -> ObservedSession:
     return ObservedSession(inner, sink, agent_id=agent_id)
 
 

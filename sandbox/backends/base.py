@@ -80,10 +80,6 @@ class SandboxSpec(BaseModel):
         ]
 
 
-
-
-
-
 class AttachedNetwork(BaseModel):
     """An internal network (no route out) the sandbox joins, set up by the stub world.
 
@@ -95,8 +91,6 @@ class AttachedNetwork(BaseModel):
 
     name: str
     dns: tuple[str, ...] = ()
-
-
 
 
 @runtime_checkable

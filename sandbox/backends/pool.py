@@ -121,9 +121,7 @@ class SandboxPool:
 
     # --- hand-out ----------------------------------------------------------------------
 
-    def take(
-        self, spec: SandboxSpec, *, trial_id: str, wait_s: float = 30.0
-    ) -> Session | None:
+    def take(self, spec: SandboxSpec, *, trial_id: str, wait_s: float = 30.0) -> Session | None:
         """A ready sandbox of `spec`, or None (start one yourself). Waits for a sandbox the
         pool is already starting rather than starting a second one alongside it."""
         key = spec_key(spec)

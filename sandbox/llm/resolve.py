@@ -102,9 +102,7 @@ def resolve_model(
         traj = trajectories.get(parsed.target)
         if traj is None:
             known = ", ".join(sorted(trajectories)) or "none"
-            raise ModelSpecError(
-                f"{source} has no trajectory {parsed.target!r} (it has: {known})"
-            )
+            raise ModelSpecError(f"{source} has no trajectory {parsed.target!r} (it has: {known})")
         child = trajectories.get(f"{parsed.target}.child")
         return ScriptedModel(traj, name=parsed.id, child=child)
     if parsed.kind == "replay":

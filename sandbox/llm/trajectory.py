@@ -64,6 +64,7 @@ class Trajectory(BaseModel):
         default_factory=dict, description="what the scripted judge answers, by judge item id"
     )
 
+
 __all__ = [
     "Expect",
     "ScriptedCall",

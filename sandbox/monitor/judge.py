@@ -9,21 +9,15 @@ logged and recorded as no answer (None).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Protocol, runtime_checkable
 
 import structlog
 
+from sandbox.describe import transcript_line
 from sandbox.events import (
-    CommandResult,
-    CommandStart,
     Event,
-    ModelResponse,
-    StubRequest,
-    ToolCall,
-    ToolResult,
 )
 from sandbox.llm.base import Model, SystemMessage, UserMessage
 from sandbox.monitor.rubric import JudgeItem
@@ -61,38 +55,9 @@ def parse_answer(raw: str, options: Mapping[str, str]) -> str | None:
     return letter if letter in options else None
 
 
-def _clip(text: str, limit: int = 2000) -> str:
-    return text if len(text) <= limit else text[:limit] + f" [... {len(text) - limit} chars]"
-
-
-def render_event(event: Event) -> str:
-    """One event as a transcript line (or a few)."""
-    who = f"[{event.agent_id}] " if event.agent_id != "main" else ""
-    if isinstance(event, ModelResponse):
-        parts = [f"{who}ASSISTANT: {_clip(event.text or '')}"]
-        parts += [f"{who}  -> {c.name}({_clip(c.arguments, 1000)})" for c in event.tool_calls]
-        return "\n".join(parts)
-    if isinstance(event, ToolCall):
-        return f"{who}TOOL CALL {event.tool}: {_clip(event.raw_arguments, 1000)}"
-    if isinstance(event, ToolResult):
-        return f"{who}TOOL RESULT {event.tool}: {_clip(event.output)}"
-    if isinstance(event, CommandStart):
-        return f"{who}$ {_clip(' '.join(event.argv), 1000)}"
-    if isinstance(event, CommandResult):
-        return f"{who}(exit {event.exit_code}) {_clip(event.stdout + event.stderr)}"
-    if isinstance(event, StubRequest):
-        args = json.dumps(event.args, sort_keys=True, default=str)
-        reply = json.dumps(event.response, sort_keys=True, default=str)
-        return (
-            f"{who}SERVICE {event.service}.{event.action} {_clip(args, 1000)}"
-            f" -> {event.status} {_clip(reply, 1000)}"
-        )
-    return f"{who}{event.kind}: {_clip(event.model_dump_json(exclude={'ts', 'kind'}), 1000)}"
-
-
 def render_transcript(events: Iterable[Event]) -> str:
     """The transcript a judge reads; long ones keep their beginning and end."""
-    text = "\n".join(render_event(e) for e in events)
+    text = "\n".join(transcript_line(e) for e in events)
     if len(text) <= MAX_TRANSCRIPT_CHARS:
         return text
     half = MAX_TRANSCRIPT_CHARS // 2
@@ -148,6 +113,5 @@ __all__ = [
     "ScriptedJudge",
     "judge_prompt",
     "parse_answer",
-    "render_event",
     "render_transcript",
 ]

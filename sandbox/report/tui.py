@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.text import Text
 
 from sandbox.audit.reader import iter_events, read_header
+from sandbox.describe import describe_event
 from sandbox.events import (
     CommandResult,
     CommandStart,
@@ -69,8 +70,7 @@ def event_text(seq: int, ev: Event, t0: float, *, max_lines: int = 12) -> Text:
     elif isinstance(ev, TrialEnd):
         body.append(f"{ev.stop_reason.value} {ev.detail}", style="bold")
     else:
-        data = ev.model_dump(mode="json", exclude={"kind", "ts", "agent_id"})
-        body.append(_clip(" ".join(f"{k}={v}" for k, v in data.items()), 3), style="dim")
+        body.append(_clip(describe_event(ev, limit=400), 3), style="dim")
     return head + body
 
 

@@ -43,6 +43,7 @@ def find_scenario(ref: str) -> Path:
             return candidate
     raise ScenarioError("no such scenario file, nor a scenario id in the library", file=ref)
 
+
 __all__ = [
     "find_scenario",
     "library_files",

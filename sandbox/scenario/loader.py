@@ -74,6 +74,7 @@ def scenario_json_schema() -> dict[str, Any]:
     schema.setdefault("title", "Scenario")
     return schema
 
+
 __all__ = [
     "load_scenario",
     "scenario_errors",

@@ -53,14 +53,6 @@ class PlantedFile(BaseModel):
     honeytoken: str | None = None  # id of a honeytoken this file carries
 
 
-
-
-
-
-
-
-
-
 class Restart(BaseModel):
     """Restart the sandbox mid-trial (persistence scenarios)."""
 
@@ -124,31 +116,3 @@ __all__ = [
     "Restart",
     "Scenario",
 ]
-
-
-# --- loading ---------------------------------------------------------------------------
-#
-# The YAML is composed into nodes first, so every validation error can be mapped
-# back to the line of the key it concerns (pydantic reports a path of keys).
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-

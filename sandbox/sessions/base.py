@@ -129,6 +129,7 @@ class Session(Protocol):
         tb: TracebackType | None,
     ) -> None: ...
 
+
 __all__ = [
     "DEFAULT_OUTPUT_CAP",
     "DEFAULT_TIMEOUT_S",

@@ -281,6 +281,7 @@ class FakeSession:
     ) -> None:
         self.close()
 
+
 __all__ = [
     "CHUNK",
     "DRAIN_S",

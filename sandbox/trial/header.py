@@ -7,7 +7,7 @@ import json
 import platform
 import random
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sandbox import __version__
 from sandbox.audit.records import HostFacts, LogHeader
@@ -17,6 +17,9 @@ from sandbox.images.recipes import STUBS_IMAGE
 from sandbox.llm.base import Model
 from sandbox.scenario.model import Scenario
 from sandbox.sessions.base import Session
+
+if TYPE_CHECKING:
+    from sandbox.trial.context import TrialContext, TrialInput
 
 
 def slug(text: str) -> str:
@@ -50,35 +53,27 @@ def host_facts(backend: Backend) -> HostFacts:
 
 
 def build_header(
-    scenario: Scenario,
-    *,
-    source: bytes | None,
-    model: Model,
-    backend: Backend,
-    run_id: str,
-    trial_id: str,
-    epoch: int,
-    seed: int | None,
-    started_at: float,
+    trial: TrialInput, ctx: TrialContext, *, trial_id: str, started_at: float
 ) -> LogHeader:
     """The log header of one trial."""
+    scenario, model, backend = trial.scenario, trial.model, ctx.backend
     images = [scenario.sandbox.image]
     if scenario.stubs:
         images.append(STUBS_IMAGE)
     return LogHeader(
         schema_version=SCHEMA_VERSION,
         sandbox_version=__version__,
-        run_id=run_id,
+        run_id=ctx.run_id,
         trial_id=trial_id,
         scenario_id=scenario.id,
-        scenario_sha256=scenario_sha256(scenario, source),
+        scenario_sha256=scenario_sha256(scenario, trial.source),
         scenario=scenario.model_dump(mode="json", by_alias=True),
-        epoch=epoch,
+        epoch=trial.epoch,
         model=model.name,
         model_settings=model_settings(model),
         image_digests={img: backend.image_digest(img) for img in images},
         loosenings=scenario.sandbox.loosenings_in_effect(),
-        seed=seed,
+        seed=ctx.seed,
         started_at=started_at,
         host=host_facts(backend),
     )
@@ -99,6 +94,7 @@ def plant_files(session: Session, scenario: Scenario) -> None:
     for f in scenario.files:
         data = planted_bytes(scenario.id, f.path, f.content, f.size)
         session.write_file(f.path, data, mode=f.mode)
+
 
 __all__ = [
     "build_header",

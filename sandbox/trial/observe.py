@@ -92,8 +92,6 @@ def is_detached(proc: ProcessRecord) -> bool:
     return proc.pid in (proc.sid, proc.pgid)
 
 
-
-
 def _file_keys(entries: Sequence[FileEntry]) -> dict[str, _FileKey]:
     return {e.path: (e.type, e.size, e.mode, e.mtime_ns) for e in entries}
 

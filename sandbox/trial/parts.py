@@ -65,6 +65,14 @@ class WorldFactory(Protocol):
     ) -> AbstractContextManager[StubWorldLike]: ...
 
 
+class Observed(Session, Protocol):
+    """A session whose effects become events, and which can take the trial's last look."""
+
+    def observe_end(self) -> None:
+        """At the end of the trial: the processes still running and the resource use."""
+        ...
+
+
 class ObserverFactory(Protocol):
     """Wraps a session so its effects become events (sandbox.observe.ObservedSession)."""
 
@@ -76,7 +84,7 @@ class ObserverFactory(Protocol):
         agent_id: str,
         scenario: Scenario,
         after_exec: Callable[[], None] | None,
-    ) -> Session: ...
+    ) -> Observed: ...
 
 
 @dataclass(frozen=True)
@@ -109,7 +117,7 @@ def default_parts() -> TrialParts:
         agent_id: str,
         scenario: Scenario,
         after_exec: Callable[[], None] | None,
-    ) -> Session:
+    ) -> Observed:
         return ObservedSession(
             inner,
             sink,
@@ -143,23 +151,10 @@ def _stub_pool(run_id: str, size: int) -> Iterator[object]:
 # --- plain set-up data ---------------------------------------------------------------------
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 __all__ = [
     "JudgeLike",
     "MonitorLike",
+    "Observed",
     "ObserverFactory",
     "StubWorldLike",
     "TrialParts",

@@ -23,6 +23,7 @@ from sandbox.audit.records import TrialSummary
 from sandbox.audit.writer import AuditLogWriter
 from sandbox.backends.base import AttachedNetwork, Backend
 from sandbox.budgets import BudgetMeter
+from sandbox.errors import InfrastructureError
 from sandbox.events import (
     JudgeVerdict,
     Stop,
@@ -36,7 +37,7 @@ from sandbox.scenario.model import Scenario
 from sandbox.sessions.base import Session
 from sandbox.trial.context import TrialContext, TrialInput
 from sandbox.trial.header import build_header, plant_files, slug
-from sandbox.trial.parts import MonitorLike, StubWorldLike, TrialParts
+from sandbox.trial.parts import MonitorLike, Observed, StubWorldLike, TrialParts
 from sandbox.trial.recorder import TrialRecorder
 
 _log = structlog.get_logger(__name__)
@@ -72,7 +73,7 @@ class _Copies:
         if self.world is not None:
             self.world.poll()
 
-    def _observe(self, inner: Session, agent_id: str) -> Session:
+    def _observe(self, inner: Session, agent_id: str) -> Observed:
         return self.parts.observe(
             inner,
             self.recorder,
@@ -81,7 +82,7 @@ class _Copies:
             after_exec=self._poll if self.world is not None else None,
         )
 
-    def same(self, agent_id: str) -> Session:
+    def same(self, agent_id: str) -> Observed:
         return self._observe(self.inner, agent_id)
 
     @contextmanager
@@ -158,17 +159,7 @@ class _TrialRun:
     def run(self) -> TrialOutcome:
         trial, ctx = self.trial, self.ctx
         t0 = time.monotonic()
-        header = build_header(
-            trial.scenario,
-            source=trial.source,
-            model=trial.model,
-            backend=ctx.backend,
-            run_id=ctx.run_id,
-            trial_id=self.trial_id,
-            epoch=trial.epoch,
-            seed=ctx.seed,
-            started_at=time.time(),
-        )
+        header = build_header(trial, ctx, trial_id=self.trial_id, started_at=time.time())
         writer = AuditLogWriter(self.path, header, signer=ctx.signer)
         result = LoopResult(StopReason.INFRA_ERROR, "the trial did not start")
         judge_answers: dict[str, str | None] = {}
@@ -302,6 +293,10 @@ class _TrialRun:
                 task=scenario.prompt.task,
                 settings=settings,
             )
+            try:  # what still runs at the end, and the trial's resource use
+                session.observe_end()
+            except InfrastructureError as exc:
+                _log.warning("end observation failed", trial_id=self.trial_id, error=repr(exc))
             recorder.quiet = True
             if world is not None:
                 world.poll()
