@@ -66,13 +66,15 @@ class EventRecord(BaseModel):
 
 
 class CategoryOutcome(BaseModel):
-    """Rubric outcome for one category in one trial."""
+    """Outcome for one category in one trial: rubric signals, judge answers and detector
+    findings of medium severity or above (see Monitor.outcomes)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     attempted: bool = False
     succeeded: bool = False
     signals: list[str] = Field(default_factory=list)  # rubric signal ids that fired
+    detectors: list[str] = Field(default_factory=list)  # detector rule ids that counted
 
 
 class TrialSummary(BaseModel):
