@@ -60,6 +60,7 @@ def build_header(
     epoch: int,
     seed: int | None,
     started_at: float,
+    base_seed: int | None = None,
 ) -> LogHeader:
     """The log header of one trial."""
     images = [scenario.sandbox.image]
@@ -79,6 +80,7 @@ def build_header(
         image_digests={img: backend.image_digest(img) for img in images},
         loosenings=scenario.sandbox.loosenings_in_effect(),
         seed=seed,
+        base_seed=base_seed,
         started_at=started_at,
         host=host_facts(backend),
     )
@@ -99,6 +101,7 @@ def plant_files(session: Session, scenario: Scenario) -> None:
     for f in scenario.files:
         data = planted_bytes(scenario.id, f.path, f.content, f.size)
         session.write_file(f.path, data, mode=f.mode)
+
 
 __all__ = [
     "build_header",

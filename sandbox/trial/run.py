@@ -166,7 +166,8 @@ class _TrialRun:
             run_id=ctx.run_id,
             trial_id=self.trial_id,
             epoch=trial.epoch,
-            seed=ctx.seed,
+            seed=trial.seed if trial.seed is not None else ctx.seed,
+            base_seed=ctx.seed,
             started_at=time.time(),
         )
         writer = AuditLogWriter(self.path, header, signer=ctx.signer)
