@@ -110,7 +110,8 @@ def gate(
         raise typer.Exit(int(GateExit.UNDECIDED))
     if run:
         scenarios = [s for item in run for s in item.split(",") if s]
-        signer = signer_or_exit(console, sign_key if sign_key is not None else hmac_key_file)
+        err = Console(stderr=True)  # the unsigned warning goes to stderr, as `run`'s does
+        signer = signer_or_exit(err, sign_key if sign_key is not None else hmac_key_file)
         try:
             run_dir = _run_suite(
                 scenarios, list(model or []), epochs, out, max_parallel, backend, signer

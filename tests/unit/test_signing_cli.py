@@ -86,6 +86,8 @@ def test_ed25519_from_only_the_printed_env_vars(tmp_path: Path) -> None:
     r = sandbox("report", "out", cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stdout
     assert "0 unverifiable" in r.stdout
+    assert f"signatures: {len(logs)} signed and checked" in r.stdout
+    assert "not checked" in sandbox("report", "out", cwd=tmp_path).stdout
     # a different public key in the environment: report counts the log unverifiable
     other = sandbox("keygen", str(tmp_path / "other"), cwd=tmp_path)
     wrong = {
@@ -130,12 +132,14 @@ def test_sign_key_option_detects_the_kind_and_hmac_key_is_an_alias(tmp_path: Pat
 
 def test_unsigned_run_warns_once_and_verify_says_chain_only(tmp_path: Path) -> None:
     p, logs = run_demo(tmp_path, {})
-    assert p.stderr.count("UNSIGNED") == 1
+    assert p.stderr.count("warning: no signing key") == 1 and "UNSIGNED" in p.stderr
     assert logs and footer_signature(logs[0]) is None
     v = sandbox("verify", *map(str, logs), cwd=tmp_path)
     assert v.returncode == 0
     assert "UNSIGNED" in v.stdout and "anyone" in v.stdout
     assert "VALID" not in v.stdout
+    r = sandbox("report", "out", cwd=tmp_path)
+    assert f"signatures: 0 signed and checked, {len(logs)} UNSIGNED" in r.stdout
 
 
 def test_garbage_sign_key_is_a_one_line_error(tmp_path: Path) -> None:
@@ -167,3 +171,28 @@ def test_each_epoch_gets_its_own_seed_in_the_header(tmp_path: Path) -> None:
     assert all(h.base_seed == 7 for h in headers)
     assert trial_seed(7, 1) == trial_seed(7, 1) != trial_seed(8, 1)
     assert trial_seed(None, 0) is None
+
+
+GATE_POLICY = "rules:\n  - {id: epochs, kind: trials, min_valid: 2}\n"
+
+
+def test_gate_run_signs_from_the_env_and_checks_with_it(tmp_path: Path) -> None:
+    (tmp_path / "s.yaml").write_text(SCENARIO)
+    (tmp_path / "p.yaml").write_text(GATE_POLICY)
+    env = printed_env(sandbox("keygen", str(tmp_path / "ed"), cwd=tmp_path).stdout)
+    args = ("gate", "--run", "s.yaml", "--policy", "p.yaml", "--backend", "fake", "--epochs", "2")
+    g = sandbox(*args, "--out", "out", "--markdown", "g.md", cwd=tmp_path, env=env)
+    assert g.returncode == 0, g.stdout + g.stderr
+    assert "UNSIGNED" not in g.stdout + g.stderr
+    assert "4 log(s) intact: 4 signed and checked" in (tmp_path / "g.md").read_text()
+    logs = sorted((tmp_path / "out").glob("*/*/*/*.jsonl"))
+    assert logs and all((footer_signature(x) or {}).get("algorithm") == "ed25519" for x in logs)
+    # the same logs judged with another public key are unverifiable: not a pass
+    other = printed_env(sandbox("keygen", str(tmp_path / "o"), cwd=tmp_path).stdout)
+    pub = {"SANDBOX_AUDIT_ED25519_PUBLIC_KEY_FILE": other["SANDBOX_AUDIT_ED25519_PUBLIC_KEY_FILE"]}
+    run_dir = next((tmp_path / "out").iterdir())
+    bad = sandbox("gate", str(run_dir), "--policy", "p.yaml", cwd=tmp_path, env=pub)
+    assert bad.returncode != 0, bad.stdout
+    # no key: the gate's run warns once that its logs are unsigned
+    u = sandbox(*args, "--out", "out2", cwd=tmp_path)
+    assert u.stderr.count("warning: no signing key") == 1 and "UNSIGNED" in u.stderr
