@@ -50,7 +50,7 @@ _OK_VERDICTS = {
     "unchecked": (
         "UNCHECKED",
         "bold yellow",
-        "chain intact, signature not checked (no key given: --hmac-key / --public-key)",
+        "chain intact; signature not checked, no key given (--hmac-key / --public-key)",
     ),
 }
 

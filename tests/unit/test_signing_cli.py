@@ -140,6 +140,8 @@ def test_unsigned_run_warns_once_and_verify_says_chain_only(tmp_path: Path) -> N
     assert "VALID" not in v.stdout
     r = sandbox("report", "out", cwd=tmp_path)
     assert f"signatures: 0 signed and checked, {len(logs)} UNSIGNED" in r.stdout
+    rp = sandbox("replay", str(logs[0]), "--limit", "1", cwd=tmp_path)
+    assert rp.returncode == 0 and "UNSIGNED" in rp.stdout and "verified" not in rp.stdout
 
 
 def test_garbage_sign_key_is_a_one_line_error(tmp_path: Path) -> None:
