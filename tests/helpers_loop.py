@@ -25,7 +25,7 @@ from sandbox.events import (
 )
 from sandbox.scenario.model import Scenario
 from sandbox.sessions.base import ExecResult, Session
-from sandbox.sessions.local import FakeSession
+from sandbox.sessions.local import FakeSession, LocalLimits
 from sandbox.trial.observe import ObservedSession
 from sandbox.trial.parts import JudgeLike, TrialParts
 
@@ -35,7 +35,7 @@ class LocalSession(FakeSession):
     SandboxDied after N calls, restarts are counted, and a closed session has died."""
 
     def __init__(self, *, die_after: int | None = None) -> None:
-        super().__init__(SandboxSpec(), session_id=f"local-{uuid.uuid4().hex[:8]}")
+        super().__init__(LocalLimits(), session_id=f"local-{uuid.uuid4().hex[:8]}")
         self.die_after = die_after
         self.n_exec = 0
         self.restarts = 0
