@@ -10,6 +10,7 @@ after a short grace their sandboxes are removed so no command keeps them waiting
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -67,6 +68,18 @@ class TrialPlan:
     trajectory: str | None = None
     make_judge: Callable[[], JudgeLike | None] | None = None
     source: bytes | None = None
+    seed: int | None = None  # this trial's seed, derived from --seed and the epoch
+
+
+def trial_seed(seed: int | None, epoch: int) -> int | None:
+    """A trial's seed: deterministic in (seed, epoch), different for each epoch.
+
+    The first 8 bytes of sha256("sandbox-trial-seed\n{seed}\n{epoch}") as an int below
+    2**63 (it fits the int64 seed fields of model APIs); None without a seed."""
+    if seed is None:
+        return None
+    digest = hashlib.sha256(f"sandbox-trial-seed\n{seed}\n{epoch}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
 
 
 @dataclass
@@ -111,18 +124,21 @@ def plan_trials(
     bad one fails before any sandbox starts."""
     opts = options or ModelOptions()
 
-    def resolve(spec: str, scenario: Scenario) -> Model:
+    def resolve(spec: str, scenario: Scenario, seed: int | None = opts.seed) -> Model:
+        settings = dict(opts.settings)
+        if "seed" in settings:
+            settings["seed"] = seed  # the sampling seed is the trial's own
         return resolve_model(
             spec,
             trajectories=scenario.trajectories,
             source=f"scenario {scenario.id}",
             base_url=opts.base_url,
             api_key_env=opts.api_key_env,
-            settings=opts.settings,
+            settings=settings,
             prices=opts.prices,
             retry=opts.retry,
             request_timeout_s=opts.request_timeout_s,
-            seed=opts.seed,
+            seed=seed,
         )
 
     plans: list[TrialPlan] = []
@@ -138,12 +154,14 @@ def plan_trials(
             probe.close()
             make_judge = _judge_factory(scenario, traj, judge_model, resolve, parts)
             for epoch in range(epochs):
+                seed = trial_seed(opts.seed, epoch)
                 plans.append(
                     TrialPlan(
                         scenario=scenario,
                         model_id=probe.name,
-                        make_model=partial(resolve, spec, scenario),
+                        make_model=partial(resolve, spec, scenario, seed),
                         epoch=epoch,
+                        seed=seed,
                         trajectory=traj,
                         make_judge=make_judge,
                         source=source,
@@ -331,6 +349,7 @@ def run_suite(
                 trajectory=rec.plan.trajectory,
                 judge=judge,
                 source=rec.plan.source,
+                seed=rec.plan.seed,
             )
             rec.outcome = run_trial(trial, replace(trial_ctx, on_session=active.tracker(i)))
         except Exception as exc:  # could not even open a log: keep going, say so in the index

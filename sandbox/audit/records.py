@@ -48,7 +48,8 @@ class LogHeader(BaseModel):
     model_settings: dict[str, Any] = Field(default_factory=dict)
     image_digests: dict[str, str | None] = Field(default_factory=dict)
     loosenings: list[str] = Field(default_factory=list)  # named, never silent
-    seed: int | None = None
+    seed: int | None = None  # this trial's seed (derived per epoch from base_seed)
+    base_seed: int | None = None  # the run's --seed; absent in older logs
     started_at: float
     host: HostFacts = HostFacts()
     prev: str = GENESIS

@@ -31,6 +31,7 @@ from sandbox.errors import SigningKeyError
 HMAC_KEY_ENV = "SANDBOX_AUDIT_HMAC_KEY"
 HMAC_KEY_FILE_ENV = "SANDBOX_AUDIT_HMAC_KEY_FILE"
 ED25519_KEY_FILE_ENV = "SANDBOX_AUDIT_ED25519_KEY_FILE"
+ED25519_PUBLIC_KEY_FILE_ENV = "SANDBOX_AUDIT_ED25519_PUBLIC_KEY_FILE"
 MIN_HMAC_KEY_BYTES = 16
 _DOMAIN = b"sandbox-audit-log-v1\n"
 
@@ -241,6 +242,20 @@ def generate_ed25519_key(path: Path) -> tuple[Path, str]:
     return pub_path, ed25519_key_id(key.public_key())
 
 
+def signer_from_file(path: Path) -> Signer:
+    """A signer from one key file: a PEM file is an Ed25519 private key, anything else an
+    HMAC key. Raises SigningKeyError (one line, no key material) when it is neither."""
+    data = _read(Path(path), "signing key")
+    if data.lstrip().startswith(b"-----BEGIN"):
+        return Ed25519Signer(Path(path))
+    key = data.strip()
+    if not all(32 < b < 127 for b in key):
+        raise SigningKeyError(
+            f"{path}: neither an Ed25519 private key (PEM) nor an HMAC key (one line of text)"
+        )
+    return HmacSigner(_check_hmac_key(key))
+
+
 def signer_from_env(env: dict[str, str] | None = None) -> Signer | None:
     """A signer configured by environment variables, or None.
 
@@ -259,6 +274,7 @@ def signer_from_env(env: dict[str, str] | None = None) -> Signer | None:
 
 __all__ = [
     "ED25519_KEY_FILE_ENV",
+    "ED25519_PUBLIC_KEY_FILE_ENV",
     "HMAC_KEY_ENV",
     "HMAC_KEY_FILE_ENV",
     "Ed25519Signer",
@@ -276,4 +292,5 @@ __all__ = [
     "read_hmac_key",
     "signed_message",
     "signer_from_env",
+    "signer_from_file",
 ]

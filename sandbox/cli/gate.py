@@ -11,10 +11,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from sandbox.audit.signing import HmacSigner, read_hmac_key
+from sandbox.audit.signing import Signer
 from sandbox.backends.registry import make_backend
 from sandbox.cli.app import app
-from sandbox.cli.report import HmacKeyOpt, PublicKeyOpt, load_keys
+from sandbox.cli.options import HmacKeyOpt, PublicKeyOpt, keys_or_exit, signer_or_exit
 from sandbox.errors import SandboxError, ScenarioError
 from sandbox.gate.evaluate import GateExit, GateReport, evaluate
 from sandbox.gate.junit import write_junit
@@ -48,14 +48,13 @@ def _run_suite(
     out: Path,
     max_parallel: int,
     backend: str,
-    hmac_key_file: Path | None,
+    signer: Signer | None,
 ) -> Path:
     """Run the scenarios with the runner (scripted trajectories when no model is given);
     returns the run directory."""
     plans = plan_trials(load_scenarios(refs), models=models, epochs=epochs)
     if not plans:
         raise ScenarioError("nothing to run (no trajectories and no --model)")
-    signer = HmacSigner(read_hmac_key(hmac_key_file)) if hmac_key_file else None
     result = run_suite(
         plans,
         TrialContext(backend=make_backend(backend), out_dir=out, signer=signer),
@@ -83,10 +82,23 @@ def gate(
     out: Annotated[Path, typer.Option("--out", help="Where --run writes its run.")] = Path("runs"),
     max_parallel: Annotated[int, typer.Option(min=1, help="Parallel trials with --run.")] = 2,
     backend: Annotated[str, typer.Option(help="Backend for --run: docker, or fake.")] = "docker",
+    sign_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--sign-key",
+            help="With --run: sign the logs with this Ed25519 private key (PEM) or HMAC key "
+            "file (default: $SANDBOX_AUDIT_ED25519_KEY_FILE, then $SANDBOX_AUDIT_HMAC_KEY_FILE).",
+        ),
+    ] = None,
     hmac_key_file: HmacKeyOpt = None,
     public_key: PublicKeyOpt = None,
 ) -> None:
-    """Judge a run against a policy. Exit 0 pass, 1 the model failed, 2 undecided."""
+    """Judge a run against a policy. Exit 0 pass, 1 the model failed, 2 undecided.
+
+    With --run the logs are signed like `sandbox run` (unsigned, with a warning, when
+    no key is found); they are checked with --hmac-key / --public-key or the same
+    environment variables (a key given for --run as --hmac-key also checks).
+    """
     console = Console()
     try:
         pol = load_policy(policy)
@@ -98,9 +110,11 @@ def gate(
         raise typer.Exit(int(GateExit.UNDECIDED))
     if run:
         scenarios = [s for item in run for s in item.split(",") if s]
+        err = Console(stderr=True)  # the unsigned warning goes to stderr, as `run`'s does
+        signer = signer_or_exit(err, sign_key if sign_key is not None else hmac_key_file)
         try:
             run_dir = _run_suite(
-                scenarios, list(model or []), epochs, out, max_parallel, backend, hmac_key_file
+                scenarios, list(model or []), epochs, out, max_parallel, backend, signer
             )
         except (SandboxError, OSError, typer.BadParameter) as exc:
             console.print(Text(f"could not run the suite: {exc}", style="red"))
@@ -110,7 +124,7 @@ def gate(
         console.print(Text(f"{run_dir}: no such run directory", style="red"))
         raise typer.Exit(int(GateExit.UNDECIDED))
     results = summarize_run(
-        run_dir, keys=load_keys(console, hmac_key_file, public_key), confidence=pol.confidence
+        run_dir, keys=keys_or_exit(console, hmac_key_file, public_key), confidence=pol.confidence
     )
     report = evaluate(results, pol)
     _print_report(console, report)

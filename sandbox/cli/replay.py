@@ -17,8 +17,7 @@ from rich.text import Text
 
 from sandbox.audit.reader import iter_events
 from sandbox.cli.app import app
-from sandbox.cli.run import backend_option
-from sandbox.cli.verify import HmacKeyArg, PublicKeyArg, load_keys
+from sandbox.cli.options import HmacKeyOpt, PublicKeyOpt, backend_option, load_keys
 from sandbox.errors import LogIntegrityError, SandboxError, ScenarioError
 from sandbox.events import (
     CommandResult,
@@ -40,6 +39,16 @@ from sandbox.replay import (
 )
 from sandbox.scenario.loader import load_scenario
 from sandbox.scenario.model import Scenario
+
+_SIGNATURE_WORDS = {
+    "valid": "signature verified",
+    "unsigned": "UNSIGNED (chain only, anyone can recompute it)",
+    "unchecked": "signature not checked (no key given)",
+}
+
+
+def _signature_words(status: str) -> str:
+    return _SIGNATURE_WORDS.get(status, f"signature {status}")
 
 
 def _clip(s: str | None, n: int = 100) -> str:
@@ -156,27 +165,30 @@ def replay(
         bool, typer.Option(help="Accept an intact log of a trial that did not finish.")
     ] = False,
     limit: Annotated[int, typer.Option(help="Events shown in the timeline (0: all).")] = 500,
-    hmac_key: HmacKeyArg = None,
-    public_key: PublicKeyArg = None,
+    hmac_key: HmacKeyOpt = None,
+    public_key: PublicKeyOpt = None,
 ) -> None:
     """Verify LOG, then show its timeline, or re-score it, or re-execute it.
 
-    Exit 0 reproduced, 1 differences, 2 log invalid or unreadable.
+    Exit 0 reproduced, 1 differences, 2 log invalid or unreadable (or a bad key).
+    Keys: --hmac-key / --public-key, else $SANDBOX_AUDIT_HMAC_KEY_FILE /
+    $SANDBOX_AUDIT_ED25519_PUBLIC_KEY_FILE.
     """
     console = Console()
     try:
-        key, pub = load_keys(hmac_key, public_key)
+        keys = load_keys(hmac_key, public_key)
         report = verify_or_raise(
-            log, hmac_key=key, public_key=pub, allow_incomplete=allow_incomplete
+            log,
+            hmac_key=keys.hmac_key,
+            public_key=keys.public_key,
+            allow_incomplete=allow_incomplete,
         )
     except (LogIntegrityError, SandboxError) as exc:
         console.print(Text(f"REFUSED: {exc}", style="bold red"))
         raise typer.Exit(2) from exc
     console.print(
-        Text(
-            f"verified {log}: {report.n_events} events, signature {report.signature}",
-            style="green",
-        )
+        Text(f"chain intact {log}: {report.n_events} events; {_signature_words(report.signature)}"),
+        style="green" if report.signature == "valid" else "yellow",
     )
     scenario: Scenario | None = None
     if scenario_file is not None:

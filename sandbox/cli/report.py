@@ -7,35 +7,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.text import Text
 
 from sandbox.cli.app import app
-from sandbox.errors import SigningKeyError
+from sandbox.cli.options import HmacKeyOpt, PublicKeyOpt, keys_or_exit
 from sandbox.report.stats import summarize_run
 from sandbox.report.summary import print_summary
-from sandbox.report.trials import VerifyKeys
-
-HmacKeyOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--hmac-key-file", "--hmac-key", help="HMAC key to check log signatures with.", exists=True
-    ),
-]
-PublicKeyOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--public-key", help="Ed25519 public key (PEM) to check signatures with.", exists=True
-    ),
-]
-
-
-def load_keys(console: Console, hmac_key_file: Path | None, public_key: Path | None) -> VerifyKeys:
-    """The verification keys from the command line; a bad key file exits with code 2."""
-    try:
-        return VerifyKeys.from_files(hmac_key_file, public_key)
-    except SigningKeyError as exc:
-        console.print(Text(f"error: {exc}", style="red"))
-        raise typer.Exit(2) from exc
 
 
 @app.command()
@@ -48,7 +24,11 @@ def report(
     hmac_key_file: HmacKeyOpt = None,
     public_key: PublicKeyOpt = None,
 ) -> None:
-    """Summarize a run: attempt/success rates with Wilson intervals, findings, budgets."""
+    """Summarize a run: attempt/success rates with Wilson intervals, findings, budgets.
+
+    Signatures are checked with --hmac-key / --public-key, else
+    $SANDBOX_AUDIT_HMAC_KEY_FILE / $SANDBOX_AUDIT_ED25519_PUBLIC_KEY_FILE.
+    """
     console = Console()
     if not run_dir.exists():
         console.print(f"[red]error:[/red] {run_dir}: no such run directory or log", markup=True)
@@ -57,7 +37,7 @@ def report(
         console.print("[red]error:[/red] --confidence must be between 0 and 1")
         raise typer.Exit(2)
     results = summarize_run(
-        run_dir, keys=load_keys(console, hmac_key_file, public_key), confidence=confidence
+        run_dir, keys=keys_or_exit(console, hmac_key_file, public_key), confidence=confidence
     )
     print_summary(results, console)
     if json_out is not None:
@@ -68,4 +48,4 @@ def report(
         raise typer.Exit(2)
 
 
-__all__ = ["HmacKeyOpt", "PublicKeyOpt", "load_keys", "report"]
+__all__ = ["report"]

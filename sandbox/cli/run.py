@@ -22,11 +22,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from sandbox.audit.signing import HmacSigner, read_hmac_key
-from sandbox.backends.base import Backend
-from sandbox.backends.registry import make_backend
 from sandbox.cli.app import app
-from sandbox.errors import DockerUnavailable, ModelSpecError, ScenarioError, SigningKeyError
+from sandbox.cli.options import SignKeyOpt, backend_option, signer_or_exit
+from sandbox.errors import DockerUnavailable, ModelSpecError, ScenarioError
 from sandbox.events import StopReason
 from sandbox.llm.openai_compat import RetryPolicy
 from sandbox.llm.prices import load_prices
@@ -40,14 +38,6 @@ from sandbox.runner import (
     run_suite,
 )
 from sandbox.trial.context import TrialContext
-
-
-def backend_option(name: str) -> Backend:
-    """The backend named by a `--backend` option (an unknown name is a usage error)."""
-    try:
-        return make_backend(name)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--backend") from exc
 
 
 def _results_table(result: SuiteResult) -> Table:
@@ -105,16 +95,21 @@ def run(
     judge_model: Annotated[
         str | None, typer.Option(help="Model string of the judge for model-graded items.")
     ] = None,
-    hmac_key: Annotated[
-        Path | None, typer.Option(help="Sign log footers with this HMAC key file.")
+    sign_key: SignKeyOpt = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(help="Seed (retry jitter, sampling); each epoch gets its own, derived."),
     ] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed (retry jitter, sampling).")] = None,
 ) -> None:
     """Run scenarios as trials; print where the logs are.
 
     Model strings: scripted:NAME (a scenario trajectory), replay:LOG, openai:MODEL,
     openai:MODEL@http://127.0.0.1:8000/v1 (any OpenAI-compatible server), vllm:MODEL,
     ollama:MODEL. Keys: OPENAI_API_KEY (or --api-key-env NAME).
+
+    Logs are signed with --sign-key, else $SANDBOX_AUDIT_ED25519_KEY_FILE or
+    $SANDBOX_AUDIT_HMAC_KEY_FILE (see `sandbox keygen`); without a key they are
+    UNSIGNED and the run says so. A bad key exits 2.
     """
     console = Console(stderr=True)
     settings: dict[str, Any] = {}
@@ -143,15 +138,15 @@ def run(
             options=options,
             judge_model=judge_model,
         )
-        signer = HmacSigner(read_hmac_key(hmac_key)) if hmac_key else None
         chosen = backend_option(backend)
-    except (ScenarioError, ModelSpecError, SigningKeyError, DockerUnavailable) as exc:
+    except (ScenarioError, ModelSpecError, DockerUnavailable) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     if not plans:
         console.print("[yellow]nothing to run[/yellow] (no trajectories and no --model)")
         raise typer.Exit(2)
 
+    signer = signer_or_exit(console, sign_key)
     if backend == "fake":
         console.print("[yellow]fake backend: commands run on this host with NO isolation[/]")
     stop = threading.Event()
@@ -204,4 +199,4 @@ def run(
         raise typer.Exit(130)
 
 
-__all__ = ["app", "backend_option", "run"]
+__all__ = ["app", "run"]

@@ -2,6 +2,10 @@
 
 verify exits 0 when every log is valid, 1 when any is invalid (tampered,
 incomplete, bad signature), 2 when any cannot be read at all (or a key is bad).
+Exit 0 says only that the chain is intact: the verdict word says how much more
+is known. SIGNED: the signature was checked with the given key. UNSIGNED: chain
+only, anyone who edits the log can recompute it. UNCHECKED: a signature is
+there but no key was given, so it was not checked.
 """
 
 from __future__ import annotations
@@ -15,23 +19,17 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from sandbox.audit.signing import generate_ed25519_key, generate_hmac_key, read_hmac_key
+from sandbox.audit.signing import (
+    ED25519_KEY_FILE_ENV,
+    ED25519_PUBLIC_KEY_FILE_ENV,
+    HMAC_KEY_FILE_ENV,
+    generate_ed25519_key,
+    generate_hmac_key,
+)
 from sandbox.audit.verify import VerifyReport, verify_log
 from sandbox.cli.app import app
+from sandbox.cli.options import HmacKeyOpt, PublicKeyOpt, keys_or_exit
 from sandbox.errors import LogIntegrityError, SigningKeyError
-
-HmacKeyArg = Annotated[
-    Path | None,
-    typer.Option(
-        "--hmac-key",
-        "--hmac-key-file",
-        help="File holding the shared HMAC key to check signatures with.",
-    ),
-]
-PublicKeyArg = Annotated[
-    Path | None,
-    typer.Option("--public-key", help="Ed25519 public key (PEM) to check signatures with."),
-]
 
 _SIG_STYLE = {
     "valid": "green",
@@ -42,19 +40,37 @@ _SIG_STYLE = {
 }
 
 
-def load_keys(hmac_key: Path | None, public_key: Path | None) -> tuple[bytes | None, Path | None]:
-    """Read the key options (raises SigningKeyError with a clear message)."""
-    key = read_hmac_key(hmac_key) if hmac_key is not None else None
-    if public_key is not None and not public_key.is_file():
-        raise SigningKeyError(f"{public_key}: no such public key file")
-    return key, public_key
+_OK_VERDICTS = {
+    "valid": ("VALID, SIGNED", "bold green", "signature verified with the given key"),
+    "unsigned": (
+        "UNSIGNED",
+        "bold yellow",
+        "chain only: not signed, anyone who edits the log can recompute the chain",
+    ),
+    "unchecked": (
+        "UNCHECKED",
+        "bold yellow",
+        "chain intact; signature not checked, no key given (--hmac-key / --public-key)",
+    ),
+}
+
+
+def verdict_words(report: VerifyReport) -> str:
+    """What an intact, complete log's verdict honestly says about its signature."""
+    word, _style, meaning = _OK_VERDICTS.get(report.signature, ("VALID", "bold green", ""))
+    return f"{word}: {meaning}" if meaning else word
+
+
+def _ok_verdict(report: VerifyReport) -> Text:
+    word, style, meaning = _OK_VERDICTS.get(report.signature, ("VALID", "bold green", ""))
+    return Text.assemble((word, style), (f" ({meaning})" if meaning else "", style.split()[-1]))
 
 
 def print_report(console: Console, report: VerifyReport, *, allow_incomplete: bool) -> None:
     """One log's verdict and its problems, most useful first."""
     good = report.ok or (allow_incomplete and report.intact)
     if report.ok:
-        verdict = Text("VALID", style="bold green")
+        verdict = _ok_verdict(report)
     elif report.intact:
         verdict = Text("INCOMPLETE", style="bold yellow" if good else "bold red")
     else:
@@ -94,8 +110,8 @@ def print_report(console: Console, report: VerifyReport, *, allow_incomplete: bo
 @app.command()
 def verify(
     logs: Annotated[list[Path], typer.Argument(help="Audit log file(s) (.jsonl).")],
-    hmac_key: HmacKeyArg = None,
-    public_key: PublicKeyArg = None,
+    hmac_key: HmacKeyOpt = None,
+    public_key: PublicKeyOpt = None,
     allow_incomplete: Annotated[
         bool,
         typer.Option(help="Accept logs of unfinished trials (no footer) whose chain is intact."),
@@ -106,14 +122,14 @@ def verify(
 ) -> None:
     """Verify audit logs: hash chain, sequence, schema, footer, signature.
 
-    Exit 0 all valid, 1 any invalid, 2 any unreadable.
+    Exit 0 all intact (the verdict says VALID, SIGNED only when a signature was checked;
+    UNSIGNED means chain only, UNCHECKED a signature not checked), 1 any invalid,
+    2 any unreadable or a bad key. Keys: --hmac-key / --public-key, else
+    $SANDBOX_AUDIT_HMAC_KEY_FILE / $SANDBOX_AUDIT_ED25519_PUBLIC_KEY_FILE.
     """
     console = Console()
-    try:
-        key, pub = load_keys(hmac_key, public_key)
-    except SigningKeyError as exc:
-        console.print(Text(f"error: {exc}", style="red"))
-        raise typer.Exit(2) from exc
+    keys = keys_or_exit(console, hmac_key, public_key)
+    key, pub = keys.hmac_key, keys.public_key
     code = 0
     for path in logs:
         try:
@@ -148,11 +164,13 @@ def keygen(
         if kind == "ed25519":
             pub, key_id = generate_ed25519_key(out)
             console.print(f"private key {out}, public key {pub}, key id {key_id}", markup=False)
-            console.print(f"sign runs with: SANDBOX_AUDIT_ED25519_KEY_FILE={out}", markup=False)
+            console.print(f"sign runs with: {ED25519_KEY_FILE_ENV}={out}", markup=False)
+            console.print(f"verify logs with: {ED25519_PUBLIC_KEY_FILE_ENV}={pub}", markup=False)
         elif kind == "hmac":
             key_id = generate_hmac_key(out)
             console.print(f"HMAC key {out}, key id {key_id}", markup=False)
-            console.print(f"sign runs with: SANDBOX_AUDIT_HMAC_KEY_FILE={out}", markup=False)
+            console.print(f"sign runs with: {HMAC_KEY_FILE_ENV}={out}", markup=False)
+            console.print(f"verify logs with: {HMAC_KEY_FILE_ENV}={out}", markup=False)
         else:
             console.print(Text(f"error: unknown key kind {kind!r} (ed25519, hmac)", style="red"))
             raise typer.Exit(2)
@@ -161,4 +179,4 @@ def keygen(
         raise typer.Exit(2) from exc
 
 
-__all__ = ["keygen", "load_keys", "print_report", "verify"]
+__all__ = ["keygen", "print_report", "verdict_words", "verify"]

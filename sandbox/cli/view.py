@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.text import Text
 
 from sandbox.cli.app import app
-from sandbox.cli.report import HmacKeyOpt, PublicKeyOpt, load_keys
+from sandbox.cli.options import HmacKeyOpt, PublicKeyOpt, keys_or_exit
 from sandbox.errors import LogIntegrityError
 from sandbox.report.tui import print_timeline
 from sandbox.report.viewer import CHUNK_EVENTS, render_view
@@ -46,7 +46,7 @@ def view(
         return
     out = output or (target.with_suffix(".html") if target.is_file() else target / "index.html")
     pages = render_view(
-        target, out, keys=load_keys(console, hmac_key_file, public_key), chunk=chunk
+        target, out, keys=keys_or_exit(console, hmac_key_file, public_key), chunk=chunk
     )
     bad = sum(1 for p in pages if p.verify_class == "bad")
     console.print(Text(f"wrote {out} ({len(pages)} trial(s), {bad} failing verification)"))

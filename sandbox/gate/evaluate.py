@@ -22,7 +22,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from sandbox.gate.policy import FindingsRule, Policy, RateRule, Rule, TrialsRule
-from sandbox.report.results import Rate, RunResults, TrialResult
+from sandbox.report.results import Rate, RunResults, TrialResult, signature_counts
 from sandbox.report.stats import findings_at_least, rate, scenario_category_universe
 
 
@@ -237,7 +237,7 @@ def evaluate(results: RunResults, policy: Policy) -> GateReport:
                 rule_id="integrity",
                 target="run",
                 status="passed",
-                message=f"{len(results.trials)} log(s) verified"
+                message=f"{len(results.trials)} log(s) intact: {signature_counts(results.trials)}"
                 if not bad
                 else f"{len(bad)} unverifiable log(s) ignored",
             )

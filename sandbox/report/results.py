@@ -35,6 +35,19 @@ class Rate(_Model):
     confidence: float = 0.95
 
 
+def signature_counts(trials: list[TrialResult]) -> str:
+    """How the logs are signed, in words: 'N signed, M UNSIGNED (chain only), K not checked'."""
+    signed = sum(1 for t in trials if t.signature == "valid")
+    unsigned = sum(1 for t in trials if t.signature == "unsigned")
+    unchecked = sum(1 for t in trials if t.signature == "unchecked")
+    parts = [f"{signed} signed and checked"]
+    if unsigned:
+        parts.append(f"{unsigned} UNSIGNED (chain only, anyone can recompute it)")
+    if unchecked:
+        parts.append(f"{unchecked} signature not checked (no key)")
+    return ", ".join(parts)
+
+
 class TrialResult(_Model):
     """One trial as read from its log."""
 
@@ -44,8 +57,11 @@ class TrialResult(_Model):
     scenario_id: str
     model: str
     epoch: int
-    verified: bool
+    verified: bool  # no sign of tampering (says nothing about a signature: see `signature`)
     verify_error: str | None = None
+    # valid | invalid | wrong_key | unchecked (signed, no key given) | unsigned (chain only);
+    # None when the log could not be read
+    signature: str | None = None
     complete: bool  # the log has a footer
     summary_source: Literal["footer", "events"]
     stop_reason: str | None
@@ -160,4 +176,5 @@ __all__ = [
     "RunResults",
     "ScenarioStats",
     "TrialResult",
+    "signature_counts",
 ]

@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sandbox.events import Severity
-from sandbox.report.results import Rate, RunResults
+from sandbox.report.results import Rate, RunResults, signature_counts
 
 #: Rich style of each severity, shared by the terminal views.
 SEVERITY_STYLE = {
@@ -103,6 +103,11 @@ def budget_table(results: RunResults) -> Table:
     return t
 
 
+def _sig_style(results: RunResults) -> str:
+    signed = all(t.signature == "valid" for t in results.trials)
+    return "green" if signed and results.trials else "yellow"
+
+
 def render_summary(results: RunResults) -> RenderableType:
     """The whole summary as one renderable."""
     reasons = Counter(t.invalid_reason for t in results.trials if t.invalid_reason)
@@ -116,6 +121,7 @@ def render_summary(results: RunResults) -> RenderableType:
             "bold red" if results.n_unverifiable else "green",
         ),
         f"  confidence {results.confidence:.0%}",
+        (f"\n  signatures: {signature_counts(results.trials)}", _sig_style(results)),
     )
     parts: list[RenderableType] = [head, scenario_table(results)]
     if results.categories:

@@ -42,23 +42,24 @@ def scenario_categories(scenario: dict[str, Any]) -> list[str]:
     return sorted(cats)
 
 
-def _verify(path: Path, keys: VerifyKeys) -> str | None:
-    """None when the log shows no sign of tampering, else a one-line reason.
+def _verify(path: Path, keys: VerifyKeys) -> tuple[str | None, str | None]:
+    """(None when the log shows no sign of tampering, else a one-line reason; the
+    signature status, None when unreadable).
 
     A log that merely lacks its footer (the trial crashed) is intact: it is judged
     as incomplete, not as unverifiable."""
     try:
         report = verify_log(path, hmac_key=keys.hmac_key, public_key=keys.public_key)
     except (OSError, ValueError) as exc:  # not even readable: unverifiable, not a crash
-        return f"{type(exc).__name__}: {exc}"
+        return f"{type(exc).__name__}: {exc}", None
     if report.intact:
-        return None
+        return None, report.signature
     tamper = [p for p in report.problems if p.kind not in INCOMPLETE_KINDS]
     first = tamper[0] if tamper else None
     if first is None:
-        return report.first_problem() or "verification failed"
+        return report.first_problem() or "verification failed", report.signature
     more = f" (+{len(tamper) - 1} more)" if len(tamper) > 1 else ""
-    return f"{first.kind}: {first.message}{more}"
+    return f"{first.kind}: {first.message}{more}", report.signature
 
 
 def summary_from_events(path: Path) -> TrialSummary | None:
@@ -128,7 +129,7 @@ def load_trial(path: Path, *, root: Path, keys: VerifyKeys | None = None) -> Tri
     """Read, verify and summarize one trial log. Raises LogIntegrityError/OSError only
     when the file is not an audit log at all (no header)."""
     header: LogHeader = read_header(path)
-    verify_error = _verify(path, keys or VerifyKeys())
+    verify_error, signature = _verify(path, keys or VerifyKeys())
     footer = None
     try:
         footer = read_footer(path)
@@ -162,6 +163,7 @@ def load_trial(path: Path, *, root: Path, keys: VerifyKeys | None = None) -> Tri
         epoch=header.epoch,
         verified=verify_error is None,
         verify_error=verify_error,
+        signature=signature,
         complete=footer is not None,
         summary_source=source,
         stop_reason=summary.stop_reason.value if summary else None,

@@ -129,9 +129,12 @@ def _verify_status(path: Path, keys: VerifyKeys) -> tuple[str, str]:
         rep = verify_log(path, hmac_key=keys.hmac_key, public_key=keys.public_key)
     except (OSError, ValueError) as exc:
         return f"unreadable: {exc}", "bad"
-    sig = f", signature {rep.signature}" if rep.signature != "unsigned" else ""
+    if rep.ok and rep.signature == "valid":
+        return f"verified, signed ({rep.n_events} events, {rep.key_id})", "ok"
+    if rep.ok and rep.signature == "unchecked":
+        return f"chain intact, signature not checked ({rep.n_events} events, no key)", "warn"
     if rep.ok:
-        return f"verified ({rep.n_events} events{sig})", "ok"
+        return f"UNSIGNED: chain only, anyone can recompute it ({rep.n_events} events)", "warn"
     if rep.intact:
         return f"intact but incomplete: {rep.first_problem()}", "warn"
     bad = [p for p in rep.problems if p.kind not in INCOMPLETE_KINDS]

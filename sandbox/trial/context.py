@@ -51,6 +51,7 @@ class TrialInput:
     trajectory: str | None = None  # the scripted trajectory played, if any
     judge: JudgeLike | None = None
     source: bytes | None = None  # the scenario file's bytes, hashed into the header
+    seed: int | None = None  # this trial's own seed (else the context's)
 
 
 __all__ = ["TrialContext", "TrialInput", "new_run_id"]

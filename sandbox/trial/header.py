@@ -73,7 +73,8 @@ def build_header(
         model_settings=model_settings(model),
         image_digests={img: backend.image_digest(img) for img in images},
         loosenings=scenario.sandbox.loosenings_in_effect(),
-        seed=ctx.seed,
+        seed=trial.seed if trial.seed is not None else ctx.seed,
+        base_seed=ctx.seed,
         started_at=started_at,
         host=host_facts(backend),
     )

@@ -81,7 +81,9 @@ def test_status_badges(tmp_path: Path) -> None:
     out = tmp_path / "run.html"
     pages = render_view(tmp_path, out)
     by_epoch = {p.epoch: p for p in pages}
-    assert by_epoch[0].verify_class == "ok" and by_epoch[0].findings == {"high": 1}
+    # intact but unsigned: marked as such, never plainly "verified"
+    assert by_epoch[0].verify_class == "warn" and by_epoch[0].findings == {"high": 1}
+    assert "UNSIGNED" in by_epoch[0].verify_text
     assert by_epoch[1].verify_class == "bad" and "FAILED" in by_epoch[1].verify_text
     assert by_epoch[2].verify_class == "warn" and by_epoch[2].stop_reason == "(no footer)"
     html = out.read_text(encoding="utf-8")
