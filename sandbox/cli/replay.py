@@ -18,18 +18,9 @@ from rich.text import Text
 from sandbox.audit.reader import iter_events
 from sandbox.cli.app import app
 from sandbox.cli.options import HmacKeyOpt, PublicKeyOpt, backend_option, load_keys
+from sandbox.describe import describe_event
 from sandbox.errors import LogIntegrityError, SandboxError, ScenarioError
-from sandbox.events import (
-    CommandResult,
-    CommandStart,
-    Event,
-    Finding,
-    ModelResponse,
-    Stop,
-    StubRequest,
-    ToolResult,
-    TrialEnd,
-)
+from sandbox.events import Event, Finding
 from sandbox.replay import (
     FindingsDiff,
     ReexecResult,
@@ -57,23 +48,8 @@ def _clip(s: str | None, n: int = 100) -> str:
 
 
 def _describe(ev: Event) -> str:
-    if isinstance(ev, ModelResponse):
-        calls = ", ".join(f"{c.name}({_clip(c.arguments, 60)})" for c in ev.tool_calls)
-        return _clip(ev.text) + (f"  → {calls}" if calls else "")
-    if isinstance(ev, CommandStart):
-        return "$ " + _clip(" ".join(ev.argv))
-    if isinstance(ev, CommandResult):
-        return f"exit {ev.exit_code}  {_clip(ev.stdout or ev.stderr, 80)}"
-    if isinstance(ev, ToolResult):
-        return f"{ev.tool} ok={ev.ok}  {_clip(ev.output, 80)}"
-    if isinstance(ev, Finding):
-        return f"[{ev.severity}] {ev.rule_id} ({ev.category}) {_clip(ev.explanation, 80)}"
-    if isinstance(ev, StubRequest):
-        return f"{ev.service}.{ev.action} {ev.status}"
-    if isinstance(ev, TrialEnd | Stop):
-        reason = ev.stop_reason if isinstance(ev, TrialEnd) else ev.reason
-        return f"{reason} {_clip(ev.detail, 80)}"
-    return ""
+    """The event on one line of the timeline (sandbox.describe, newlines shown as ⏎)."""
+    return _clip(describe_event(ev, limit=80), 160)
 
 
 def _timeline(console: Console, log: Path, limit: int) -> None:

@@ -10,40 +10,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# The loop and the monitor never import Docker; reports, the gate and the viewer read only
-# logs, so they need no engine either.
-DOCKER_FREE = [
+# What a light command or a library user pays at import time, checked in a fresh interpreter
+# (the static contracts below cannot see what an import really loads): none of these may load
+# the openai SDK (it costs seconds) or the Docker SDK.
+LIGHT = [
     "sandbox.loop",
-    "sandbox.llm",
-    "sandbox.tools",
-    "sandbox.budgets",
     "sandbox.monitor.monitor",
-    "sandbox.monitor.judge",
-    "sandbox.scenario",
     "sandbox.audit.verify",
     "sandbox.report.summary",
-    "sandbox.report.viewer",
     "sandbox.gate",
-    "sandbox.backends.base",
     "sandbox.backends.fake",
+    "sandbox.cli.app",
 ]
-
-
-@pytest.mark.parametrize("module", DOCKER_FREE)
-def test_module_does_not_import_docker(module: str) -> None:
-    code = (
-        f"import sys, {module}; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'docker'))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert out.stdout.strip() == "[]", f"{module} pulls in {out.stdout.strip()}"
-
-
-# What a light command or a library user pays at import time: none of these may load the
-# openai SDK (it costs seconds) or the Docker SDK.
-LIGHT = ["sandbox.loop", "sandbox.audit.verify", "sandbox.report.summary", "sandbox.cli.app"]
 
 
 @pytest.mark.parametrize("module", LIGHT)
