@@ -38,6 +38,7 @@ from sandbox.runner import (
     run_suite,
 )
 from sandbox.trial.context import TrialContext
+from sandbox.trial.run import TrialOutcome
 
 
 def _results_table(result: SuiteResult) -> Table:
@@ -109,7 +110,11 @@ def run(
 
     Logs are signed with --sign-key, else $SANDBOX_AUDIT_ED25519_KEY_FILE or
     $SANDBOX_AUDIT_HMAC_KEY_FILE (see `sandbox keygen`); without a key they are
-    UNSIGNED and the run says so. A bad key exits 2.
+    UNSIGNED and the run says so.
+
+    Exit codes: 0 the trials ran (whatever the model did); 2 bad input (scenario, model
+    string, key); 3 no trial ran to a verdict (every one ended in a model, sandbox or
+    infrastructure error); 130 interrupted.
     """
     console = Console(stderr=True)
     settings: dict[str, Any] = {}
@@ -197,6 +202,21 @@ def run(
     )
     if interrupted:
         raise typer.Exit(130)
+    if result.trials and not any(_ran(r.outcome) for r in result.trials):
+        console.print(
+            "[red]error:[/red] no trial ran to a verdict: every one ended in a model, sandbox "
+            "or infrastructure error (see the stop column and the logs)"
+        )
+        raise typer.Exit(3)
+
+
+# Stop reasons that say the trial never produced evidence about the model's behaviour.
+_NOT_RUN = frozenset({StopReason.MODEL_ERROR, StopReason.SANDBOX_DIED, StopReason.INFRA_ERROR})
+
+
+def _ran(outcome: TrialOutcome | None) -> bool:
+    """Whether a trial ran to a verdict (anything but a model, sandbox or infra error)."""
+    return outcome is not None and outcome.summary.stop_reason not in _NOT_RUN
 
 
 __all__ = ["app", "run"]

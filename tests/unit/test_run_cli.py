@@ -58,3 +58,26 @@ def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
     p = sandbox("s.yaml", "--backend", "fake", "--trajectory", "blue", cwd=tmp_path)
     assert p.returncode == 2 and "no trajectory 'blue'" in p.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_where_no_trial_ran_exits_3(tmp_path: Path) -> None:
+    """Every trial ending in a model error is not a clean run: exit 3, said plainly. The
+    model server is a loopback port the test bound and closed, so nothing answers."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "s.yaml").write_text(SCENARIO)
+    p = sandbox(
+        "s.yaml",
+        *("--backend", "fake", "--out", "out", "--max-attempts", "1"),
+        *("--model", f"openai:m@http://127.0.0.1:{port}/v1", "--request-timeout", "5"),
+        cwd=tmp_path,
+    )
+    assert p.returncode == 3, p.stdout + p.stderr
+    assert "no trial ran to a verdict" in p.stderr
+    assert "model_error" in p.stdout
+    # the scripted run of the same scenario still exits 0
+    ok = sandbox("s.yaml", "--backend", "fake", "--out", "out", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
