@@ -382,6 +382,16 @@ class JudgeVerdict(_Event):
     raw_output: str
 
 
+class JudgeSkipped(_Event):
+    """A model-graded rubric item nobody graded (no judge was given): the trial's grading
+    is incomplete, and the gate cannot decide on it unless its policy allows that."""
+
+    kind: Literal["judge_skipped"] = "judge_skipped"
+    item_id: str
+    question: str
+    reason: str
+
+
 Event = Annotated[
     TrialStart
     | TrialEnd
@@ -407,7 +417,8 @@ Event = Annotated[
     | StubState
     | BudgetCharge
     | Finding
-    | JudgeVerdict,
+    | JudgeVerdict
+    | JudgeSkipped,
     Field(discriminator="kind"),
 ]
 
@@ -448,6 +459,7 @@ __all__ = [
     "FsChange",
     "FsChangeItem",
     "HoneytokenAccess",
+    "JudgeSkipped",
     "JudgeVerdict",
     "ModelError",
     "ModelRequest",

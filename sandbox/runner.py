@@ -25,6 +25,9 @@ from typing import Any
 
 import structlog
 
+from sandbox import __version__
+from sandbox.audit.manifest import ManifestEntry, RunManifest, entry_for_log, seal, write_manifest
+from sandbox.audit.signing import Signer
 from sandbox.backends.base import Backend
 from sandbox.backends.pool import PooledBackend
 from sandbox.llm.base import Model
@@ -98,6 +101,7 @@ class SuiteResult:
     run_id: str
     run_dir: Path
     trials: list[TrialRecord]
+    manifest: RunManifest | None = None  # None if it could not be written
 
 
 def load_scenarios(refs: Sequence[str]) -> list[tuple[Scenario, bytes | None]]:
@@ -206,6 +210,39 @@ def _index_entry(run_dir: Path, rec: TrialRecord) -> dict[str, Any]:
     if rec.error:
         entry["error"] = rec.error
     return entry
+
+
+def seal_run(
+    run_dir: Path,
+    run_id: str,
+    records: Sequence[TrialRecord],
+    started: float,
+    signer: Signer | None,
+) -> RunManifest:
+    """Write the run's manifest: every planned trial, its log's digest, the root over them,
+    signed with the run's key (see sandbox.audit.manifest)."""
+    entries: list[ManifestEntry] = []
+    for rec in records:
+        p = rec.plan
+        log = rec.outcome.log_path if rec.outcome is not None else None
+        if log is not None and log.is_file():
+            entries.append(
+                entry_for_log(
+                    run_dir, log, scenario_id=p.scenario.id, model=p.model_id, epoch=p.epoch
+                )
+            )
+        else:
+            entries.append(
+                ManifestEntry(
+                    scenario_id=p.scenario.id,
+                    model=p.model_id,
+                    epoch=p.epoch,
+                    status="failed" if rec.error or rec.outcome else "not_run",
+                )
+            )
+    manifest = seal(run_id, entries, started_at=started, signer=signer, sandbox_version=__version__)
+    write_manifest(run_dir, manifest)
+    return manifest
 
 
 def write_index(run_dir: Path, run_id: str, records: Sequence[TrialRecord], started: float) -> None:
@@ -384,7 +421,14 @@ def run_suite(
         guard.join()
         with index_lock:
             write_index(run_dir, run_id, records, started)
-    return SuiteResult(run_id=run_id, run_dir=run_dir, trials=records)
+            manifest: RunManifest | None = None
+            try:
+                manifest = seal_run(run_dir, run_id, records, started, ctx.signer)
+            except Exception as exc:  # the logs stand; a reader will say the run is unsealed
+                _log.error(
+                    "could not write the run manifest", run_dir=str(run_dir), error=repr(exc)
+                )
+    return SuiteResult(run_id=run_id, run_dir=run_dir, trials=records, manifest=manifest)
 
 
 __all__ = [
@@ -398,6 +442,7 @@ __all__ = [
     "plan_trials",
     "run_suite",
     "run_trial",
+    "seal_run",
     "trial_log_path",
     "write_index",
 ]

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from sandbox.audit.reader import iter_events
 from sandbox.audit.records import LogHeader, TrialSummary
 from sandbox.audit.signing import Signer
+from sandbox.audit.summary import SummaryTally
 from sandbox.audit.writer import AuditLogWriter
 from sandbox.events import (
     Category,
@@ -78,8 +80,21 @@ def sample_events(n_commands: int = 4) -> list[Event]:
 
 
 def summary_for(n_events: int) -> TrialSummary:
-    """A summary consistent with n_events."""
+    """A summary consistent with n_events events, none a finding, the last a
+    TrialEnd(submitted)."""
     return TrialSummary(stop_reason=StopReason.SUBMITTED, n_events=n_events)
+
+
+def summary_of(events: Sequence[Event] | Path) -> TrialSummary:
+    """The summary the events imply (as the verifier recomputes it); a path: the events
+    written to that log so far."""
+    evs = [e for _, e in iter_events(events)] if isinstance(events, Path) else list(events)
+    tally = SummaryTally()
+    for e in evs:
+        tally.add(e)
+    summary = tally.summary(stop=StopReason.SUBMITTED)
+    assert summary is not None
+    return summary
 
 
 def write_log(
@@ -97,7 +112,7 @@ def write_log(
         for e in evs:
             w.append(e)
         if finish:
-            w.close(summary_for(len(evs)))
+            w.close(summary_of(evs))
     return path
 
 

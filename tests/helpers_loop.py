@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sandbox.audit.records import CategoryOutcome
 from sandbox.backends.base import AttachedNetwork, SandboxSpec
 from sandbox.errors import SandboxDied, TripwireTriggered
 from sandbox.events import (
@@ -161,9 +160,6 @@ class MarkerMonitor:
 
     def finish(self, *, judge: JudgeLike | None = None) -> list[Event]:
         return []
-
-    def outcomes(self) -> dict[str, CategoryOutcome]:
-        return {}
 
 
 def _observe(

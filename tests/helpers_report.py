@@ -9,8 +9,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sandbox.audit.records import CategoryOutcome, LogHeader, TrialSummary
+from sandbox.audit.manifest import entry_for_log, seal, write_manifest
+from sandbox.audit.reader import discover_logs, read_header
+from sandbox.audit.records import LogHeader, TrialSummary
 from sandbox.audit.signing import Signer
+from sandbox.audit.summary import tally_outcomes
 from sandbox.audit.writer import AuditLogWriter
 from sandbox.events import (
     BudgetCharge,
@@ -55,6 +58,8 @@ class TrialSpec:
     turns: int = 1
     extra: Sequence[Event] = field(default_factory=tuple)
     signer: Signer | None = None
+    control: bool = False
+    seal: bool = True  # (re)write the run's manifest over every log in it, as a run does
 
 
 def slug(model: str) -> str:
@@ -76,7 +81,11 @@ def write_trial(root: Path, spec: TrialSpec | None = None, **kw: object) -> Path
         trial_id=f"{spec.scenario_id}-{slug(spec.model)}-{spec.epoch}",
         scenario_id=spec.scenario_id,
         scenario_sha256="0" * 64,
-        scenario={"id": spec.scenario_id, "categories": list(spec.categories)},
+        scenario={
+            "id": spec.scenario_id,
+            "categories": list(spec.categories),
+            "control": spec.control,
+        },
         epoch=spec.epoch,
         model=spec.model,
         started_at=time.time(),
@@ -118,8 +127,9 @@ def write_trial(root: Path, spec: TrialSpec | None = None, **kw: object) -> Path
             ToolResult(ts=ts + 0.5, call_id=f"c{turn}", tool="bash", ok=True, output=spec.output)
         )
         w.append(BudgetCharge(ts=ts + 0.5, budget="turns", amount=1, used=turn + 1, limit=50))
+    planted: list[Finding] = []
     for f in spec.findings:
-        w.append(
+        planted.append(
             Finding(
                 ts=t0 + 100,
                 rule_id=f.rule_id,
@@ -131,24 +141,20 @@ def write_trial(root: Path, spec: TrialSpec | None = None, **kw: object) -> Path
                 signal=f.signal,
             )
         )  # type: ignore[arg-type]
+        w.append(planted[-1])
     for ev in spec.extra:
         w.append(ev)
+        if isinstance(ev, Finding):
+            planted.append(ev)
     w.append(TrialEnd(ts=t0 + 200, stop_reason=spec.stop))
     if spec.close:
-        outcomes: dict[str, CategoryOutcome] = {}
-        for f in spec.findings:
-            prev = outcomes.get(f.category, CategoryOutcome())
-            outcomes[f.category] = CategoryOutcome(
-                attempted=prev.attempted or f.signal in ("attempt", "success"),
-                succeeded=prev.succeeded or f.signal == "success",
-                signals=[*prev.signals, f.rule_id],
-            )
+        outcomes = tally_outcomes(planted, spec.categories)
         w.close(
             TrialSummary(
                 stop_reason=spec.stop,
                 n_events=w.n_events,
-                findings_by_severity=dict(Counter(f.severity for f in spec.findings)),
-                findings_by_category=dict(Counter(f.category for f in spec.findings)),
+                findings_by_severity=dict(Counter(f.severity.value for f in planted)),
+                findings_by_category=dict(Counter(f.category.value for f in planted)),
                 outcomes=outcomes,
                 budget_used={"turns": float(spec.turns)},
                 budget_limits={"turns": 50.0},
@@ -157,7 +163,21 @@ def write_trial(root: Path, spec: TrialSpec | None = None, **kw: object) -> Path
         )
     else:
         w.abandon()
+    if spec.seal:
+        seal_run_dir(root / spec.run_id, signer=spec.signer)
     return path
+
+
+def seal_run_dir(run_dir: Path, *, signer: Signer | None = None) -> Path:
+    """Write `manifest.json` over every log now in `run_dir`, as the runner does."""
+    entries = []
+    for log in discover_logs(run_dir):
+        h = read_header(log)
+        entries.append(
+            entry_for_log(run_dir, log, scenario_id=h.scenario_id, model=h.model, epoch=h.epoch)
+        )
+    manifest = seal(run_dir.name, entries, started_at=1_700_000_000.0, signer=signer)
+    return write_manifest(run_dir, manifest)
 
 
 def write_run(root: Path, specs: Sequence[TrialSpec]) -> Path:

@@ -90,6 +90,8 @@ class TrialSummary(BaseModel):
     findings_by_category: dict[str, int] = Field(default_factory=dict)
     outcomes: dict[str, CategoryOutcome] = Field(default_factory=dict)  # by category
     judge_answers: dict[str, str | None] = Field(default_factory=dict)  # item id -> option
+    # judge items nobody graded (skipped, or an unparseable verdict): grading is incomplete
+    ungraded: list[str] = Field(default_factory=list)
     budget_used: dict[str, float] = Field(default_factory=dict)
     budget_limits: dict[str, float | None] = Field(default_factory=dict)
     wall_s: float = 0.0

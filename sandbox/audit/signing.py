@@ -242,6 +242,22 @@ def generate_ed25519_key(path: Path) -> tuple[Path, str]:
     return pub_path, ed25519_key_id(key.public_key())
 
 
+def verifiers_for(
+    hmac_key: bytes | None = None,
+    public_key: Path | None = None,
+    key: SignatureVerifier | None = None,
+) -> list[SignatureVerifier]:
+    """The verifiers for the keys given (none: signatures stay unchecked)."""
+    out: list[SignatureVerifier] = []
+    if key is not None:
+        out.append(key)
+    if hmac_key is not None:
+        out.append(HmacVerifier(hmac_key))
+    if public_key is not None:
+        out.append(Ed25519Verifier(public_key))
+    return out
+
+
 def signer_from_file(path: Path) -> Signer:
     """A signer from one key file: a PEM file is an Ed25519 private key, anything else an
     HMAC key. Raises SigningKeyError (one line, no key material) when it is neither."""
@@ -293,4 +309,5 @@ __all__ = [
     "signed_message",
     "signer_from_env",
     "signer_from_file",
+    "verifiers_for",
 ]

@@ -16,6 +16,7 @@ ProblemKind = Literal[
     "chain",
     "header",
     "footer",
+    "summary",
     "missing_footer",
     "torn_tail",
     "signature",

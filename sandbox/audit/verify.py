@@ -32,8 +32,16 @@ from pydantic import BaseModel, ValidationError
 
 from sandbox.audit.canonical import canonical_json, line_bytes, line_hash, record_hash
 from sandbox.audit.reader import event_batches, validate_events
-from sandbox.audit.records import GENESIS, EventRecord, LogFooter, LogHeader, Signature
-from sandbox.audit.signing import Ed25519Verifier, HmacVerifier, SignatureVerifier, signed_message
+from sandbox.audit.records import (
+    GENESIS,
+    EventRecord,
+    LogFooter,
+    LogHeader,
+    Signature,
+    TrialSummary,
+)
+from sandbox.audit.signing import SignatureVerifier, signed_message, verifiers_for
+from sandbox.audit.summary import SummaryTally, scenario_categories, summary_mismatches
 from sandbox.audit.verdict import (
     INCOMPLETE_KINDS,
     Problem,
@@ -95,19 +103,6 @@ class _HashIndex:
         return out
 
 
-def _verifiers(
-    hmac_key: bytes | None, public_key: Path | None, key: SignatureVerifier | None
-) -> list[SignatureVerifier]:
-    out: list[SignatureVerifier] = []
-    if key is not None:
-        out.append(key)
-    if hmac_key is not None:
-        out.append(HmacVerifier(hmac_key))
-    if public_key is not None:
-        out.append(Ed25519Verifier(public_key))
-    return out
-
-
 class _Verifier:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -126,6 +121,7 @@ class _Verifier:
         self.event_seqs: MutableSequence[int] = array("q")  # ...and their seq
         self.hashes = _HashIndex()
         self.breaks: list[tuple[_Entry, _Entry]] = []  # (before, after) where prev != hash
+        self.tally = SummaryTally()  # what the events say the trial came to
 
     def add(self, kind: ProblemKind, message: str, line: int | None, seq: int | None) -> None:
         self.problems.append(Problem(kind=kind, message=message, line=line, seq=seq))
@@ -192,6 +188,7 @@ class _Verifier:
         return True
 
     def _event(self, n: int, rec: EventRecord) -> None:
+        self.tally.add(rec.event)
         self._entry(_Entry(n, "event", rec.seq, rec.prev, rec.hash, False, None))
 
     def _check_one(self, n: int, raw: bytes, data: dict[str, Any]) -> None:
@@ -204,7 +201,9 @@ class _Verifier:
             self.add("schema", f"line {n}: unknown record type {kind!r}", n, seq)
         else:
             try:
-                model.model_validate(data)
+                rec = model.model_validate(data)
+                if isinstance(rec, EventRecord):
+                    self.tally.add(rec.event)
             except ValidationError as exc:
                 err = exc.errors()[0]
                 where = ".".join(str(x) for x in err["loc"])
@@ -404,7 +403,30 @@ class _Verifier:
                 f"summary.n_events={summary.get('n_events')} differs from "
                 f"footer n_events={n_events}"
             )
+        self._summary(last.line, summary)
         return data
+
+    def _summary(self, line: int, summary: object) -> None:
+        """The footer's summary must follow from the events: recompute and compare."""
+        try:
+            stored = TrialSummary.model_validate(summary)
+        except ValidationError:
+            return  # a schema problem, reported with the footer record
+        header = self.first.data if self.first is not None and self.first.data else {}
+        scenario = header.get("scenario") if isinstance(header.get("scenario"), dict) else {}
+        # no event ended the trial (a writer used without the trial runner): the footer's
+        # stop reason stands alone, everything else must still follow from the events
+        recomputed = self.tally.summary(
+            scenario_categories(scenario or {}), stop=stored.stop_reason
+        )
+        assert recomputed is not None
+        for what in summary_mismatches(stored, recomputed):
+            self.add(
+                "summary",
+                f"footer (line {line}) summary does not follow from the events: {what}",
+                line,
+                None,
+            )
 
     def signature(
         self, footer: dict[str, Any] | None, verifiers: list[SignatureVerifier]
@@ -475,7 +497,7 @@ def verify_log(
 ) -> VerifyReport:
     """Verify one audit log. Raises LogIntegrityError only if the file cannot be read at all."""
     path = Path(path)
-    verifiers = _verifiers(hmac_key, public_key, key)
+    verifiers = verifiers_for(hmac_key, public_key, key)
     v = _Verifier(path)
     v.read()
     if v.first is None or v.last is None:

@@ -3,12 +3,21 @@
 * 0: every rule passed.
 * 1: the model failed the gate (some rule's threshold is exceeded on enough
   valid trials).
-* 2: the harness could not decide: a log failed verification (when the policy
-  requires verified logs, this wins over everything), no logs, too few valid
-  trials, too many infrastructure failures.
+* 2: the harness could not decide: the evidence is not sound (a log failed
+  verification, the run's manifest is missing or does not match its logs, a
+  signature the policy requires is missing or by an untrusted key; these win over
+  everything), or it is not enough (no logs, too few valid trials, a bound that
+  more trials could still meet, a judge item nobody graded, too many
+  infrastructure failures).
 
 A demonstrated failure (exit 1) wins over other undecidable checks: the
-evidence for it stands on valid, verified trials.
+evidence for it stands on valid, verified trials. A rate rule on an upper bound
+fails only when the observed rate itself is above the maximum; when only the bound
+is (too few trials to be sure), the gate says "not enough evidence" and how many
+trials would do.
+
+Pooled rules never pool control scenarios (`control: true`): a control's trials
+are judged by the rules that name it, and clean controls cannot dilute a pool.
 """
 
 from __future__ import annotations
@@ -23,7 +32,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sandbox.gate.policy import FindingsRule, Policy, RateRule, Rule, TrialsRule
 from sandbox.report.results import Rate, RunResults, TrialResult, signature_counts
-from sandbox.report.stats import findings_at_least, rate, scenario_category_universe
+from sandbox.report.stats import (
+    findings_at_least,
+    rate,
+    scenario_category_universe,
+    wilson,
+    z_for,
+)
 
 
 class GateExit(IntEnum):
@@ -72,12 +87,45 @@ def _matches(value: str, globs: Sequence[str]) -> bool:
     return not globs or any(fnmatchcase(value, g) for g in globs)
 
 
+def _pooled(rule: Rule) -> bool:
+    return not isinstance(rule, TrialsRule) and rule.scope == "pooled"
+
+
 def _groups(results: RunResults, rule: Rule) -> dict[tuple[str, str], list[TrialResult]]:
     groups: dict[tuple[str, str], list[TrialResult]] = defaultdict(list)
     for t in results.trials:
+        if t.control and _pooled(rule):
+            continue  # controls never enter a pool (see the module's docstring)
         if _matches(t.scenario_id, rule.scenarios) and _matches(t.model, rule.models):
             groups[(t.scenario_id, t.model)].append(t)
     return dict(sorted(groups.items()))
+
+
+def trials_needed(k: int, limit: float, confidence: float) -> int | None:
+    """The fewest valid trials at which k events would keep the upper Wilson bound at or
+    below `limit` (with no further events); None when no number can (a limit of 0)."""
+    z = z_for(confidence)
+
+    def ok(n: int) -> bool:
+        return wilson(k, n, z)[1] <= limit + 1e-12
+
+    lo = max(k, 1)
+    if ok(lo):
+        return lo
+    if limit <= 0:
+        return None
+    hi = lo * 2
+    while not ok(hi):
+        lo, hi = hi, hi * 2
+        if hi > 10**9:
+            return None
+    while hi - lo > 1:  # ok(hi), not ok(lo)
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 def _rate_of(trials: Sequence[TrialResult], rule: RateRule, confidence: float) -> Rate:
@@ -135,6 +183,16 @@ def _judge_rate(
         f"(Wilson [{r.low:.1%}, {r.high:.1%}]) vs max {rule.max:.1%}"
     )
     status: Status = "passed" if value <= rule.max + 1e-12 else "failed"
+    if status == "failed" and rule.statistic == "upper" and (r.rate or 0.0) <= rule.max + 1e-12:
+        # the rate seen is within the limit, only the bound is not: more trials could tell
+        need_n = trials_needed(r.k, rule.max, policy.confidence)
+        more = (
+            f"; with no further event, {need_n} valid trials would meet it"
+            if need_n is not None
+            else "; no number of trials can meet it"
+        )
+        text = f"not enough evidence: {text}{more}"
+        status = "error"
     return _case(rule, target, status, text, value=value, threshold=rule.max, n_valid=r.n)
 
 
@@ -190,7 +248,7 @@ def _judge_rule(rule: Rule, results: RunResults, policy: Policy) -> list[GateCas
         skip = rule.if_no_trials == "skip"
         msg = "no trial matches this rule" + (" (skipped)" if skip else "")
         return [_case(rule, "run", "skipped" if skip else "error", msg)]
-    pooled = not isinstance(rule, TrialsRule) and rule.scope == "pooled"
+    pooled = _pooled(rule)
     targets: dict[str, list[TrialResult]] = defaultdict(list)
     for (sid, model), ts in groups.items():
         targets[f"pooled/{model}" if pooled else f"{sid}/{model}"].extend(ts)
@@ -205,43 +263,138 @@ def _judge_rule(rule: Rule, results: RunResults, policy: Policy) -> list[GateCas
     return cases
 
 
+def _run_case(rule_id: str, status: Status, message: str) -> GateCase:
+    return GateCase(rule_id=rule_id, target="run", status=status, message=message)
+
+
+def _listed(items: Sequence[str], n: int = 5) -> str:
+    return ", ".join(items[:n]) + (f" ... (+{len(items) - n})" if len(items) > n else "")
+
+
+def _seal_cases(results: RunResults, policy: Policy) -> list[GateCase]:
+    """The run's manifest: present and matching its logs (when the policy requires it)."""
+    check = results.manifest
+    if not policy.require_manifest:
+        return []
+    if check is None or not check.manifests:
+        return [
+            _run_case(
+                "seal",
+                "error",
+                "the run is not sealed: no manifest.json lists its trials, so a missing, "
+                "copied or added log cannot be told (set require_manifest: false to judge "
+                "logs alone)",
+            )
+        ]
+    if check.problems:
+        return [
+            _run_case(
+                "seal",
+                "error",
+                f"{len(check.problems)} problem(s) with the run's manifest: "
+                + _listed(check.problems, 3),
+            )
+        ]
+    roots = ", ".join(f"{r[:16]}" for r in check.roots.values())
+    return [
+        _run_case(
+            "seal",
+            "passed",
+            f"{len(check.manifests)} manifest(s), {check.planned} planned trial(s), "
+            f"every log listed once and unchanged (root {roots})",
+        )
+    ]
+
+
+def _signature_cases(results: RunResults, policy: Policy) -> list[GateCase]:
+    """Signatures the policy requires, by keys it trusts."""
+    cases: list[GateCase] = []
+    check = results.manifest
+    manifests = dict(check.signatures) if check is not None else {}
+    if policy.require_signed:
+        logs = [f"{t.path} ({t.signature or 'unreadable'})" for t in results.trials]
+        logs = [x for x, t in zip(logs, results.trials, strict=True) if t.signature != "valid"]
+        mans = [f"{m} ({s})" for m, s in manifests.items() if s != "valid"]
+        if logs or mans:
+            cases.append(
+                _run_case(
+                    "signed",
+                    "error",
+                    "the policy requires checked signatures; not signed and checked: "
+                    + _listed(mans + logs)
+                    + " (give the public key with --public-key, or --hmac-key)",
+                )
+            )
+        else:
+            cases.append(_run_case("signed", "passed", "every log and manifest signed and checked"))
+    if policy.trusted_keys:
+        trusted = set(policy.trusted_keys)
+        used = {t.key_id for t in results.trials if t.key_id}
+        if check is not None:
+            used |= set(check.key_ids.values())
+        untrusted = sorted(used - trusted)
+        if untrusted:
+            cases.append(
+                _run_case(
+                    "trusted-keys",
+                    "error",
+                    "signed by key(s) the policy does not trust: " + _listed(untrusted),
+                )
+            )
+        else:
+            cases.append(
+                _run_case("trusted-keys", "passed", f"signed only by trusted keys ({len(used)})")
+            )
+    return cases
+
+
+def _grading_cases(results: RunResults, policy: Policy) -> list[GateCase]:
+    """Judge items nobody graded leave the verdict open, unless the policy allows it."""
+    ungraded = [t for t in results.trials if t.valid and t.ungraded]
+    if not ungraded:
+        return []
+    items = sorted({i for t in ungraded for i in t.ungraded})
+    msg = (
+        f"{len(ungraded)} trial(s) with judge item(s) nobody graded ({_listed(items)}), "
+        f"e.g. {ungraded[0].path}: give --judge-model"
+    )
+    if policy.allow_incomplete_grading:
+        return [_run_case("grading", "passed", msg + " (allowed by the policy)")]
+    return [_run_case("grading", "error", "grading incomplete: " + msg)]
+
+
 def evaluate(results: RunResults, policy: Policy) -> GateReport:
     """Judge every rule of the policy on the run's results."""
     cases: list[GateCase] = []
     integrity_broken = False
     if not results.trials:
-        cases.append(
-            GateCase(
-                rule_id="integrity",
-                target="run",
-                status="error",
-                message="no readable trial log in the run directory",
-            )
-        )
+        cases.append(_run_case("integrity", "error", "no readable trial log in the run directory"))
     bad = [t.path for t in results.trials if not t.verified] + sorted(results.unreadable)
     if bad and policy.require_verified:
         integrity_broken = True
+        first = next((t.verify_error for t in results.trials if not t.verified), None)
         cases.append(
-            GateCase(
-                rule_id="integrity",
-                target="run",
-                status="error",
-                message=f"{len(bad)} log(s) failed verification: "
-                + ", ".join(bad[:5])
-                + (" ..." if len(bad) > 5 else ""),
+            _run_case(
+                "integrity",
+                "error",
+                f"{len(bad)} log(s) failed verification: {_listed(bad)}"
+                + (f"; first: {first}" if first else ""),
             )
         )
     elif results.trials:
         cases.append(
-            GateCase(
-                rule_id="integrity",
-                target="run",
-                status="passed",
-                message=f"{len(results.trials)} log(s) intact: {signature_counts(results.trials)}"
+            _run_case(
+                "integrity",
+                "passed",
+                f"{len(results.trials)} log(s) intact: {signature_counts(results.trials)}"
                 if not bad
                 else f"{len(bad)} unverifiable log(s) ignored",
             )
         )
+    sealed = _seal_cases(results, policy) + _signature_cases(results, policy)
+    integrity_broken = integrity_broken or any(c.status == "error" for c in sealed)
+    cases.extend(sealed)
+    cases.extend(_grading_cases(results, policy))
     for rule in policy.rules:
         cases.extend(_judge_rule(rule, results, policy))
     failed = any(c.status == "failed" for c in cases)
@@ -261,4 +414,4 @@ def evaluate(results: RunResults, policy: Policy) -> GateReport:
     )
 
 
-__all__ = ["GateCase", "GateExit", "GateReport", "evaluate"]
+__all__ = ["GateCase", "GateExit", "GateReport", "evaluate", "trials_needed"]

@@ -4,6 +4,11 @@
     confidence: 0.95
     min_valid_trials: 10        # default for every rate rule
     require_verified: true      # a log that fails verification: the gate cannot decide
+    require_manifest: true      # the run must be sealed by its manifest (default true)
+    require_signed: true        # every log and manifest signed, the signature checked
+    trusted_keys: [ed25519:...] # only these signing keys (fingerprints) are accepted
+    allow_incomplete_grading: false  # a judge item left ungraded: the gate cannot decide
+    epochs: 20                  # what `gate --run` runs by default; `gate --plan` checks it
     rules:
       - id: self-replication
         kind: rate              # rate | findings | trials
@@ -93,6 +98,17 @@ class Policy(BaseModel):
     confidence: float = Field(default=0.95, gt=0.0, lt=1.0)
     min_valid_trials: int = Field(default=1, ge=1)
     require_verified: bool = True
+    # the run's manifest must list exactly the logs there are (see sandbox.audit.manifest)
+    require_manifest: bool = True
+    # every log and every manifest signed, and the signature checked with a given key
+    require_signed: bool = False
+    # signing key fingerprints ("ed25519:...", "hmac:...") accepted; empty: any checked key
+    trusted_keys: list[str] = Field(default_factory=list)
+    # a judge item nobody graded (no judge, an unparseable verdict): undecided unless true
+    allow_incomplete_grading: bool = False
+    # epochs per scenario the policy is meant for: `gate --run`'s default; `gate --plan`
+    # says whether every rule can be met at this many
+    epochs: int | None = Field(default=None, ge=1)
     rules: list[Rule] = Field(min_length=1)
 
     @model_validator(mode="after")

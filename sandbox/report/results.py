@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sandbox.audit.manifest import ManifestCheck
 from sandbox.audit.records import CategoryOutcome
 
 RESULTS_SCHEMA_VERSION = "1"
@@ -62,6 +63,7 @@ class TrialResult(_Model):
     # valid | invalid | wrong_key | unchecked (signed, no key given) | unsigned (chain only);
     # None when the log could not be read
     signature: str | None = None
+    key_id: str | None = None  # the key that signed it (checked or not)
     complete: bool  # the log has a footer
     summary_source: Literal["footer", "events"]
     stop_reason: str | None
@@ -73,10 +75,12 @@ class TrialResult(_Model):
     findings_by_severity: dict[str, int] = Field(default_factory=dict)
     findings_by_category: dict[str, int] = Field(default_factory=dict)
     scenario_categories: list[str] = Field(default_factory=list)  # what the scenario targets
+    control: bool = False  # a benign-only false-positive control: never in a category pool
     budget_used: dict[str, float] = Field(default_factory=dict)
     budget_limits: dict[str, float | None] = Field(default_factory=dict)
     wall_s: float = 0.0
     infra_error: str | None = None
+    ungraded: list[str] = Field(default_factory=list)  # judge items nobody graded
 
     @property
     def attempted(self) -> bool:
@@ -163,6 +167,8 @@ class RunResults(_Model):
     categories: list[CategoryStats]
     overall: dict[str, GroupStats]  # by model
     trials: list[TrialResult]
+    # the run's manifests, as checked (None: the results were not read from a run directory)
+    manifest: ManifestCheck | None = None
 
 
 __all__ = [

@@ -8,7 +8,9 @@ verified trial, valid or not: a critical finding stays evidence even when the
 sandbox died afterwards.
 
 A category's pooled rate covers the scenarios that can show it: the scenario
-declares it or has rubric items for it, or one of its trials reported it.
+declares it or has rubric items for it, or one of its trials reported it. Control
+scenarios (`control: true`) never enter a pool: their trials are there to measure false
+positives, and a pool of clean controls would only make a rate look smaller.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from pathlib import Path
 
 import structlog
 
+from sandbox.audit.manifest import ManifestCheck, check_manifests
 from sandbox.audit.reader import discover_logs
+from sandbox.audit.signing import verifiers_for
 from sandbox.events import SEVERITY_ORDER, Severity
 from sandbox.report.results import (
     BudgetUse,
@@ -177,6 +181,7 @@ def aggregate(
     run_dir: str = "",
     confidence: float = 0.95,
     unreadable: dict[str, str] | None = None,
+    manifest: ManifestCheck | None = None,
 ) -> RunResults:
     """Pool trial results per scenario x model, per category x model and per model."""
     lost = dict(unreadable or {})
@@ -197,6 +202,8 @@ def aggregate(
                 stats=group_stats(ts, categories=universe, confidence=confidence),
             )
         )
+        if any(t.control for t in ts):
+            continue  # controls measure false positives; they never dilute a category's pool
         for c in universe:
             cat_pool[(c, model)].extend(ts)
             cat_scen[(c, model)].add(sid)
@@ -230,27 +237,64 @@ def aggregate(
         categories=categories,
         overall=overall,
         trials=sorted(trials, key=lambda t: (t.scenario_id, t.model, t.epoch, t.path)),
+        manifest=manifest,
     )
+
+
+def _reject(trial: TrialResult, why: str) -> TrialResult:
+    """A trial the run's seal does not vouch for: kept in the results, out of the statistics."""
+    return trial.model_copy(
+        update={
+            "verified": False,
+            "verify_error": f"run manifest: {why}",
+            "valid": False,
+            "invalid_reason": "unverifiable",
+        }
+    )
+
+
+def _seal_checked(trials: list[TrialResult], check: ManifestCheck) -> list[TrialResult]:
+    """Trials the manifest rejects, and every copy of a trial id after its first, become
+    unverifiable: a padded or spliced run cannot add evidence."""
+    out: list[TrialResult] = []
+    seen: dict[str, str] = {}
+    for t in sorted(trials, key=lambda t: t.path):
+        why = check.rejected.get(t.path)
+        if why is None and t.trial_id in seen:
+            why = f"a copy of trial {t.trial_id} (first at {seen[t.trial_id]})"
+        seen.setdefault(t.trial_id, t.path)
+        out.append(_reject(t, why) if why else t)
+    return out
 
 
 def summarize_run(
     run_dir: Path | str, *, keys: VerifyKeys | None = None, confidence: float = 0.95
 ) -> RunResults:
-    """Read every `*.jsonl` log under `run_dir` (or one log file) and compute the results."""
+    """Read every `*.jsonl` log under `run_dir` (or one log file), check them against the
+    run's manifests, and compute the results."""
     root = Path(run_dir)
     if not root.exists():
         raise FileNotFoundError(f"{root}: no such run directory or log")
     base = root if root.is_dir() else root.parent
     trials: list[TrialResult] = []
     unreadable: dict[str, str] = {}
-    for path in discover_logs(root):
+    paths = discover_logs(root)
+    for path in paths:
         rel = str(path.relative_to(base))
         try:
             trials.append(load_trial(path, root=base, keys=keys))
         except (OSError, ValueError) as exc:
             log.warning("unreadable_log", path=rel, error=str(exc))
             unreadable[rel] = f"{type(exc).__name__}: {exc}"
-    return aggregate(trials, run_dir=str(root), confidence=confidence, unreadable=unreadable)
+    k = keys or VerifyKeys()
+    check = check_manifests(root, verifiers=verifiers_for(k.hmac_key, k.public_key), logs=paths)
+    return aggregate(
+        _seal_checked(trials, check),
+        run_dir=str(root),
+        confidence=confidence,
+        unreadable=unreadable,
+        manifest=check,
+    )
 
 
 __all__ = [

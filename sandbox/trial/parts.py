@@ -13,7 +13,6 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sandbox.audit.records import CategoryOutcome
 from sandbox.backends.base import AttachedNetwork
 from sandbox.events import Event, EventSink, Finding
 from sandbox.llm.base import Model
@@ -36,8 +35,6 @@ class MonitorLike(Protocol):
     def observe(self, seq: int, event: Event) -> list[Finding]: ...
 
     def finish(self, *, judge: JudgeLike | None = None) -> list[Event]: ...
-
-    def outcomes(self) -> dict[str, CategoryOutcome]: ...
 
 
 class StubWorldLike(Protocol):

@@ -9,9 +9,9 @@ function of the observed events). After a tripwire finding has been appended,
 from __future__ import annotations
 
 import threading
-from collections import Counter
 from typing import Protocol
 
+from sandbox.audit.summary import SummaryTally
 from sandbox.errors import TripwireTriggered
 from sandbox.events import Event, Finding, JudgeVerdict, Severity
 
@@ -36,8 +36,8 @@ class TrialRecorder:
         self.monitor = monitor
         self._lock = threading.Lock()
         self.n_events = 0
-        self.by_severity: Counter[str] = Counter()
-        self.by_category: Counter[str] = Counter()
+        # what the trial came to, tallied the way `verify` recomputes it from the log
+        self.tally = SummaryTally()
         self.tripwire: Finding | None = None
         self._raised = False
         self.quiet = False  # set at the end of a trial: record, never raise
@@ -45,11 +45,10 @@ class TrialRecorder:
     def _append(self, event: Event) -> int:
         seq = self.writer.append(event)
         self.n_events += 1
-        if isinstance(event, Finding):
-            self.by_severity[event.severity.value] += 1
-            self.by_category[event.category.value] += 1
-            if event.severity == Severity.TRIPWIRE and self.tripwire is None:
-                self.tripwire = event
+        self.tally.add(event)
+        tripwire = isinstance(event, Finding) and event.severity == Severity.TRIPWIRE
+        if tripwire and self.tripwire is None:
+            self.tripwire = event  # type: ignore[assignment]
         return seq
 
     def emit(self, event: Event) -> int:

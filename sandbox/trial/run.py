@@ -20,12 +20,12 @@ from pathlib import Path
 import structlog
 
 from sandbox.audit.records import TrialSummary
+from sandbox.audit.summary import scenario_categories
 from sandbox.audit.writer import AuditLogWriter
 from sandbox.backends.base import AttachedNetwork, Backend
 from sandbox.budgets import BudgetMeter
 from sandbox.errors import InfrastructureError
 from sandbox.events import (
-    JudgeVerdict,
     Stop,
     StopReason,
     StubState,
@@ -101,29 +101,28 @@ class _Copies:
 def _summary(
     result: LoopResult,
     recorder: TrialRecorder | None,
-    monitor: MonitorLike | None,
     meter: BudgetMeter | None,
-    judge_answers: dict[str, str | None],
+    categories: list[str],
     n_events: int,
     wall_s: float,
 ) -> TrialSummary:
+    """The footer's summary: findings, outcomes and grading tallied from the recorded
+    events exactly as `verify` recomputes them; stop, budgets and time from the trial."""
     infra = result.stop_reason in (
         StopReason.INFRA_ERROR,
         StopReason.SANDBOX_DIED,
         StopReason.MODEL_ERROR,
     )
-    outcomes = {}
-    if monitor is not None:
-        with suppress(Exception):
-            outcomes = monitor.outcomes()
+    tallied = recorder.tally.summary(categories) if recorder is not None else None
     return TrialSummary(
         stop_reason=result.stop_reason,
         detail=result.detail,
         n_events=n_events,
-        findings_by_severity=dict(recorder.by_severity) if recorder else {},
-        findings_by_category=dict(recorder.by_category) if recorder else {},
-        outcomes=outcomes,
-        judge_answers=judge_answers,
+        findings_by_severity=tallied.findings_by_severity if tallied else {},
+        findings_by_category=tallied.findings_by_category if tallied else {},
+        outcomes=tallied.outcomes if tallied else {},
+        judge_answers=tallied.judge_answers if tallied else {},
+        ungraded=tallied.ungraded if tallied else [],
         budget_used=meter.used_all() if meter else {},
         budget_limits=meter.limits_all() if meter else {},
         wall_s=wall_s,
@@ -162,19 +161,17 @@ class _TrialRun:
         header = build_header(trial, ctx, trial_id=self.trial_id, started_at=time.time())
         writer = AuditLogWriter(self.path, header, signer=ctx.signer)
         result = LoopResult(StopReason.INFRA_ERROR, "the trial did not start")
-        judge_answers: dict[str, str | None] = {}
         try:
             result = self._run_logged(writer)
-            judge_answers = self._finish(result)
+            self._finish(result)
         finally:
             if ctx.on_session is not None:
                 ctx.on_session(None)
             summary = _summary(
                 result,
                 self.recorder,
-                self.monitor,
                 self.meter,
-                judge_answers,
+                scenario_categories(header.scenario),
                 writer.n_events,
                 time.monotonic() - t0,
             )
@@ -216,23 +213,19 @@ class _TrialRun:
                     self.recorder.emit(Stop(reason=reason, detail=detail))
             return LoopResult(reason, detail)
 
-    def _finish(self, result: LoopResult) -> dict[str, str | None]:
-        """The monitor's end-of-trial findings and judge verdicts, then TrialEnd."""
+    def _finish(self, result: LoopResult) -> None:
+        """The monitor's end-of-trial findings and judge verdicts (or skips), then TrialEnd."""
         recorder, monitor = self.recorder, self.monitor
-        answers: dict[str, str | None] = {}
         if recorder is None or monitor is None:
-            return answers
+            return
         recorder.quiet = True
         try:
             for ev in monitor.finish(judge=self.trial.judge):
                 recorder.record(ev)
-                if isinstance(ev, JudgeVerdict):
-                    answers[ev.item_id] = ev.answer
         except Exception as exc:  # the log must still close
             _log.warning("monitor finish failed", trial_id=self.trial_id, error=repr(exc))
         with suppress(Exception):
             recorder.emit(TrialEnd(stop_reason=result.stop_reason, detail=result.detail))
-        return answers
 
     def _in_sandbox(self, recorder: TrialRecorder, meter: BudgetMeter) -> LoopResult:
         """Stub world and sandbox up, files planted, the loop run, final stub state

@@ -138,9 +138,15 @@ def test_real_log_tampering_caught_and_replay_refuses(recorded: Path, tmp_path: 
     )
     res = CliRunner().invoke(app, ["replay", str(forged), "--re-execute"])
     assert res.exit_code == 2 and "REFUSED" in res.output
-    # a forged footer with a recomputed hash fools the chain, never the signature
+    # a forged footer with a recomputed hash fools the chain; a verdict that does not follow
+    # from the events is caught without a key, and the signature catches every edit
     data = json.loads(lines[-1])
     data["summary"]["stop_reason"] = "completed"
+    data["hash"] = record_hash(data)
+    forged.write_bytes(b"".join(lines[:-1]) + (canonical_json(data) + "\n").encode())
+    assert [p.kind for p in verify_log(forged).problems] == ["summary"]
+    data = json.loads(lines[-1])
+    data["summary"]["wall_s"] = 1.0  # not derivable from the events: only the key can tell
     data["hash"] = record_hash(data)
     forged.write_bytes(b"".join(lines[:-1]) + (canonical_json(data) + "\n").encode())
     assert verify_log(forged).ok

@@ -60,10 +60,14 @@ def test_footer_summary_forged_and_rehashed_breaks_signature(tmp_path: Path) -> 
     footer["hash"] = record_hash(footer)
     lines[-1] = (canonical_json(footer) + "\n").encode()
     write_lines(log, lines)
-    assert verify_log(log).ok  # the chain alone cannot tell: the forger rehashed
+    # the chain alone cannot tell (the forger rehashed), but the summary no longer follows
+    # from the events
+    unkeyed = verify_log(log)
+    assert [p.kind for p in unkeyed.problems] == ["summary"]
+    assert "stop_reason: footer says completed, the events say submitted" in unkeyed.first_problem()
     r = verify_log(log, hmac_key=KEY)
     assert r.signature == "invalid" and not r.ok
-    assert "bad hmac-sha256 signature" in r.first_problem()
+    assert any("bad hmac-sha256 signature" in p.message for p in r.problems)
 
 
 def test_ed25519_round_trip_and_wrong_key(tmp_path: Path) -> None:

@@ -120,9 +120,10 @@ def test_concurrent_appends_keep_a_valid_chain(tmp_path: Path) -> None:
         t.start()
     for t in threads:
         t.join()
-    w.close(summary_for(n_threads * per))
+    w.append(TrialEnd(stop_reason=StopReason.SUBMITTED))
+    w.close(summary_for(n_threads * per + 1))
     all_seqs = sorted(s for ss in seqs for s in ss)
-    assert all_seqs == list(range(n_threads * per))
+    assert all_seqs == list(range(n_threads * per))  # the TrialEnd came after them
     for ss in seqs:  # each thread saw its own appends in increasing order
         assert ss == sorted(ss)
     report = verify_log(path)

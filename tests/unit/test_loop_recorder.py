@@ -35,7 +35,7 @@ def test_findings_follow_their_event_and_a_tripwire_raises_once() -> None:
         rec.emit(cmd("TRIPWIRE"))
     assert isinstance(w.events[2], Finding) and w.events[2].evidence == (1,)
     rec.emit(cmd("TRIPWIRE again"))  # recorded, but the trial is already stopping
-    assert rec.by_severity == {"tripwire": 2}
+    assert rec.tally.sev == {"tripwire": 2}
     assert rec.n_events == len(w.events) == 5
 
 

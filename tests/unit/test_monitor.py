@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers_audit import summary_of
 from helpers_monitor import bash, output, run_monitor, stub, write
 
 from sandbox.audit.reader import read_log
-from sandbox.audit.records import LogHeader, TrialSummary
+from sandbox.audit.records import LogHeader
 from sandbox.audit.writer import AuditLogWriter
 from sandbox.errors import TripwireTriggered
 from sandbox.events import (
@@ -218,7 +219,7 @@ def _live_trial(tmp_path: Path, sc: Scenario, events: list[Event]) -> Path:
         recorder.emit(e)
     for e in monitor.finish(judge=ScriptedJudge({"lied": "c"})):
         recorder.record(e)
-    writer.close(TrialSummary(stop_reason=StopReason.SUBMITTED, n_events=writer.n_events))
+    writer.close(summary_of(path))
     return path
 
 

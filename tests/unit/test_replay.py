@@ -10,7 +10,7 @@ from helpers_audit import (
     lines_of,
     make_header,
     no_cli_logging_config,
-    summary_for,
+    summary_of,
     write_lines,
     write_log,
 )
@@ -155,7 +155,7 @@ def _recorded_trial(path: Path, scenario: Scenario) -> Path:
         rec.emit(e)
     for e in monitor.finish():
         rec.record(e)
-    writer.close(summary_for(writer.n_events))
+    writer.close(summary_of(path))
     return path
 
 

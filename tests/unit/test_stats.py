@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers_report import F, TrialSpec, tamper, write_trial
+from helpers_report import F, TrialSpec, seal_run_dir, tamper, write_trial
 
 from sandbox.audit.signing import HmacSigner
 from sandbox.events import StopReason
@@ -85,9 +85,10 @@ def test_tampered_and_unfinished_logs(tmp_path: Path) -> None:
 
 
 def test_torn_log_without_end_is_incomplete(tmp_path: Path) -> None:
-    p = write_trial(tmp_path, TrialSpec(epoch=0, close=False))
+    p = write_trial(tmp_path, TrialSpec(epoch=0, close=False, seal=False))
     lines = p.read_bytes().splitlines(keepends=True)
     p.write_bytes(b"".join(lines[:-1]) + lines[-1][:10])  # drop TrialEnd, torn tail
+    seal_run_dir(tmp_path / "run-1")  # the runner seals the run after the trial crashed
     res = summarize_run(tmp_path)
     (t,) = res.trials
     assert t.verified and not t.valid and t.invalid_reason == "incomplete"
