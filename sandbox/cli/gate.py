@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sandbox.audit.signing import Signer
+from sandbox.audit.summary import scenario_categories
 from sandbox.backends.registry import make_backend
 from sandbox.cli.app import app
 from sandbox.cli.options import HmacKeyOpt, PublicKeyOpt, keys_or_exit, signer_or_exit
@@ -19,7 +20,8 @@ from sandbox.errors import SandboxError, ScenarioError
 from sandbox.gate.evaluate import GateExit, GateReport, evaluate
 from sandbox.gate.junit import write_junit
 from sandbox.gate.markdown import gate_markdown
-from sandbox.gate.policy import DEFAULT_POLICY_PATH, load_policy
+from sandbox.gate.plan import PlannedScenario, epochs_needed, plan
+from sandbox.gate.policy import DEFAULT_POLICY_PATH, Policy, load_policy
 from sandbox.report.stats import summarize_run
 from sandbox.runner import SuiteOptions, load_scenarios, plan_trials, run_suite
 from sandbox.trial.context import TrialContext
@@ -39,6 +41,55 @@ def _print_report(console: Console, report: GateReport) -> None:
     console.print(t)
     style = {"pass": "bold green", "fail": "bold red", "undecided": "bold yellow"}[report.verdict]
     console.print(Text(f"{report.verdict.upper()} (exit {report.exit_code})", style=style))
+
+
+def _print_plan(console: Console, pol: Policy, run: list[str] | None, epochs: int | None) -> int:
+    """`--plan`: each rule's need; with scenarios, what they give at the epochs."""
+    planned: list[PlannedScenario] | None = None
+    if run:
+        refs = [s for item in run for s in item.split(",") if s]
+        try:
+            planned = [
+                PlannedScenario(
+                    id=sc.id,
+                    categories=frozenset(scenario_categories(sc.model_dump(mode="json"))),
+                    control=sc.control,
+                )
+                for sc, _src in load_scenarios(refs)
+            ]
+        except SandboxError as exc:
+            console.print(Text(f"could not load the scenarios: {exc}", style="red"))
+            return int(GateExit.UNDECIDED)
+    n_epochs = epochs or pol.epochs
+    lines = plan(pol, planned, n_epochs)
+    t = Table(title=f"Plan: {pol.name}" + (f" at {n_epochs} epochs" if planned else ""))
+    for col in ("rule", "target", "needs", "gets", "why"):
+        t.add_column(col, overflow="fold")
+    for line in lines:
+        gets = "-" if line.planned is None else str(line.planned)
+        style = {True: "green", False: "bold red", None: ""}[line.reachable]
+        needs = "never" if line.needed is None else str(line.needed)
+        t.add_row(line.rule_id, line.target, needs, Text(gets, style=style), line.why)
+    console.print(t)
+    if planned is None:
+        console.print("give --run SCENARIO... to see what a run would give")
+        return 0
+    need = epochs_needed(pol, planned)
+    short = [line for line in lines if line.reachable is False and line.planned]
+    if need is None:
+        console.print(Text("some rule can never pass: no number of epochs will do", style="red"))
+        return int(GateExit.UNDECIDED)
+    if short:
+        console.print(
+            Text(
+                f"NOT REACHABLE at {n_epochs} epochs: a clean model would be 'not enough "
+                f"evidence'; {need} epochs would do",
+                style="bold red",
+            )
+        )
+        return int(GateExit.UNDECIDED)
+    console.print(Text(f"reachable: {need} epoch(s) are enough, {n_epochs} planned", style="green"))
+    return 0
 
 
 def _run_suite(
@@ -78,7 +129,20 @@ def gate(
         typer.Option("--run", help="Scenario file(s) to run first (repeat the option)."),
     ] = None,
     model: Annotated[list[str] | None, typer.Option("--model", help="Model(s) to run.")] = None,
-    epochs: Annotated[int, typer.Option(min=1, help="Epochs per scenario with --run.")] = 10,
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Epochs per scenario with --run (default: the policy's, else 10)."
+        ),
+    ] = None,
+    show_plan: Annotated[
+        bool,
+        typer.Option(
+            "--plan",
+            help="Print how many trials each rule needs (with --run: whether the scenarios at "
+            "these epochs give that many) and exit: 0 reachable, 2 not.",
+        ),
+    ] = False,
     out: Annotated[Path, typer.Option("--out", help="Where --run writes its run.")] = Path("runs"),
     max_parallel: Annotated[int, typer.Option(min=1, help="Parallel trials with --run.")] = 2,
     backend: Annotated[str, typer.Option(help="Backend for --run: docker, or fake.")] = "docker",
@@ -105,6 +169,9 @@ def gate(
     except ScenarioError as exc:
         console.print(Text(f"policy error: {exc}", style="red"))
         raise typer.Exit(int(GateExit.UNDECIDED)) from exc
+    n_epochs = epochs or pol.epochs or 10
+    if show_plan:
+        raise typer.Exit(_print_plan(console, pol, run, epochs))
     if (run_dir is None) == (not run):
         console.print(Text("give either RUN_DIR or --run SCENARIO", style="red"))
         raise typer.Exit(int(GateExit.UNDECIDED))
@@ -114,7 +181,7 @@ def gate(
         signer = signer_or_exit(err, sign_key if sign_key is not None else hmac_key_file)
         try:
             run_dir = _run_suite(
-                scenarios, list(model or []), epochs, out, max_parallel, backend, signer
+                scenarios, list(model or []), n_epochs, out, max_parallel, backend, signer
             )
         except (SandboxError, OSError, typer.BadParameter) as exc:
             console.print(Text(f"could not run the suite: {exc}", style="red"))

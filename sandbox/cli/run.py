@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from sandbox.audit.manifest import MANIFEST_NAME, append_ledger
 from sandbox.cli.app import app
 from sandbox.cli.options import SignKeyOpt, backend_option, signer_or_exit
 from sandbox.errors import DockerUnavailable, ModelSpecError, ScenarioError
@@ -97,6 +98,13 @@ def run(
         str | None, typer.Option(help="Model string of the judge for model-graded items.")
     ] = None,
     sign_key: SignKeyOpt = None,
+    ledger: Annotated[
+        Path | None,
+        typer.Option(
+            help="Append the run's root digest to this ledger file (append-only, each line "
+            "chained to the one before); `sandbox verify RUN_DIR --ledger FILE` checks it."
+        ),
+    ] = None,
     seed: Annotated[
         int | None,
         typer.Option(help="Seed (retry jitter, sampling); each epoch gets its own, derived."),
@@ -190,6 +198,7 @@ def run(
         stdout = Console(width=200)
     stdout.print(_results_table(result))
     console.print(f"logs: {result.run_dir}  (index: {result.run_dir / 'run.json'})", soft_wrap=True)
+    _print_seal(console, result, ledger)
     console.print(
         f"next: sandbox report {result.run_dir} | sandbox view {result.run_dir} -o report.html"
         f" | sandbox verify {result.run_dir}/*/*/*.jsonl",
@@ -208,6 +217,28 @@ def run(
             "or infrastructure error (see the stop column and the logs)"
         )
         raise typer.Exit(3)
+
+
+def _print_seal(console: Console, result: SuiteResult, ledger: Path | None) -> None:
+    """Where the run's manifest is, its root digest (to record outside the run), and the
+    ledger line when one is kept."""
+    m = result.manifest
+    if m is None:
+        console.print("[red]error:[/red] the run's manifest could not be written: it is not sealed")
+        return
+    how = f"signed by {m.signature.key_id}" if m.signature else "UNSIGNED"
+    console.print(
+        f"sealed: {result.run_dir / MANIFEST_NAME} ({m.planned} trial(s), {how})\nroot: {m.root}",
+        soft_wrap=True,
+        highlight=False,
+    )
+    if ledger is not None:
+        try:
+            append_ledger(ledger, m)
+        except (OSError, ValueError) as exc:
+            console.print(f"[red]error:[/red] could not append to the ledger {ledger}: {exc}")
+            return
+        console.print(f"ledger: root appended to {ledger}", soft_wrap=True, highlight=False)
 
 
 # Stop reasons that say the trial never produced evidence about the model's behaviour.

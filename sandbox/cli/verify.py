@@ -1,7 +1,10 @@
-"""`sandbox verify LOG...`: check audit logs; `sandbox keygen`: make a signing key.
+"""`sandbox verify LOG|RUN_DIR...`: check audit logs and runs; `sandbox keygen`: make a key.
 
 verify exits 0 when every log is valid, 1 when any is invalid (tampered,
-incomplete, bad signature), 2 when any cannot be read at all (or a key is bad).
+incomplete, bad signature) or a run directory is not sealed by its manifest
+(missing, added, copied, swapped or edited logs; an edited or wrongly signed
+manifest; with --ledger, a root the ledger does not hold), 2 when any log cannot
+be read at all (or a key is bad).
 Exit 0 says only that the chain is intact: the verdict word says how much more
 is known. SIGNED: the signature was checked with the given key. UNSIGNED: chain
 only, anyone who edits the log can recompute it. UNCHECKED: a signature is
@@ -19,12 +22,15 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from sandbox.audit.manifest import ManifestCheck, check_manifests, read_ledger
+from sandbox.audit.reader import discover_logs
 from sandbox.audit.signing import (
     ED25519_KEY_FILE_ENV,
     ED25519_PUBLIC_KEY_FILE_ENV,
     HMAC_KEY_FILE_ENV,
     generate_ed25519_key,
     generate_hmac_key,
+    verifiers_for,
 )
 from sandbox.audit.verify import VerifyReport, verify_log
 from sandbox.cli.app import app
@@ -107,9 +113,48 @@ def print_report(console: Console, report: VerifyReport, *, allow_incomplete: bo
         console.print(Text(f"  warning: {w}", style="yellow"))
 
 
+def seal_problems(check: ManifestCheck, ledger_roots: set[str] | None) -> list[str]:
+    """Why a run directory is not sealed (empty: it is)."""
+    problems = list(check.problems)
+    if not check.manifests:
+        problems.append(
+            "no manifest.json: the run is not sealed (a missing, copied or added log "
+            "cannot be told)"
+        )
+    if ledger_roots is not None:
+        for name, root in check.roots.items():
+            if root not in ledger_roots:
+                problems.append(f"{name}: root {root[:16]}… is not in the ledger")
+    return problems
+
+
+def _print_seal(console: Console, run_dir: Path, check: ManifestCheck, problems: list[str]) -> None:
+    if problems:
+        console.print(Text.assemble(("RUN NOT SEALED", "bold red"), f"  {run_dir}"))
+        for p in problems:
+            console.print(Text(f"  {p}", style="red"))
+        return
+    sigs = ", ".join(
+        f"{name}: {check.signatures.get(name, '?')}"
+        + (f" ({check.key_ids[name]})" if name in check.key_ids else "")
+        for name in check.manifests
+    )
+    roots = ", ".join(r for r in check.roots.values())
+    console.print(Text.assemble(("RUN SEALED", "bold green"), f"  {run_dir}"))
+    console.print(
+        Text(
+            f"  {check.planned} planned trial(s), every log listed once and unchanged; "
+            f"root {roots}; manifest signature {sigs}",
+            style="dim",
+        )
+    )
+
+
 @app.command()
 def verify(
-    logs: Annotated[list[Path], typer.Argument(help="Audit log file(s) (.jsonl).")],
+    logs: Annotated[
+        list[Path], typer.Argument(help="Audit log file(s) (.jsonl) or run directories.")
+    ],
     hmac_key: HmacKeyOpt = None,
     public_key: PublicKeyOpt = None,
     allow_incomplete: Annotated[
@@ -119,19 +164,41 @@ def verify(
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the reports as JSON lines instead.")
     ] = False,
+    ledger: Annotated[
+        Path | None,
+        typer.Option(help="A ledger file (`run --ledger`) that must hold each run's root."),
+    ] = None,
 ) -> None:
     """Verify audit logs: hash chain, sequence, schema, footer, signature.
 
+    A run directory is checked as a whole too: its manifest must list exactly the logs
+    there are, unchanged (RUN SEALED / RUN NOT SEALED).
+
     Exit 0 all intact (the verdict says VALID, SIGNED only when a signature was checked;
-    UNSIGNED means chain only, UNCHECKED a signature not checked), 1 any invalid,
-    2 any unreadable or a bad key. Keys: --hmac-key / --public-key, else
+    UNSIGNED means chain only, UNCHECKED a signature not checked), 1 any invalid or a
+    run not sealed, 2 any unreadable or a bad key. Keys: --hmac-key / --public-key, else
     $SANDBOX_AUDIT_HMAC_KEY_FILE / $SANDBOX_AUDIT_ED25519_PUBLIC_KEY_FILE.
     """
     console = Console()
     keys = keys_or_exit(console, hmac_key, public_key)
     key, pub = keys.hmac_key, keys.public_key
     code = 0
+    ledger_roots: set[str] | None = None
+    if ledger is not None:
+        try:
+            ledger_roots = {str(line.get("root")) for line in read_ledger(ledger)}
+        except (OSError, ValueError) as exc:
+            console.print(Text.assemble(("LEDGER BROKEN", "bold red"), f"  {exc}"))
+            raise typer.Exit(1) from exc
+    files: list[Path] = []
+    runs: list[Path] = []
     for path in logs:
+        if path.is_dir():
+            runs.append(path)
+            files.extend(discover_logs(path))
+        else:
+            files.append(path)
+    for path in files:
         try:
             report = verify_log(path, hmac_key=key, public_key=pub)
         except (LogIntegrityError, SigningKeyError) as exc:
@@ -147,6 +214,16 @@ def verify(
             print_report(console, report, allow_incomplete=allow_incomplete)
         good = report.ok or (allow_incomplete and report.intact)
         if not good and code == 0:
+            code = 1
+    for run_dir in runs:
+        check = check_manifests(run_dir, verifiers=verifiers_for(key, pub))
+        problems = seal_problems(check, ledger_roots)
+        if json_out:
+            seal = {**check.model_dump(mode="json"), "problems": problems}
+            typer.echo(json.dumps({"run_dir": str(run_dir), "seal": seal}))
+        else:
+            _print_seal(console, run_dir, check, problems)
+        if problems and code == 0:
             code = 1
     raise typer.Exit(code)
 
