@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
+from sandbox.audit.canonical import canonical_json, line_bytes, record_hash
 from sandbox.audit.reader import iter_events
 from sandbox.audit.records import LogHeader, TrialSummary
 from sandbox.audit.signing import Signer
@@ -132,3 +134,27 @@ def no_cli_logging_config(monkeypatch: pytest.MonkeyPatch) -> None:
     import sandbox.cli.main
 
     monkeypatch.setattr(sandbox.cli.main, "configure_logging", lambda *a, **k: None)
+
+
+def rechain(lines: Sequence[bytes]) -> list[bytes]:
+    """What a forger without the key does after editing records: recompute every `prev`
+    and `hash` (and the footer's final hash and event count) so the chain is whole again.
+    A signature, if any, is dropped: it cannot be recomputed."""
+    out: list[bytes] = []
+    prev = "0" * 64
+    n_events = 0
+    for raw in lines:
+        rec = json.loads(raw)
+        if rec.get("record") == "event":
+            rec["seq"] = n_events
+            n_events += 1
+        if rec.get("record") == "footer":
+            rec["final_hash"] = prev
+            rec["n_events"] = n_events
+            rec["summary"]["n_events"] = n_events
+            rec["signature"] = None
+        rec["prev"] = prev
+        rec["hash"] = record_hash(rec)
+        prev = rec["hash"]
+        out.append(line_bytes(canonical_json(rec)))
+    return out

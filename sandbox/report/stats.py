@@ -262,7 +262,8 @@ def _seal_checked(trials: list[TrialResult], check: ManifestCheck) -> list[Trial
         why = check.rejected.get(t.path)
         if why is None and t.trial_id in seen:
             why = f"a copy of trial {t.trial_id} (first at {seen[t.trial_id]})"
-        seen.setdefault(t.trial_id, t.path)
+        if why is None:
+            seen[t.trial_id] = t.path
         out.append(_reject(t, why) if why else t)
     return out
 
