@@ -24,7 +24,7 @@ from rich.table import Table
 
 from sandbox.audit.manifest import MANIFEST_NAME, append_ledger
 from sandbox.cli.app import app
-from sandbox.cli.options import SignKeyOpt, backend_option, signer_or_exit
+from sandbox.cli.options import SignKeyOpt, backend_option, ledger_option, signer_or_exit
 from sandbox.errors import DockerUnavailable, ModelSpecError, ScenarioError
 from sandbox.events import StopReason
 from sandbox.llm.openai_compat import RetryPolicy
@@ -198,7 +198,7 @@ def run(
         stdout = Console(width=200)
     stdout.print(_results_table(result))
     console.print(f"logs: {result.run_dir}  (index: {result.run_dir / 'run.json'})", soft_wrap=True)
-    _print_seal(console, result, ledger)
+    _print_seal(console, result, ledger_option(ledger))
     console.print(
         f"next: sandbox report {result.run_dir} | sandbox view {result.run_dir} -o report.html"
         f" | sandbox verify {result.run_dir}/*/*/*.jsonl",

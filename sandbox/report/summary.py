@@ -108,6 +108,22 @@ def _sig_style(results: RunResults) -> str:
     return "green" if signed and results.trials else "yellow"
 
 
+def seal_words(results: RunResults) -> tuple[str, str]:
+    """The run's seal in words, and a style: sealed by N manifest(s), or why not."""
+    check = results.manifest
+    if check is None or not check.manifests:
+        return "NOT SEALED (no manifest.json: missing or added logs cannot be told)", "yellow"
+    if check.problems:
+        more = f" (+{len(check.problems) - 1} more)" if len(check.problems) > 1 else ""
+        return f"BROKEN: {check.problems[0]}{more}", "bold red"
+    sigs = sorted(set(check.signatures.values()))
+    roots = ", ".join(r[:16] for r in check.roots.values())
+    return (
+        f"sealed, {check.planned} planned trial(s), root {roots}…, manifest {'/'.join(sigs)}",
+        "green" if sigs == ["valid"] else "yellow",
+    )
+
+
 def render_summary(results: RunResults) -> RenderableType:
     """The whole summary as one renderable."""
     reasons = Counter(t.invalid_reason for t in results.trials if t.invalid_reason)
@@ -122,6 +138,7 @@ def render_summary(results: RunResults) -> RenderableType:
         ),
         f"  confidence {results.confidence:.0%}",
         (f"\n  signatures: {signature_counts(results.trials)}", _sig_style(results)),
+        (f"\n  seal: {seal_words(results)[0]}", seal_words(results)[1]),
     )
     parts: list[RenderableType] = [head, scenario_table(results)]
     if results.categories:

@@ -198,3 +198,30 @@ def test_gate_run_signs_from_the_env_and_checks_with_it(tmp_path: Path) -> None:
     # no key: the gate's run warns once that its logs are unsigned
     u = sandbox(*args, "--out", "out2", cwd=tmp_path)
     assert u.stderr.count("warning: no signing key") == 1 and "UNSIGNED" in u.stderr
+
+
+def test_a_project_config_file_signs_checks_and_keeps_the_ledger(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    assert sandbox("keygen", str(keys / "audit"), cwd=tmp_path).returncode == 0
+    (tmp_path / "sandbox.toml").write_text(
+        '[audit]\nsign_key = "keys/audit"\npublic_key = "keys/audit.pub"\nledger = "ledger.jsonl"\n'
+    )
+    p, logs = run_demo(tmp_path, {})  # no key variable anywhere: the file is enough
+    assert "UNSIGNED" not in p.stderr and "ledger: root appended" in p.stderr
+    assert all((footer_signature(x) or {}).get("algorithm") == "ed25519" for x in logs)
+    run_dir = next((tmp_path / "out").iterdir())
+    v = sandbox("verify", str(run_dir), "--ledger", "ledger.jsonl", cwd=tmp_path)
+    assert v.returncode == 0 and "VALID, SIGNED" in v.stdout and "RUN SEALED" in v.stdout
+    # an unknown setting is an error, never silently ignored (it would leave logs unsigned)
+    (tmp_path / "sandbox.toml").write_text('[audit]\nsignkey = "keys/audit"\n')
+    bad = sandbox("run", "s.yaml", "--backend", "fake", "--out", "out2", cwd=tmp_path)
+    assert bad.returncode == 2 and "unknown [audit] setting(s) ['signkey']" in bad.stderr
+
+
+def test_verifiers_read_the_hmac_key_text_variable(tmp_path: Path) -> None:
+    env = {"SANDBOX_AUDIT_HMAC_KEY": "a-shared-secret-of-24-chars"}
+    _, logs = run_demo(tmp_path, env)
+    assert all((footer_signature(x) or {}).get("algorithm") == "hmac-sha256" for x in logs)
+    v = sandbox("verify", *map(str, logs), cwd=tmp_path, env=env)
+    assert v.returncode == 0 and "VALID, SIGNED" in v.stdout, v.stdout
