@@ -146,7 +146,7 @@ class _Verifier:
                 self._line(n, raw, True, False)
             return
         for (n, raw), rec in zip(batch, recs, strict=True):
-            if line_hash(raw, rec.hash) == rec.hash:
+            if _as_written(raw, rec):
                 self._event(n, rec)
             else:
                 self._line(n, raw, True, False)
@@ -172,7 +172,15 @@ class _Verifier:
                 self.add("unparseable", f"line {n}: not a JSON record ({exc})", n, None)
             return
         if last and not newline:
-            self.warnings.append(f"line {n} has no final newline")
+            # the writer ends every record with its newline, in the same write: without
+            # it the last write did not complete (the reader then sees no footer either)
+            self.torn_line = n
+            self.add(
+                "torn_tail",
+                f"line {n} has no final newline (incomplete last write, or the file was edited)",
+                n,
+                None,
+            )
         self._check_one(n, raw, data)
 
     def _fast_event(self, n: int, raw: bytes) -> bool:
@@ -182,7 +190,7 @@ class _Verifier:
             rec = EventRecord.model_validate_json(raw)
         except ValidationError:
             return False
-        if line_hash(raw, rec.hash) != rec.hash:
+        if not _as_written(raw, rec):
             return False
         self._event(n, rec)
         return True
@@ -210,18 +218,18 @@ class _Verifier:
                 self.add("schema", f"{label}: invalid {kind} record: {where}: {err['msg']}", n, seq)
         stored = data.get("hash")
         if isinstance(stored, str) and line_hash(raw, stored) == stored:
-            computed = stored  # the exact bytes hash right: canonical and unedited
+            computed = stored  # the bytes as written hash right (the hash entry may have moved)
         else:
             computed = record_hash(data)
             if stored != computed:
                 self.add("edited", f"{label}: hash mismatch — record edited", n, seq)
-            elif line_bytes(canonical_json(data))[:-1] != raw:
-                self.add(
-                    "noncanonical",
-                    f"{label}: not in canonical form (bytes changed without changing content)",
-                    n,
-                    seq,
-                )
+        if stored == computed and line_bytes(canonical_json(data))[:-1] != raw:
+            self.add(
+                "noncanonical",
+                f"{label}: not in canonical form (bytes changed without changing content)",
+                n,
+                seq,
+            )
         prev = data.get("prev")
         stored = stored if isinstance(stored, str) else None
         record = kind if isinstance(kind, str) else "?"
@@ -466,6 +474,19 @@ class _Verifier:
             None,
         )
         return "wrong_key", sig.key_id
+
+
+def _as_written(raw: bytes, rec: EventRecord) -> bool:
+    """The event line is exactly as the writer wrote it: its bytes minus the hash entry hash
+    to the stored hash, and that entry sits where the writer puts it (before prev, record and
+    seq). A hash entry moved elsewhere also leaves the other bytes intact, so the position
+    must be checked too; anything else goes down the detailed path."""
+    tail = f',"hash":"{rec.hash}","prev":"{rec.prev}","record":"event","seq":{rec.seq}}}'
+    return (
+        raw.startswith(b'{"event":')
+        and raw.endswith(tail.encode("utf-8", "replace"))
+        and line_hash(raw, rec.hash) == rec.hash
+    )
 
 
 def _longest_increasing(values: list[int]) -> set[int]:
