@@ -13,8 +13,9 @@ signature (the run's signing key, as for the logs) covers everything but itself.
 root is short enough to print, paste into a release ticket, or append to a ledger
 (`append_ledger`: a file of lines, each chained to the one before, that only grows).
 
-`check_manifests` is what readers judge a run directory through: every log must be
-listed by exactly one manifest with the same bytes (SHA-256 of the file) and the same
+`check_manifests` is what readers judge a run directory through (or a directory of
+runs side by side; a run nested inside another run's directory is a problem): every log
+must be listed by exactly one manifest with the same bytes (SHA-256 of the file) and the same
 header (trial id, scenario, model, epoch), every listed log must be there, and a trial
 id appears once. A missing, duplicated, extra, edited or swapped log is a problem, and so
 is a manifest edited after sealing (the root no longer matches) or signed by another key.
@@ -265,8 +266,20 @@ def check_manifests(
     key_ids: dict[str, str] = {}
     names: list[str] = []
     planned = 0
-    for mpath in _find_manifests(root):
+    found = _find_manifests(root)
+    dirs = [m.parent.resolve() for m in found]
+    for mpath in found:
         name = mpath.relative_to(base).as_posix()
+        here = mpath.parent.resolve()
+        outer = [d for d in dirs if d != here and here.is_relative_to(d)]
+        if outer:
+            # a run inside another run's directory was copied in: its logs are not the
+            # outer run's, whoever signed them (they stay unlisted, so they are rejected)
+            problems.append(
+                f"{name}: a run nested inside the run at "
+                f"{outer[0].relative_to(base.resolve()).as_posix() or '.'} (copied in?)"
+            )
+            continue
         names.append(name)
         try:
             manifest = RunManifest.model_validate_json(mpath.read_bytes())

@@ -1182,7 +1182,7 @@ RUN_OPS: list[tuple[Callable[[RunCtx], tuple[str, set[str]]], int]] = [
     (rop_forged_log_resealed, 3),
     (rop_add_unsigned_submanifest, 1),
 ]
-# only for unsigned runs: for a signed run see test_nested_signed_run_is_detected (xfail)
+# only for unsigned runs: for a signed run see test_nested_signed_run_is_detected
 UNSIGNED_RUN_OPS = [(rop_nest_other_run, 1)]
 
 
@@ -1327,15 +1327,6 @@ def test_fuzz_runs(corpus: Corpus) -> None:
 
 
 @pytest.mark.parametrize("kind", SIGNED)
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: another run sealed and signed by the same key, copied whole into a signed "
-    "run's directory, is accepted: check_manifests judges 'a run directory, or a directory of "
-    "runs', every log is listed by a validly signed manifest, the trial ids differ, so "
-    "summarize_run and the strict gate pass and the foreign trials enter the statistics. "
-    "Nothing pins a run directory to one manifest / run id / root (a policy field or gate "
-    "option for the expected root or manifest count would): not a local fix",
-)
 def test_nested_signed_run_is_detected(corpus: Corpus, kind: str) -> None:
     work = corpus.work / f"nested-{kind}"
     shutil.copytree(corpus.runs[kind], work)
@@ -1344,7 +1335,10 @@ def test_nested_signed_run_is_detected(corpus: Corpus, kind: str) -> None:
     keys = corpus.keys.verify_keys(kind)
     baseline = evaluate(summarize_run(corpus.runs[kind], keys=keys), STRICT)
     res = summarize_run(work, keys=keys)
-    assert len(res.trials) == 6 and all(t.verified for t in res.trials)  # the splice went in
+    assert len(res.trials) == 6  # the splice went in, and its trials are rejected
+    base = summarize_run(corpus.runs[kind], keys=keys)
+    assert sum(t.verified for t in res.trials) == sum(t.verified for t in base.trials)
+    assert res.manifest is not None and any("nested" in p for p in res.manifest.problems)
     assert _run_detected(res, evaluate(res, STRICT), baseline) is not None
 
 
