@@ -201,7 +201,7 @@ def run(
     _print_seal(console, result, ledger_option(ledger))
     console.print(
         f"next: sandbox report {result.run_dir} | sandbox view {result.run_dir} -o report.html"
-        f" | sandbox verify {result.run_dir}/*/*/*.jsonl",
+        f" | sandbox verify {result.run_dir}",
         soft_wrap=True,
         highlight=False,
     )
