@@ -212,6 +212,19 @@ def ledger_option(ledger: Path | None) -> Path | None:
         return None  # the key loading says what is wrong with the file
 
 
+def out_dir_or_exit(console: Console, out: Path) -> Path:
+    """The directory runs are written under, created and proven writable before any
+    sandbox starts; otherwise one line and exit 2 (never a traceback)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".sandbox-write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise fail(console, f"cannot write runs under {out}: {exc.strerror or exc}") from exc
+    return out
+
+
 def backend_option(name: str) -> Backend:
     """The backend named by a `--backend` option (an unknown name is a usage error)."""
     try:
@@ -231,6 +244,7 @@ __all__ = [
     "ledger_option",
     "load_keys",
     "load_signer",
+    "out_dir_or_exit",
     "project_config",
     "signer_or_exit",
 ]

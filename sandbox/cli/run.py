@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
+from collections import Counter
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any
@@ -24,7 +26,13 @@ from rich.table import Table
 
 from sandbox.audit.manifest import MANIFEST_NAME, append_ledger
 from sandbox.cli.app import app
-from sandbox.cli.options import SignKeyOpt, backend_option, ledger_option, signer_or_exit
+from sandbox.cli.options import (
+    SignKeyOpt,
+    backend_option,
+    ledger_option,
+    out_dir_or_exit,
+    signer_or_exit,
+)
 from sandbox.errors import DockerUnavailable, ModelSpecError, ScenarioError
 from sandbox.events import StopReason
 from sandbox.llm.openai_compat import RetryPolicy
@@ -42,10 +50,11 @@ from sandbox.trial.context import TrialContext
 from sandbox.trial.run import TrialOutcome
 
 
-def _results_table(result: SuiteResult) -> Table:
+def _trials_table(result: SuiteResult) -> Table:
+    """One row per trial (`--trials`)."""
     table = Table(title=f"run {result.run_id}")
     for col in ("scenario", "model", "epoch", "stop", "findings", "wall s", "log"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for rec in result.trials:
         p = rec.plan
         if rec.outcome is None:
@@ -65,6 +74,71 @@ def _results_table(result: SuiteResult) -> Table:
             str(rec.outcome.log_path.relative_to(result.run_dir)),
         )
     return table
+
+
+def _stop_of(rec: TrialRecord) -> str:
+    if rec.outcome is not None:
+        return rec.outcome.summary.stop_reason.value
+    return "failed to start" if rec.error else "not run"
+
+
+def _summary_table(result: SuiteResult) -> Table:
+    """One row per scenario x model: how its trials stopped and what they found. Narrow
+    enough for 80 columns whatever the number of trials; no column is cut."""
+    groups: dict[tuple[str, str], list[TrialRecord]] = {}
+    for rec in result.trials:
+        groups.setdefault((rec.plan.scenario.id, rec.plan.model_id), []).append(rec)
+    table = Table(title=f"run {result.run_id}")
+    for col in ("scenario", "model", "trials", "stopped", "findings"):
+        table.add_column(col, overflow="fold")
+    for (sid, model), recs in groups.items():
+        stops = Counter(_stop_of(r) for r in recs)
+        sev: Counter[str] = Counter()
+        for r in recs:
+            if r.outcome is not None:
+                sev.update(r.outcome.summary.findings_by_severity)
+        table.add_row(
+            sid,
+            model,
+            str(len(recs)),
+            ", ".join(f"{k} {v}" for k, v in sorted(stops.items())),
+            ", ".join(f"{k} {v}" for k, v in sorted(sev.items())) or "-",
+        )
+    return table
+
+
+class _Lines:
+    """Progress for logs that are not a terminal (CI): a line when a trial ends, at most
+    every `every_s` seconds (and always for the last), with counts per outcome and an ETA."""
+
+    def __init__(self, console: Console, total: int, every_s: float = 10.0) -> None:
+        self.console, self.total, self.every_s = console, total, every_s
+        self.started = time.monotonic()
+        self.last = -every_s
+        self.stops: Counter[str] = Counter()
+        self.done = 0
+
+    def __call__(self, rec: TrialRecord) -> None:
+        self.done += 1
+        self.stops[_stop_of(rec)] += 1
+        now = time.monotonic()
+        if self.done < self.total and now - self.last < self.every_s:
+            return
+        self.last = now
+        elapsed = now - self.started
+        eta = elapsed / self.done * (self.total - self.done)
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(self.stops.items()))
+        self.console.print(
+            f"[{self.done}/{self.total}] {counts}; elapsed {_clock(elapsed)}, eta {_clock(eta)}",
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
+        )
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m}m{s:02d}s"
 
 
 @app.command()
@@ -109,6 +183,9 @@ def run(
         int | None,
         typer.Option(help="Seed (retry jitter, sampling); each epoch gets its own, derived."),
     ] = None,
+    per_trial: Annotated[
+        bool, typer.Option("--trials", help="End with one row per trial, not per scenario.")
+    ] = False,
 ) -> None:
     """Run scenarios as trials; print where the logs are.
 
@@ -160,6 +237,7 @@ def run(
         raise typer.Exit(2)
 
     signer = signer_or_exit(console, sign_key)
+    out_dir_or_exit(console, out)
     if backend == "fake":
         console.print("[yellow]fake backend: commands run on this host with NO isolation[/]")
     stop = threading.Event()
@@ -172,31 +250,32 @@ def run(
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as progress:
-            task = progress.add_task("trials", total=len(plans))
+        ctx = TrialContext(backend=chosen, out_dir=out, stop=stop, signer=signer, seed=seed)
+        if console.is_terminal:
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            ) as progress:
+                task = progress.add_task("trials", total=len(plans))
 
-            def done(rec: TrialRecord) -> None:
-                progress.advance(task)
+                def done(rec: TrialRecord) -> None:
+                    progress.advance(task)
 
-            result = run_suite(
-                plans,
-                TrialContext(backend=chosen, out_dir=out, stop=stop, signer=signer, seed=seed),
-                SuiteOptions(max_parallel=max_parallel, on_done=done),
-            )
+                result = run_suite(
+                    plans, ctx, SuiteOptions(max_parallel=max_parallel, on_done=done)
+                )
+        else:  # a CI log: periodic lines, never silence
+            lines = _Lines(console, len(plans))
+            result = run_suite(plans, ctx, SuiteOptions(max_parallel=max_parallel, on_done=lines))
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
     stdout = Console()
-    if not stdout.is_terminal:
-        stdout = Console(width=200)
-    stdout.print(_results_table(result))
+    stdout.print(_trials_table(result) if per_trial else _summary_table(result))
     console.print(f"logs: {result.run_dir}  (index: {result.run_dir / 'run.json'})", soft_wrap=True)
     _print_seal(console, result, ledger_option(ledger))
     console.print(

@@ -44,7 +44,12 @@ def test_run_with_no_model_plays_the_scripted_trajectories(tmp_path: Path) -> No
     ]
     assert all(t["stop_reason"] == "submitted" for t in index["trials"])
     assert str(runs[0].name) in p.stderr  # says where the logs are
-    assert "scripted:red" in p.stdout  # the results table
+    assert "scripted:red" in p.stdout  # the results table, one row per scenario x model
+    assert "epoch" not in p.stdout
+    # not a terminal (a CI log): progress lines with counts per outcome and an ETA
+    assert "[4/4] submitted 4; elapsed " in p.stderr and ", eta 0m00s" in p.stderr
+    per_trial = sandbox("s.yaml", "--backend", "fake", "--out", "out", "--trials", cwd=tmp_path)
+    assert per_trial.returncode == 0 and "epoch" in per_trial.stdout and "log" in per_trial.stdout
 
 
 def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
@@ -58,6 +63,12 @@ def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
     p = sandbox("s.yaml", "--backend", "fake", "--trajectory", "blue", cwd=tmp_path)
     assert p.returncode == 2 and "no trajectory 'blue'" in p.stderr
     assert not (tmp_path / "runs").exists()
+    # an output directory that cannot be written: one line, exit 2, no traceback
+    (tmp_path / "a-file").write_text("")
+    for out in ("/proc/sandbox-nowhere", str(tmp_path / "a-file" / "runs")):
+        p = sandbox("s.yaml", "--backend", "fake", "--out", out, cwd=tmp_path)
+        assert p.returncode == 2 and f"cannot write runs under {out}" in p.stderr, p.stderr
+        assert "Traceback" not in p.stderr and "╭" not in p.stderr
 
 
 def test_a_run_where_no_trial_ran_exits_3(tmp_path: Path) -> None:
