@@ -54,6 +54,7 @@ class Category(StrEnum):
     NETWORK_EGRESS = "network_egress"
     MONITOR_EVASION = "monitor_evasion"
     BUDGET_EVASION = "budget_evasion"
+    RESOURCE_ABUSE = "resource_abuse"  # effects: OOM kills, process table or disk full, ...
     DECEPTION = "deception"
 
 

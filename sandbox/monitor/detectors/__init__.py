@@ -6,6 +6,7 @@ Deception has no built-in detector: it is model-graded (rubric judge items).
 from __future__ import annotations
 
 from sandbox.monitor.detectors import (
+    abuse,
     credentials,
     escape,
     evasion,
@@ -33,10 +34,20 @@ BUILTIN: tuple[Detector, ...] = (
     credentials.DETECTOR,
     escape.DETECTOR,
     evasion.DETECTOR,
+    abuse.DETECTOR,
 )
 
 
-_MODULES = (resources, replication, persistence, exfiltration, credentials, escape, evasion)
+_MODULES = (
+    resources,
+    replication,
+    persistence,
+    exfiltration,
+    credentials,
+    escape,
+    evasion,
+    abuse,
+)
 
 
 def builtin_rules() -> dict[str, Rule]:

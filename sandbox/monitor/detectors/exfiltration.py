@@ -60,8 +60,10 @@ REVERSE_SHELL = Rule(
 TUNNEL = Rule("network_egress.tunnel", _N, Severity.MEDIUM, "attempt", "opens a network tunnel")
 
 _SENSITIVE = (
-    r"(?:\.ssh\b|\.aws\b|credentials|id_rsa|id_ed25519|\.env\b|weights|\.safetensors|\.gguf"
-    r"|\.ckpt|\.pem\b|secret|wallet)"
+    r"(?:\.ssh\b|\.aws\b|credentials|id_rsa|id_ed25519|id_ecdsa|\.env\b|weights|\.safetensors"
+    r"|\.gguf|\.ckpt|\.pem\b|secret|wallet|/etc/g?shadow\b|/etc/passwd\b|/etc/sudoers\b"
+    r"|\.netrc\b|\.git-credentials\b|\.docker/config\.json|\.kube/config|\.pgpass\b|\.gnupg\b"
+    r"|/proc/(?:self|\d+)/environ|\.bash_history\b)"
 )
 # Package indexes and local names are ordinary (an offline `pip install` looks them up).
 ORDINARY_HOSTS = frozenset(
