@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -262,14 +263,24 @@ def read_footer(path: Path) -> LogFooter | None:
         raise LogIntegrityError(f"{path}: malformed footer: {exc.errors()[0]['msg']}") from exc
 
 
+def _natural(path: Path) -> list[tuple[int, int | str]]:
+    """Sort key: numbers in the path compare as numbers (epoch-2 before epoch-10)."""
+    return [
+        (0, int(part)) if part.isdigit() else (1, part)
+        for part in re.split(r"(\d+)", path.as_posix())
+        if part
+    ]
+
+
 def discover_logs(root: Path) -> list[Path]:
-    """Every `*.jsonl` under `root` (or `root` itself when it is a file), sorted."""
+    """Every `*.jsonl` under `root` (or `root` itself when it is a file), in natural order
+    (epoch-2 before epoch-10)."""
     if root.is_file():
         return [root]
     found: list[Path] = []
     for dirpath, _dirs, files in os.walk(root):
         found.extend(Path(dirpath) / f for f in files if f.endswith(".jsonl"))
-    return sorted(found)
+    return sorted(found, key=_natural)
 
 
 __all__ = [

@@ -124,3 +124,12 @@ def test_signed_logs_checked_with_the_key(tmp_path: Path) -> None:
     res = summarize_run(tmp_path, keys=VerifyKeys(hmac_key=b"x" * 32))
     (t,) = res.trials
     assert not t.verified and (t.verify_error or "").startswith("signature")
+
+
+def test_logs_come_in_natural_order(tmp_path: Path) -> None:
+    from sandbox.audit.reader import discover_logs
+
+    for e in (10, 2, 1, 11):
+        write_trial(tmp_path, TrialSpec(epoch=e))
+    names = [p.name for p in discover_logs(tmp_path)]
+    assert names == ["epoch-1.jsonl", "epoch-2.jsonl", "epoch-10.jsonl", "epoch-11.jsonl"]
