@@ -182,6 +182,8 @@ def container_kwargs(
     }
     if network is None:
         kwargs["network_mode"] = "none"
+    elif network.container is not None:  # the stub world's namespace (its resolv.conf too)
+        kwargs["network_mode"] = f"container:{network.container}"
     else:
         kwargs["network"] = network.name
         if network.dns:

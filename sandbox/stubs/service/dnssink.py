@@ -79,6 +79,7 @@ class DnsSink:
         self.seen: set[str] = set()
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.udp.bind((host, port))
+        self.port = port
         sink = self
 
         class TCPHandler(socketserver.BaseRequestHandler):
@@ -141,6 +142,8 @@ class DnsSink:
                         "protocol": "dns",
                         "host": name[:253] or ".",
                         "port": 53,
+                        "answered": True,
+                        "first_bytes": f"{tname} {name[:200]}",
                         "detail": f"{tname} query over {transport}",
                     }
                 )
