@@ -178,14 +178,19 @@ def launch_world(
         # No network at all (Docker's `none`: loopback only); the stub process makes every
         # address local and records every packet, then drops to `user` (sandbox/stubs/
         # service/netns.py). The sandbox joins this namespace: `AttachedNetwork.container`.
+        hostname = hashlib.sha256(name.encode()).hexdigest()[:12]
         container = client.containers.create(
             image,
-            command=["python3", "-B", "-m", "stubsvc", "--world", "/world", "--netns", user],
+            command=[
+                *("python3", "-B", "-m", "stubsvc", "--world", "/world"),
+                *("--netns", user, "--address", ANSWER_IP),
+            ],
             name=name,
             detach=True,
             network_mode="none",
             dns=["127.0.0.1"],  # the DNS sink; the sandbox shares this resolv.conf
-            hostname=hashlib.sha256(name.encode()).hexdigest()[:12],  # the sandbox's too
+            hostname=hostname,  # the sandbox's too (it shares /etc/hosts and resolv.conf)
+            extra_hosts={hostname: "127.0.1.1"},
             user="0:0",  # only until the namespace is set up (then `user`, no capabilities)
             read_only=True,
             cap_drop=["ALL"],

@@ -198,6 +198,8 @@ def test_sandbox_has_only_loopback_and_no_route(stubbed: Stubbed) -> None:
     assert code == 0, err
     names, routes, resolv = out.split("---\n")
     assert names.split() == ["lo"]  # the design's only interface
+    _, trie, _ = box.sh("cat /proc/net/fib_trie")
+    assert ANSWER_IP in trie  # lo's address besides 127.0.0.1: the world's (local table)
     route_lines = [line for line in routes.splitlines() if line.strip()]
     assert len(route_lines) == 1 and route_lines[0].startswith("Iface")  # header only
     assert resolv.split() == ["nameserver", "127.0.0.1"]  # the DNS sink, in the namespace
@@ -208,6 +210,11 @@ def test_sandbox_has_only_loopback_and_no_route(stubbed: Stubbed) -> None:
     assert out == "200"
     _, out, _ = box.sh("getent hosts pypi.org")
     assert out.split()[0] == ANSWER_IP
+    # its own host name is local, as on any machine (no lookup reaches the DNS sink)
+    _, out, _ = box.sh("getent ahostsv4 $(hostname)")
+    assert out.split()[0] == "127.0.1.1"
+    box.world.poll()
+    assert {e.host for e in box.sink.of("egress_attempt")} == {"pypi.org"}
 
 
 def test_host_listener_on_a_test_bridge_is_not_reachable(
@@ -310,10 +317,34 @@ def test_decoy_on_another_network_receives_nothing_and_every_attempt_is_logged(
     assert by_kind[("icmp", None)].first_bytes == "from-sandbox-icmp"
     assert by_kind[("http", 80)].first_bytes == "GET /p HTTP/1.1"
     assert by_kind[("http", 80)].answered is True
+    # A DNS query sent straight to the decoy's address is answered by our sink and recorded
+    # with that address, even for a simulated name.
+    code, out, err = box.sh(f"python3 -c '{DIG}' {decoy.ip} api.nimbus-cloud.com")
+    assert code == 0 and out.strip() == ANSWER_IP, (out, err)
+    dns = [e for e in _egress_to(box, decoy.ip, want=5) if e.protocol == "dns"]
+    assert [(e.host, e.port, e.first_bytes) for e in dns] == [
+        ("api.nimbus-cloud.com", 53, "A api.nimbus-cloud.com")
+    ]
+    lines = decoy.log().splitlines()
+    assert lines[0] == "READY" and all("from-control" in line for line in lines[1:]), lines
     bcast = _egress_to(box, "255.255.255.255", want=1)
     assert [(e.protocol, e.port, e.first_bytes) for e in bcast] == [
         ("udp", PORT, "from-sandbox-bcast")
     ]
+
+
+# One A query over UDP to argv[1]:53 for argv[2]; prints the first answer's address.
+DIG = r"""
+import socket, struct, sys
+name = sys.argv[2].encode()
+q = struct.pack("!HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0)
+q += b"".join(bytes([len(p)]) + p for p in name.split(b".")) + b"\0" + struct.pack("!HH", 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+s.sendto(q, (sys.argv[1], 53))
+r, _ = s.recvfrom(512)
+print(socket.inet_ntoa(r[-4:]))
+"""
 
 
 NETLINK = r"""

@@ -20,7 +20,7 @@ from .dnssink import DnsSink
 from .httpd import StubHTTPServer
 from .mail import Mail
 from .market import Market
-from .netns import Sniffer, add_anyip_route, drop_privileges, open_capture
+from .netns import Sniffer, add_address, add_anyip_route, drop_privileges, open_capture
 from .payments import Payments
 from .tcpsink import TcpSink
 from .wallet import Wallet
@@ -72,10 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         help="own the network namespace: as root, make every address local and open the "
         "packet recorder on lo, then run as UID:GID",
     )
+    parser.add_argument("--address", help="with --netns: the world's address, given to lo")
     args = parser.parse_args(argv)
     capture: socket.socket | None = None
     if args.netns:
         uid, _, gid = args.netns.partition(":")
+        if args.address:
+            add_address(args.address)
         add_anyip_route()
         capture = open_capture()
         drop_privileges(int(uid), int(gid or uid))

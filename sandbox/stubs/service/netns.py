@@ -4,7 +4,8 @@ The stubs container is started with Docker's `network_mode: none` (no interface 
 so no packet can leave it whatever any process does) and the sandbox joins that namespace
 (`network_mode: container:<stubs>`). While still root, the stub process:
 
-1. adds `local 0.0.0.0/0 dev lo` to the local routing table ("AnyIP"): every IPv4 address
+1. gives `lo` the world's address (what every name resolves to) and adds
+   `local 0.0.0.0/0 dev lo` to the local routing table ("AnyIP"): every IPv4 address
    is this namespace's own, so a connect to *any* address lands on our listeners (HTTP 80,
    DNS 53, the TCP sinks), or is refused at once by the kernel when no one listens there;
 2. opens a packet socket on `lo` with a small BPF filter (TCP SYNs, UDP, ICMP; nothing to
@@ -29,9 +30,11 @@ from collections.abc import Iterable
 from .base import World
 from .core import Journal
 
-# --- netlink: ip route add local 0.0.0.0/0 dev lo ------------------------------------------
+# --- netlink: ip addr add / ip route add ------------------------------------------------------
 
+RTM_NEWADDR = 20
 RTM_NEWROUTE = 24
+IFA_ADDRESS, IFA_LOCAL = 1, 2
 NLMSG_ERROR = 2
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
 RT_TABLE_LOCAL = 255
@@ -39,6 +42,31 @@ RTPROT_STATIC = 4
 RT_SCOPE_HOST = 254
 RTN_LOCAL = 2
 RTA_OIF = 4
+
+
+def _netlink(mtype: int, flags: int, body: bytes, what: str) -> None:
+    msg = struct.pack("=IHHII", 16 + len(body), mtype, flags, 1, 0) + body
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0) as nl:
+        nl.bind((0, 0))
+        nl.send(msg)
+        reply = nl.recv(4096)
+    (rtype,) = struct.unpack_from("=H", reply, 4)
+    if rtype == NLMSG_ERROR:
+        (code,) = struct.unpack_from("=i", reply, 16)
+        if code < 0 and -code != errno.EEXIST:
+            raise OSError(-code, f"{what}: {os.strerror(-code)}")
+
+
+def add_address(address: str, ifname: str = "lo") -> None:
+    """`ip addr add ADDRESS/32 dev lo`: the world's own address. With only 127.0.0.1,
+    lookups with AI_ADDRCONFIG (wget, `getent ahosts`, ...) would return no IPv4 address."""
+    index = socket.if_nametoindex(ifname)
+    packed = socket.inet_aton(address)
+    body = struct.pack("=BBBBI", socket.AF_INET, 32, 0, 0, index)
+    for attr in (IFA_LOCAL, IFA_ADDRESS):
+        body += struct.pack("=HH4s", 8, attr, packed)
+    flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
+    _netlink(RTM_NEWADDR, flags, body, "adding the address")
 
 
 def add_anyip_route(ifname: str = "lo") -> None:
@@ -58,16 +86,7 @@ def add_anyip_route(ifname: str = "lo") -> None:
     )
     body = rtmsg + struct.pack("=HHI", 8, RTA_OIF, index)
     flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
-    msg = struct.pack("=IHHII", 16 + len(body), RTM_NEWROUTE, flags, 1, 0) + body
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0) as nl:
-        nl.bind((0, 0))
-        nl.send(msg)
-        reply = nl.recv(4096)
-    (mtype,) = struct.unpack_from("=H", reply, 4)
-    if mtype == NLMSG_ERROR:
-        (code,) = struct.unpack_from("=i", reply, 16)
-        if code < 0 and -code != errno.EEXIST:
-            raise OSError(-code, f"adding the local route: {os.strerror(-code)}")
+    _netlink(RTM_NEWROUTE, flags, body, "adding the local route")
 
 
 def drop_privileges(uid: int, gid: int) -> None:
