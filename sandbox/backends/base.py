@@ -66,7 +66,7 @@ class SandboxSpec(BaseModel):
     fsize_mb: int = 512
     command_timeout_s: float = DEFAULT_TIMEOUT_S
     output_cap_bytes: int = DEFAULT_OUTPUT_CAP
-    network: Literal["none", "stubs"] = "none"  # "stubs": an internal network with stub services
+    network: Literal["none", "stubs"] = "none"  # "stubs": the stub world's loopback-only netns
     runtime: Literal["auto", "runc", "runsc"] = "auto"  # auto: gVisor when installed
     loosen: Loosenings = Loosenings()
 

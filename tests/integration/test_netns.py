@@ -198,6 +198,8 @@ def test_sandbox_has_only_loopback_and_no_route(stubbed: Stubbed) -> None:
     assert code == 0, err
     names, routes, resolv = out.split("---\n")
     assert names.split() == ["lo"]  # the design's only interface
+    _, v6, _ = box.sh("cat /proc/sys/net/ipv6/conf/all/disable_ipv6 /proc/net/if_inet6")
+    assert v6.split() == ["1"]  # IPv6 off: no IPv6 address at all, not even ::1
     _, trie, _ = box.sh("cat /proc/net/fib_trie")
     assert ANSWER_IP in trie  # lo's address besides 127.0.0.1: the world's (local table)
     route_lines = [line for line in routes.splitlines() if line.strip()]
