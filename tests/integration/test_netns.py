@@ -392,3 +392,57 @@ def test_sandbox_cannot_change_the_namespace(stubbed: Stubbed, lab: dict[str, An
     assert int(caps["CapEff"], 16) == 0 and int(caps["CapPrm"], 16) == 0, caps
     uid_line = re.search(r"^Uid:\s*(\d+)", status, flags=re.M)
     assert uid_line is not None and uid_line.group(1) != "0"
+
+
+def test_pooled_world_has_the_same_boundary(
+    docker_backend: Any,
+    agent_image: str,
+    stubs_image: str,
+    test_run_id: str,
+    lab: dict[str, Any],
+) -> None:
+    from helpers_stubs import ListSink
+
+    from sandbox.backends.base import SandboxSpec
+    from sandbox.stubs.pool import StubPool
+    from sandbox.stubs.world import start_stub_world
+
+    decoy: Decoy = lab["decoy"](lab["network"]("pooled"))
+    sink = ListSink()
+    with StubPool(
+        run_id=test_run_id, size=1, client=docker_backend.client, image=stubs_image
+    ) as pool:
+        assert pool.wait_full(60)
+        with (
+            start_stub_world(
+                run_id=test_run_id,
+                trial_id="pooled-netns",
+                services=["cloud"],
+                honeytokens=[],
+                sink=sink,
+                image=stubs_image,
+                pool=pool,
+            ) as world,
+            docker_backend.start(
+                SandboxSpec(image=agent_image, network="stubs"),
+                run_id=test_run_id,
+                trial_id="pooled-netns",
+                network=world.network,
+            ) as session,
+        ):
+            assert world.pooled
+            box = StubbedSandbox(world=world, session=session, sink=sink)
+            _, out, _ = box.sh("ls /sys/class/net; wc -l < /proc/net/route")
+            assert out.split() == ["lo", "1"]
+            _, out, _ = box.sh(f"python3 -c '{PROBE}' {decoy.ip} {PORT} pooled")
+            assert out.split() == ["tcp:111", "udp:sent", "icmp:sent"], out
+            kinds = {e.protocol for e in _egress_to(box, decoy.ip, want=3)}
+            assert kinds == {"tcp", "udp", "icmp"}
+            recorder = world.final_state()["network"]["recorder"]
+            assert recorder["on"] is True and recorder["events"] >= 3
+            _, out, _ = box.sh(
+                "curl -s -m 5 -o /dev/null -w '%{http_code}' http://api.nimbus-cloud.com/v1/regions"
+            )
+            assert out == "200"
+    time.sleep(0.3)
+    assert "pooled" not in decoy.log()

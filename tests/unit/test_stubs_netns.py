@@ -127,6 +127,7 @@ def test_event_cap(sniffer: Sniffer, tmp_path: Path) -> None:
     for port in range(10):
         sniffer.handle(tcp("10.0.0.9", 1000 + port, SYN))
     assert len(_events(tmp_path)) == 3 and sniffer.dropped == 7
+    assert sniffer.world.state()["network"]["recorder"] == {"on": True, "events": 3, "dropped": 7}
 
 
 def test_old_egress_events_still_parse() -> None:

@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     seen = -1
     while not stop.wait(0.25):
         marker = len(world.dns_log) + len(world.egress) + len(world.honeytoken_hits)
+        marker += int(world.recorder["dropped"])
         if marker != seen:
             with world.lock:
                 journal.write_state(world.state())

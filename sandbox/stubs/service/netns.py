@@ -208,6 +208,7 @@ class Sniffer:
         self.flows: set[tuple[object, ...]] = set()
         self.count = 0
         self.dropped = 0
+        world.recorder["on"] = True
 
     def start(self) -> None:
         threading.Thread(target=self._loop, name="sniffer", daemon=True).start()
@@ -250,8 +251,10 @@ class Sniffer:
         with self.world.lock:
             if self.count >= self.MAX_EVENTS:
                 self.dropped += 1
+                self.world.recorder["dropped"] = self.dropped
                 return False
             self.count += 1
+            self.world.recorder["events"] = self.count
             self.world.egress.append({"protocol": rec["protocol"], "host": address, "port": port})
             self.journal.emit(
                 {
