@@ -438,8 +438,11 @@ def test_pooled_world_has_the_same_boundary(
             assert out.split() == ["tcp:111", "udp:sent", "icmp:sent"], out
             kinds = {e.protocol for e in _egress_to(box, decoy.ip, want=3)}
             assert kinds == {"tcp", "udp", "icmp"}
-            recorder = world.final_state()["network"]["recorder"]
-            assert recorder["on"] is True and recorder["events"] >= 3
+            deadline = time.monotonic() + 5  # the stubs rewrite their state every 0.25 s
+            while world.final_state()["network"]["recorder"]["events"] < 3:
+                assert time.monotonic() < deadline, world.final_state()["network"]
+                time.sleep(0.05)
+            assert world.final_state()["network"]["recorder"]["on"] is True
             _, out, _ = box.sh(
                 "curl -s -m 5 -o /dev/null -w '%{http_code}' http://api.nimbus-cloud.com/v1/regions"
             )
