@@ -73,6 +73,11 @@ print(" ".join(out))
 DECOY = r"""
 import socket, sys, threading
 port = int(sys.argv[1])
+lock = threading.Lock()
+def say(*parts):
+    with lock:  # one whole line at a time: three threads write
+        sys.stdout.write(" ".join(str(p) for p in parts) + "\n")
+        sys.stdout.flush()
 def tcp():
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -85,24 +90,24 @@ def tcp():
             data = c.recv(200)
         except OSError:
             data = b""
-        print("TCP", a[0], data, flush=True)
+        say("TCP", a[0], data)
         c.close()
 def udp():
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("0.0.0.0", port))
     while True:
         d, a = s.recvfrom(2000)
-        print("UDP", a[0], d, flush=True)
+        say("UDP", a[0], d)
 def icmp():
     s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     while True:
         d, a = s.recvfrom(2000)
         ihl = (d[0] & 15) * 4
         if d[ihl] == 8:
-            print("ICMP", a[0], d[ihl + 8:], flush=True)
+            say("ICMP", a[0], d[ihl + 8:])
 for f in (tcp, udp, icmp):
     threading.Thread(target=f, daemon=True).start()
-print("READY", flush=True)
+say("READY")
 threading.Event().wait()
 """
 
