@@ -326,11 +326,20 @@ class StubRequest(_Event):
 
 
 class EgressAttempt(_Event):
+    """An attempt to reach something outside the simulated world (it reached the sink).
+
+    `host` is the name the attempt used (DNS question, HTTP Host, TLS SNI) or, when it
+    used none, the address it dialled. The fields after `detail` came with the stub
+    network namespace (older logs lack them and parse with the defaults)."""
+
     kind: Literal["egress_attempt"] = "egress_attempt"
-    protocol: Literal["dns", "tcp", "udp", "http", "https", "other"]
+    protocol: Literal["dns", "tcp", "udp", "http", "https", "icmp", "other"]
     host: str
     port: int | None = None
     detail: str = ""
+    address: str = ""  # the destination address as dialled ("" when not known: DNS)
+    answered: bool | None = None  # whether a stub sent anything back (None: not known)
+    first_bytes: str = ""  # HTTP request line, TLS SNI, DNS question or a payload preview
 
 
 class HoneytokenAccess(_Event):

@@ -66,7 +66,7 @@ class SandboxSpec(BaseModel):
     fsize_mb: int = 512
     command_timeout_s: float = DEFAULT_TIMEOUT_S
     output_cap_bytes: int = DEFAULT_OUTPUT_CAP
-    network: Literal["none", "stubs"] = "none"  # "stubs": an internal network with stub services
+    network: Literal["none", "stubs"] = "none"  # "stubs": the stub world's loopback-only netns
     runtime: Literal["auto", "runc", "runsc"] = "auto"  # auto: gVisor when installed
     loosen: Loosenings = Loosenings()
 
@@ -81,16 +81,20 @@ class SandboxSpec(BaseModel):
 
 
 class AttachedNetwork(BaseModel):
-    """An internal network (no route out) the sandbox joins, set up by the stub world.
+    """Where a sandbox with `network: stubs` is attached, set up by the stub world.
 
-    `dns` are the resolver addresses the sandbox uses (our DNS sink), so every name
-    the agent looks up is answered and recorded by us.
+    With `container` set (what the stub world gives), the sandbox joins that container's
+    network namespace: loopback only, owned by the stubs (no route out; see
+    sandbox/stubs/service/netns.py); `name` is then only a label. Otherwise `name` is an
+    internal Docker network (no route out) and `dns` the resolver addresses the sandbox
+    uses (our DNS sink), so every name the agent looks up is answered and recorded by us.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
     dns: tuple[str, ...] = ()
+    container: str | None = None  # join this container's network namespace
 
 
 @runtime_checkable

@@ -34,13 +34,17 @@ class HardenedSandboxConfig(BaseModel):
         # the canonical JSON instead of the fields.
         return hash(self.model_dump_json())
 
+    stub_services: tuple[str, ...] = Field(
+        default=(),
+        description="With spec.network='stubs': the stub services that answer (cloud, "
+        "payments, email, ...; empty: all of them). Each sample gets its own stub world, "
+        "and the sandbox joins its loopback-only network namespace (see the README).",
+    )
+
     @model_validator(mode="after")
-    def _standalone_network(self) -> HardenedSandboxConfig:
-        if self.spec.network != "none":
-            raise ValueError(
-                "network='stubs' needs the stub world, which Inspect tasks do not start; "
-                "use network='none' (the default) under Inspect"
-            )
+    def _stubs_need_their_network(self) -> HardenedSandboxConfig:
+        if self.stub_services and self.spec.network != "stubs":
+            raise ValueError("stub_services need spec.network='stubs'")
         return self
 
     @classmethod

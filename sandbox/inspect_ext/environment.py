@@ -3,7 +3,10 @@
 A task opts in with `sandbox=("hardened", HardenedSandboxConfig(...))` (or just
 `sandbox="hardened"`). Each sample gets one locked-down container (no network, read-only
 root, no capabilities for commands, non-root agent user, seccomp, resource limits);
-commands go through the in-container executor instead of `docker exec`.
+commands go through the in-container executor instead of `docker exec`. With
+`spec.network="stubs"` each sample also gets its own stub world, whose loopback-only network
+namespace the sandbox joins; its events (stub requests, egress attempts, honeytoken use)
+are logged (`inspect.stub_event`) and available to scorers as `stub_events()`.
 
 Inspect is async and our backend is synchronous: every backend call runs in a worker
 thread (`anyio.to_thread.run_sync`), so the event loop never blocks.
@@ -35,10 +38,12 @@ from typing_extensions import override
 
 from sandbox.backends.docker.backend import DockerBackend, DockerSession
 from sandbox.errors import ImageMissing, InfrastructureError
+from sandbox.events import Event
 from sandbox.images.build import ensure_images
-from sandbox.images.recipes import AGENT_IMAGE
+from sandbox.images.recipes import AGENT_IMAGE, STUBS_IMAGE
 from sandbox.inspect_ext.config import HardenedSandboxConfig, resolve_config
 from sandbox.sessions.base import ExecResult as SandboxExecResult
+from sandbox.stubs.world import StubWorld, start_stub_world
 
 log = structlog.get_logger(__name__)
 
@@ -52,6 +57,22 @@ def _run_id_for(task_name: str) -> str:
     return f"{RUN_ID_PREFIX}{uuid.uuid4().hex[:10]}"
 
 
+class _StubEvents:
+    """The sink of a sample's stub world: keeps every event and logs it."""
+
+    def __init__(self, sample: str) -> None:
+        self.sample = sample
+        self.events: list[Event] = []
+        self._lock = threading.Lock()
+
+    def emit(self, event: Event) -> int:
+        with self._lock:
+            self.events.append(event)
+            seq = len(self.events) - 1
+        log.info("inspect.stub_event", sample=self.sample, **event.model_dump(mode="json"))
+        return seq
+
+
 @sandboxenv(name=PROVIDER_NAME)
 class HardenedSandboxEnvironment(SandboxEnvironment):
     """One hardened container per sample (see the module docstring)."""
@@ -60,10 +81,24 @@ class HardenedSandboxEnvironment(SandboxEnvironment):
     _backend_lock: ClassVar[threading.Lock] = threading.Lock()
     _run_ids: ClassVar[dict[str, str]] = {}
 
-    def __init__(self, session: DockerSession, config: HardenedSandboxConfig) -> None:
+    def __init__(
+        self,
+        session: DockerSession,
+        config: HardenedSandboxConfig,
+        world: StubWorld | None = None,
+        events: _StubEvents | None = None,
+    ) -> None:
         super().__init__()
         self.session = session
         self.config = config
+        self.world = world
+        self._events = events
+
+    def stub_events(self) -> list[Event]:
+        """Every event of this sample's stub world so far (empty without `network: stubs`)."""
+        if self.world is not None:
+            self.world.poll()
+        return list(self._events.events) if self._events is not None else []
 
     # --- provider lifecycle -------------------------------------------------------------
 
@@ -89,8 +124,11 @@ class HardenedSandboxEnvironment(SandboxEnvironment):
     async def task_init(cls, task_name: str, config: SandboxEnvironmentConfigType | None) -> None:
         resolved = resolve_config(config)
         cls._run_id(task_name)
-        if resolved.build_images and resolved.spec.image == AGENT_IMAGE:
-            await anyio.to_thread.run_sync(lambda: ensure_images([AGENT_IMAGE]))
+        wanted = [AGENT_IMAGE] if resolved.spec.image == AGENT_IMAGE else []
+        if resolved.spec.network == "stubs":
+            wanted.append(STUBS_IMAGE)
+        if resolved.build_images and wanted:
+            await anyio.to_thread.run_sync(lambda: ensure_images(wanted))
 
     @override
     @classmethod
@@ -105,11 +143,30 @@ class HardenedSandboxEnvironment(SandboxEnvironment):
         trial_id = f"sample-{uuid.uuid4().hex[:10]}"
         backend = cls.backend()
 
-        def start() -> DockerSession:
-            return backend.start(resolved.spec, run_id=run_id, trial_id=trial_id)
+        events = _StubEvents(trial_id) if resolved.spec.network == "stubs" else None
+
+        def start() -> tuple[DockerSession, StubWorld | None]:
+            if events is None:
+                return backend.start(resolved.spec, run_id=run_id, trial_id=trial_id), None
+            world = start_stub_world(
+                run_id=run_id,
+                trial_id=trial_id,
+                services=resolved.stub_services,
+                honeytokens=(),
+                sink=events,
+                client=backend.client,
+            )
+            try:
+                session = backend.start(
+                    resolved.spec, run_id=run_id, trial_id=trial_id, network=world.network
+                )
+            except BaseException:
+                world.close()
+                raise
+            return session, world
 
         try:
-            session = await anyio.to_thread.run_sync(start)
+            session, world = await anyio.to_thread.run_sync(start)
         except ImageMissing as exc:
             raise RuntimeError(f"{exc} (or set build_images=True for our agent image)") from exc
         log.info(
@@ -119,7 +176,7 @@ class HardenedSandboxEnvironment(SandboxEnvironment):
             container=session.id,
             loosenings=resolved.spec.loosenings_in_effect(),
         )
-        return {"default": cls(session, resolved)}
+        return {"default": cls(session, resolved, world, events)}
 
     @override
     @classmethod
@@ -133,6 +190,8 @@ class HardenedSandboxEnvironment(SandboxEnvironment):
         for environment in environments.values():
             if isinstance(environment, HardenedSandboxEnvironment):
                 await anyio.to_thread.run_sync(environment.session.close)
+                if environment.world is not None:
+                    await anyio.to_thread.run_sync(environment.world.close)
 
     @override
     @classmethod
@@ -225,15 +284,19 @@ class HardenedSandboxEnvironment(SandboxEnvironment):
         deadline = float(timeout) if timeout is not None else self.config.spec.command_timeout_s
 
         def run() -> SandboxExecResult:
-            return self.session.exec(
-                cmd,
-                timeout=deadline,
-                stdin=stdin,
-                cwd=self._path(cwd) if cwd else None,
-                env=env,
-                user=user,
-                output_cap=2 * limit,
-            )
+            try:
+                return self.session.exec(
+                    cmd,
+                    timeout=deadline,
+                    stdin=stdin,
+                    cwd=self._path(cwd) if cwd else None,
+                    env=env,
+                    user=user,
+                    output_cap=2 * limit,
+                )
+            finally:
+                if self.world is not None:
+                    self.world.poll()
 
         result: SandboxExecResult = await self._call(run)
         stdout = result.stdout.decode("utf-8", "replace")

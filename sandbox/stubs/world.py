@@ -1,12 +1,14 @@
-"""One trial's simulated outside world: an internal network and the stubs container.
+"""One trial's simulated outside world: the stubs container and the namespace it owns.
 
-`start_stub_world()` creates a labelled internal Docker network (no route out),
-starts the hardened stubs container on it with the world's config (services, keys,
-honeytokens), waits until it serves, and returns a `StubWorld` whose `network` the
-sandbox joins (its resolver is the stubs' DNS sink, so every name the agent looks up
-lands on us). The stub process appends events to a file in a host temp dir mounted
-only into the stubs container; `poll()` validates and emits them. Nothing the agent can
-reach controls the world: there is no admin endpoint at all.
+`start_stub_world()` starts the hardened stubs container with no network at all (Docker's
+`none`: loopback only), hands it the world's config (services, keys, honeytokens), waits
+until it serves, and returns a `StubWorld` whose `network` names that container: the
+sandbox joins its network namespace, where every address is local (nothing can leave: there
+is no interface but `lo`), every name resolves through the stubs' DNS sink, and every
+connection, datagram or ping to any address lands on a stub or is recorded by the stubs'
+packet recorder (see service/netns.py). The stub process appends events to a file in a host
+temp dir mounted only into the stubs container; `poll()` validates and emits them. Nothing
+the agent can reach controls the world: there is no admin endpoint at all.
 """
 
 from __future__ import annotations
@@ -39,6 +41,11 @@ log = structlog.get_logger(__name__)
 
 STUB_UID = 10053  # the stubs image's user (containers/stubs/Dockerfile)
 READY_TIMEOUT_S = 20.0
+# Every name resolves to this address; in the world's namespace every address is local, so it
+# is only a number to dial (198.18.0.0/15 is reserved for benchmarks: never anyone's host).
+ANSWER_IP = "198.18.0.1"
+# What the stub process holds until it has set up the namespace (netns.py), then drops.
+NETNS_CAPS = ("NET_ADMIN", "NET_RAW", "SETUID", "SETGID")
 SERVICES = ("cloud", "storage", "payments", "wallet", "email", "market", "web", "paste", "weights")
 _SAFE = re.compile(r"[^a-zA-Z0-9_.-]+")
 
@@ -168,19 +175,26 @@ def launch_world(
             user = f"{os.getuid()}:{os.getgid()}"
         os.chmod(world_dir, 0o700)
         labels = _labels(run_id, trial_id)
-        net = client.networks.create(
-            name, driver="bridge", internal=True, labels=labels, check_duplicate=True
-        )
-        world.network_id = net.id
+        # No network at all (Docker's `none`: loopback only); the stub process makes every
+        # address local and records every packet, then drops to `user` (sandbox/stubs/
+        # service/netns.py). The sandbox joins this namespace: `AttachedNetwork.container`.
+        hostname = hashlib.sha256(name.encode()).hexdigest()[:12]
         container = client.containers.create(
             image,
+            command=[
+                *("python3", "-B", "-m", "stubsvc", "--world", "/world"),
+                *("--netns", user, "--address", ANSWER_IP),
+            ],
             name=name,
             detach=True,
-            network=name,
-            hostname="stubs",
-            user=user,
+            network_mode="none",
+            dns=["127.0.0.1"],  # the DNS sink; the sandbox shares this resolv.conf
+            hostname=hostname,  # the sandbox's too (it shares /etc/hosts and resolv.conf)
+            extra_hosts={hostname: "127.0.1.1"},
+            user="0:0",  # only until the namespace is set up (then `user`, no capabilities)
             read_only=True,
             cap_drop=["ALL"],
+            cap_add=list(NETNS_CAPS),
             security_opt=["no-new-privileges"],
             sysctls={"net.ipv4.ip_unprivileged_port_start": "0"},
             pids_limit=128,
@@ -194,11 +208,8 @@ def launch_world(
         )
         world.container_id = container.id
         container.start()
-        container.reload()
-        world.stub_ip = str(container.attrs["NetworkSettings"]["Networks"][name]["IPAddress"])
-        if not world.stub_ip:
-            raise InfrastructureError(f"stubs container {name} has no address on {name}")
-        world.network = AttachedNetwork(name=name, dns=(world.stub_ip,))
+        world.stub_ip = ANSWER_IP
+        world.network = AttachedNetwork(name=name, container=container.id)
         return world
     except docker.errors.ImageNotFound as exc:
         world.close()
@@ -222,7 +233,7 @@ def configure_world(
     """Hand a launched world its trial's config and wait until its services answer."""
     try:
         tmp = world.world_dir / ".config.json.tmp"
-        tmp.write_text(json.dumps(dict(config)), encoding="utf-8")
+        tmp.write_text(json.dumps({"answer_ip": world.stub_ip, **config}), encoding="utf-8")
         os.chmod(tmp, 0o400)
         if os.geteuid() == 0:
             os.chown(tmp, STUB_UID, STUB_UID)

@@ -212,8 +212,9 @@ def test_close_removes_container_network_and_dir(stubbed: Stubbed) -> None:
     assert not world.world_dir.exists()
     with pytest.raises(docker.errors.NotFound):
         client.containers.get(world.container_id)
-    with pytest.raises(docker.errors.NotFound):
-        client.networks.get(world.network_id)
+    # No Docker network was made (the sandbox joined the stub container's namespace).
+    assert world.network_id is None and world.network.container == world.container_id
+    assert client.networks.list(names=[world.name]) == []
     world.close()  # idempotent
 
 

@@ -126,6 +126,13 @@ def test_attached_network_with_dns() -> None:
     assert kw["dns"] == ["10.9.0.2"]
 
 
+def test_stub_world_namespace_is_joined_without_dns_or_network() -> None:
+    kw = build(SandboxSpec(network="stubs"), AttachedNetwork(name="world", container="abc123"))
+    assert kw["network_mode"] == "container:abc123"
+    assert "network" not in kw and "dns" not in kw  # Docker refuses both with container:
+    assert "NET_ADMIN" not in kw["cap_add"] and "NET_RAW" not in kw["cap_add"]
+
+
 def test_describe_shortens_seccomp() -> None:
     text = json.dumps(describe(build(SandboxSpec())), default=str)
     assert "<sandbox profile>" in text and "SCMP_ACT_ALLOW" not in text

@@ -46,6 +46,9 @@ def test_dict_and_spec_and_hash() -> None:
         resolve_config(42)
 
 
-def test_stub_network_is_refused() -> None:
-    with pytest.raises(ValueError, match="network='none'"):
-        HardenedSandboxConfig(spec=SandboxSpec(network="stubs"))
+def test_stub_network_is_accepted_and_services_need_it() -> None:
+    # network='stubs' is served since #11 (each sample gets its own stub world)
+    config = HardenedSandboxConfig(spec=SandboxSpec(network="stubs"), stub_services=("cloud",))
+    assert config.stub_services == ("cloud",)
+    with pytest.raises(ValueError, match="network='stubs'"):
+        HardenedSandboxConfig(stub_services=("cloud",))

@@ -31,6 +31,8 @@ from sandbox.backends.docker.engine import connect
 from sandbox.backends.docker.image import ImageFacts, probe_image
 from sandbox.backends.docker.interrupts import deferred_interrupts
 from sandbox.backends.docker.profile import (
+    MANAGED_LABEL,
+    ROLE_LABEL,
     HostFacts,
     container_kwargs,
     describe,
@@ -258,6 +260,9 @@ class DockerBackend:
 
     def _require_internal(self, network: AttachedNetwork) -> None:
         """Refuse to attach a sandbox to a network with a route out of the host."""
+        if network.container is not None:
+            self._require_sealed_namespace(network.container)
+            return
         try:
             found = self._call(self.client.networks.get, network.name)
         except docker.errors.NotFound:
@@ -267,6 +272,27 @@ class DockerBackend:
                 f"refusing to attach a sandbox to network {network.name!r}: it is not internal "
                 "(it has a route out); create it with internal=True"
             )
+
+    def _require_sealed_namespace(self, container_id: str) -> None:
+        """Only join the namespace of a running stubs container of ours with no network
+        (Docker's `none`: loopback only, so no interface leads out of it)."""
+        try:
+            found = self._call(self.client.api.inspect_container, container_id)
+        except docker.errors.NotFound:
+            raise InfrastructureError(f"stub container {container_id!r} does not exist") from None
+        labels = found.get("Config", {}).get("Labels") or {}
+        mode = found.get("HostConfig", {}).get("NetworkMode")
+        if labels.get(ROLE_LABEL) != "stubs" or labels.get(MANAGED_LABEL) != "true":
+            raise InfrastructureError(
+                f"refusing to join the network of container {container_id!r}: not a stub world"
+            )
+        if mode != "none":
+            raise InfrastructureError(
+                f"refusing to join the network of container {container_id!r}: its network mode "
+                f"is {mode!r}, not 'none' (it may have a route out)"
+            )
+        if not found.get("State", {}).get("Running"):
+            raise InfrastructureError(f"stub container {container_id!r} is not running")
 
     def _remove_container(self, name: str) -> None:
         try:

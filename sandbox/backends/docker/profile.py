@@ -1,11 +1,12 @@
 """The hardened container configuration: a pure function of the spec and a few host facts.
 
-Everything the sandbox is allowed is spelled out here (and nothing more): no network or
-only the internal network we were given, read-only root, size- and inode-capped tmpfs for
-/tmp and the work dir, no capabilities except what the executor needs (its commands get
-none), no-new-privileges, our seccomp profile, an init process, pids/memory/CPU/file-size
-limits, and exactly two host mounts: the executor binary (read-only) and the per-sandbox
-socket directory. No Docker socket, no host namespaces, no devices, never privileged.
+Everything the sandbox is allowed is spelled out here (and nothing more): no network, or
+only the stub world's loopback-only namespace (or internal network) we were given, read-only
+root, size- and inode-capped tmpfs for /tmp and the work dir, no capabilities except what
+the executor needs (its commands get none), no-new-privileges, our seccomp profile, an init
+process, pids/memory/CPU/file-size limits, and exactly two host mounts: the executor binary
+(read-only) and the per-sandbox socket directory. No Docker socket, no host namespaces, no
+devices, never privileged.
 Each loosening is a named field of `Loosenings` and changes exactly one line below.
 """
 
@@ -182,6 +183,8 @@ def container_kwargs(
     }
     if network is None:
         kwargs["network_mode"] = "none"
+    elif network.container is not None:  # the stub world's namespace (its resolv.conf too)
+        kwargs["network_mode"] = f"container:{network.container}"
     else:
         kwargs["network"] = network.name
         if network.dns:

@@ -20,6 +20,7 @@ from .dnssink import DnsSink
 from .httpd import StubHTTPServer
 from .mail import Mail
 from .market import Market
+from .netns import Sniffer, add_address, add_anyip_route, drop_privileges, open_capture
 from .payments import Payments
 from .tcpsink import TcpSink
 from .wallet import Wallet
@@ -65,7 +66,22 @@ def build_world(config: dict[str, object]) -> World:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="stubsvc")
     parser.add_argument("--world", required=True, help="directory with config.json")
+    parser.add_argument(
+        "--netns",
+        metavar="UID:GID",
+        help="own the network namespace: as root, make every address local and open the "
+        "packet recorder on lo, then run as UID:GID",
+    )
+    parser.add_argument("--address", help="with --netns: the world's address, given to lo")
     args = parser.parse_args(argv)
+    capture: socket.socket | None = None
+    if args.netns:
+        uid, _, gid = args.netns.partition(":")
+        if args.address:
+            add_address(args.address)
+        add_anyip_route()
+        capture = open_capture()
+        drop_privileges(int(uid), int(gid or uid))
     config_path = os.path.join(args.world, "config.json")
     if not os.path.exists(config_path):  # pooled: say we are up, then wait for the trial
         with open(os.path.join(args.world, "waiting"), "w", encoding="utf-8") as fh:
@@ -78,10 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     ip = str(config.get("answer_ip") or own_ip())
     httpd = StubHTTPServer((bind, int(ports.get("http", 80))), world, journal)
     dns = DnsSink(world, journal, ip, host=bind, port=int(ports.get("dns", 53)))
-    tcp = TcpSink(world, journal, [int(p) for p in ports.get("tcp", DEFAULT_TCP_PORTS)], host=bind)
+    tcp_ports = [int(p) for p in ports.get("tcp", DEFAULT_TCP_PORTS)]
+    tcp = TcpSink(world, journal, tcp_ports, host=bind)
+    tcp.answer_ip = ip
     threading.Thread(target=httpd.serve_forever, name="http", daemon=True).start()
     dns.start()
     tcp.start()
+    if capture is not None:
+        served_tcp = [httpd.server_address[1], dns.port, *tcp_ports]
+        Sniffer(capture, world, journal, tcp_ports=served_tcp, udp_ports=[dns.port]).start()
     journal.write_state(world.state())
     journal.mark_ready(
         {
@@ -97,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     seen = -1
     while not stop.wait(0.25):
         marker = len(world.dns_log) + len(world.egress) + len(world.honeytoken_hits)
+        marker += int(world.recorder["dropped"])
         if marker != seen:
             with world.lock:
                 journal.write_state(world.state())

@@ -68,6 +68,8 @@ class World:
         self.dns_log: list[JSONDict] = []
         self.egress: list[JSONDict] = []
         self.honeytoken_hits: list[JSONDict] = []
+        # the namespace's packet recorder (netns.Sniffer): events written, attempts past its cap
+        self.recorder: JSONDict = {"on": False, "events": 0, "dropped": 0}
 
     def add(self, service: Service) -> None:
         self.services[service.name] = service
@@ -111,5 +113,6 @@ class World:
             "dns_queries": self.dns_log[-200:],
             "egress": self.egress[-200:],
             "honeytoken_hits": self.honeytoken_hits[-200:],
+            "recorder": dict(self.recorder),
         }
         return out

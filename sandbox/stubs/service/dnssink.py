@@ -26,6 +26,7 @@ QTYPES = {
     255: "ANY",
 }
 MAX_LOGGED = 2000
+IP_PKTINFO = 8  # Linux; Python's socket module does not name it
 
 
 def parse_query(data: bytes) -> tuple[int, int, str, int, int] | None:
@@ -79,6 +80,9 @@ class DnsSink:
         self.seen: set[str] = set()
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.udp.bind((host, port))
+        # learn the address each query was sent to (in the world's namespace all are ours)
+        self.udp.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        self.port = port
         sink = self
 
         class TCPHandler(socketserver.BaseRequestHandler):
@@ -95,7 +99,7 @@ class DnsSink:
                         if not chunk:
                             return
                         data += chunk
-                    out = sink.handle(data, "tcp")
+                    out = sink.handle(data, "tcp", str(self.request.getsockname()[0]))
                     if out is not None:
                         self.request.sendall(struct.pack("!H", len(out)) + out)
                 except OSError:
@@ -112,17 +116,23 @@ class DnsSink:
     def _udp_loop(self) -> None:
         while True:
             try:
-                data, addr = self.udp.recvfrom(4096)
+                data, ancdata, _flags, addr = self.udp.recvmsg(4096, socket.CMSG_SPACE(12))
             except OSError:
                 return
-            out = self.handle(data, "udp")
+            dialled = ""
+            for level, ctype, cdata in ancdata:
+                if level == socket.IPPROTO_IP and ctype == IP_PKTINFO and len(cdata) >= 12:
+                    dialled = socket.inet_ntoa(cdata[8:12])  # ipi_addr: the header's destination
+            out = self.handle(data, "udp", dialled)
             if out is not None:
                 try:
                     self.udp.sendto(out, addr)
                 except OSError:
                     continue
 
-    def handle(self, data: bytes, transport: str) -> bytes | None:
+    def handle(self, data: bytes, transport: str, address: str = "") -> bytes | None:
+        """Answer one query; record it as egress when the name is not simulated or the
+        query went to a resolver address other than ours (`dig @8.8.8.8 ...`)."""
         res = answer(data, self.ip)
         if res is None:
             return None
@@ -132,8 +142,10 @@ class DnsSink:
             known = self.world.known_name(name)
             if len(self.world.dns_log) < MAX_LOGGED:
                 self.world.dns_log.append({"name": name[:253], "type": tname, "known": known})
-            if not known and f"{name}/{tname}" not in self.seen:
-                self.seen.add(f"{name}/{tname}")
+            foreign = bool(address) and address != self.ip and not address.startswith("127.")
+            key = f"{name}/{tname}" + (f"@{address}" if foreign else "")
+            if (not known or foreign) and key not in self.seen:
+                self.seen.add(key)
                 self.world.egress.append({"protocol": "dns", "host": name[:253], "type": tname})
                 self.journal.emit(
                     {
@@ -141,7 +153,11 @@ class DnsSink:
                         "protocol": "dns",
                         "host": name[:253] or ".",
                         "port": 53,
-                        "detail": f"{tname} query over {transport}",
+                        "address": address,
+                        "answered": True,
+                        "first_bytes": f"{tname} {name[:200]}",
+                        "detail": f"{tname} query over {transport}"
+                        + (f" to the resolver address {address}" if foreign else ""),
                     }
                 )
             flat = name.replace(".", "")

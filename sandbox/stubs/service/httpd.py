@@ -104,14 +104,18 @@ class Handler(BaseHTTPRequestHandler):
         rid = next(_rids)
         with world.lock:
             if svc is None or svc.name not in world.enabled:
+                address = _local_address(self.connection)
                 where = f"sink:{req.host or '?'}"
                 world.egress.append({"protocol": "http", "host": req.host, "path": req.path[:200]})
                 journal.emit(
                     {
                         "kind": "egress_attempt",
                         "protocol": "http",
-                        "host": req.host or "?",
-                        "port": 80,
+                        "host": req.host or address or "?",
+                        "port": self.server.server_address[1],
+                        "address": address,
+                        "answered": True,
+                        "first_bytes": self.requestline[:200],
                         "detail": f"{req.method} {req.path[:300]}",
                         "_rid": rid,
                     }
@@ -166,6 +170,14 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
+
+
+def _local_address(conn: Any) -> str:
+    """The address the client dialled (every address is ours in the world's namespace)."""
+    try:
+        return str(conn.getsockname()[0])
+    except (OSError, IndexError, TypeError):
+        return ""
 
 
 def _args(req: Request) -> dict[str, Any]:

@@ -54,6 +54,7 @@ class TcpSink:
         self, world: World, journal: Journal, ports: list[int], *, host: str = "0.0.0.0"
     ) -> None:
         self.world, self.journal = world, journal
+        self.answer_ip = ""  # the address our DNS answers: a connect to it came from a name
         self.listeners: list[tuple[int, socket.socket]] = []
         for port in ports:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -78,6 +79,10 @@ class TcpSink:
 
     def _serve(self, port: int, conn: socket.socket) -> None:
         data = b""
+        try:
+            address = str(conn.getsockname()[0])
+        except OSError:
+            address = ""
         with conn:
             conn.settimeout(2.0)
             try:
@@ -106,13 +111,18 @@ class TcpSink:
                     }
                 )
             else:
-                self.world.egress.append({"protocol": protocol, "host": sni or "", "port": port})
+                literal = address and address != self.answer_ip and not address.startswith("127.")
+                host = sni or (address if literal else "?")
+                self.world.egress.append({"protocol": protocol, "host": host, "port": port})
                 self.journal.emit(
                     {
                         "kind": "egress_attempt",
                         "protocol": protocol,
-                        "host": sni or "?",
+                        "host": host,
                         "port": port,
+                        "address": address,
+                        "answered": port in BANNERS,
+                        "first_bytes": f"TLS SNI {sni}" if sni else _preview(data),
                         "detail": _preview(data),
                     }
                 )
