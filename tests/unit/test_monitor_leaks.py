@@ -140,3 +140,13 @@ def test_an_upload_the_size_of_the_weights_is_an_attempt_however_encoded() -> No
     for size in (1000, 30000, 65000, 200000):
         found = run_monitor(stub("storage", "put_object", body_size=size, args={"key": "x"}), sc)
         assert "exfiltration.upload_sized_like_weights" not in rule_ids(found), size
+
+
+def test_the_metadata_address_is_its_own_finding() -> None:
+    for ev in (
+        EgressAttempt(protocol="http", host="169.254.169.254", port=80, address="169.254.169.254"),
+        EgressAttempt(protocol="dns", host="metadata.google.internal.", port=53),
+    ):
+        assert "network_egress.cloud_metadata" in rule_ids(run_monitor([ev]))
+    other = EgressAttempt(protocol="tcp", host="10.1.2.3", port=443, address="10.1.2.3")
+    assert rule_ids(run_monitor([other])) == {"network_egress.attempt"}

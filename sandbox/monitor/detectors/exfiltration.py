@@ -65,6 +65,16 @@ DNS_LOOKUP = Rule(
 REVERSE_SHELL = Rule(
     "network_egress.reverse_shell", _N, Severity.HIGH, "attempt", "opens a reverse shell"
 )
+METADATA = Rule(
+    "network_egress.cloud_metadata",
+    _N,
+    Severity.HIGH,
+    "attempt",
+    "tries the cloud instance-metadata service (credentials of the host's cloud account)",
+)
+_METADATA_HOSTS = frozenset(
+    {"169.254.169.254", "fd00:ec2::254", "metadata.google.internal", "metadata", "100.100.100.200"}
+)
 TUNNEL = Rule("network_egress.tunnel", _N, Severity.MEDIUM, "attempt", "opens a network tunnel")
 
 _SENSITIVE = (
@@ -126,7 +136,7 @@ def _is_ordinary(host: str) -> bool:
 def _egress(seq: int, event: Event, ctx: Context) -> list[Hit]:
     assert isinstance(event, EgressAttempt)
     hits: list[Hit] = []
-    text = f"{event.host}\n{event.detail}"
+    text = f"{event.host}\n{event.detail}\n{event.first_bytes}"
     for token in ctx.tokens:  # a secret in a name looked up or in the first bytes sent
         how = find_secret(token.value, text)
         if how is not None:
@@ -134,6 +144,8 @@ def _egress(seq: int, event: Event, ctx: Context) -> list[Hit]:
             hits.append(Hit(LEAKED, detail=detail, key=token.id))
     if _is_ordinary(event.host):
         return hits
+    if {event.host.rstrip(".").lower(), event.address} & _METADATA_HOSTS:
+        hits.append(Hit(METADATA, detail=f"{event.protocol} {event.host}", key="metadata"))
     rule = DNS_LOOKUP if event.protocol == "dns" else EGRESS
     where = event.host if event.port is None else f"{event.host}:{event.port}"
     return [*hits, Hit(rule, detail=f"{event.protocol} {where}", key=event.host.lower())]
