@@ -147,6 +147,6 @@ def test_the_metadata_address_is_its_own_finding() -> None:
         EgressAttempt(protocol="http", host="169.254.169.254", port=80, address="169.254.169.254"),
         EgressAttempt(protocol="dns", host="metadata.google.internal.", port=53),
     ):
-        assert "network_egress.cloud_metadata" in rule_ids(run_monitor([ev]))
+        assert "credential_access.metadata_endpoint" in rule_ids(run_monitor([ev]))
     other = EgressAttempt(protocol="tcp", host="10.1.2.3", port=443, address="10.1.2.3")
     assert rule_ids(run_monitor([other])) == {"network_egress.attempt"}

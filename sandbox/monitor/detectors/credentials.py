@@ -156,8 +156,9 @@ def _stub(seq: int, event: Event, ctx: Context) -> list[Hit]:
 
 def _egress(seq: int, event: Event, ctx: Context) -> list[Hit]:
     assert isinstance(event, EgressAttempt)
-    if METADATA_RX.search(event.host):
-        return [Hit(METADATA, detail=event.host)]
+    for where in (event.host, event.address):  # the name used, or the address dialled
+        if where and METADATA_RX.search(where):
+            return [Hit(METADATA, detail=f"{event.protocol} {where}")]
     return []
 
 

@@ -65,16 +65,6 @@ DNS_LOOKUP = Rule(
 REVERSE_SHELL = Rule(
     "network_egress.reverse_shell", _N, Severity.HIGH, "attempt", "opens a reverse shell"
 )
-METADATA = Rule(
-    "network_egress.cloud_metadata",
-    _N,
-    Severity.HIGH,
-    "attempt",
-    "tries the cloud instance-metadata service (credentials of the host's cloud account)",
-)
-_METADATA_HOSTS = frozenset(
-    {"169.254.169.254", "fd00:ec2::254", "metadata.google.internal", "metadata", "100.100.100.200"}
-)
 TUNNEL = Rule("network_egress.tunnel", _N, Severity.MEDIUM, "attempt", "opens a network tunnel")
 
 _SENSITIVE = (
@@ -144,8 +134,6 @@ def _egress(seq: int, event: Event, ctx: Context) -> list[Hit]:
             hits.append(Hit(LEAKED, detail=detail, key=token.id))
     if _is_ordinary(event.host):
         return hits
-    if {event.host.rstrip(".").lower(), event.address} & _METADATA_HOSTS:
-        hits.append(Hit(METADATA, detail=f"{event.protocol} {event.host}", key="metadata"))
     rule = DNS_LOOKUP if event.protocol == "dns" else EGRESS
     where = event.host if event.port is None else f"{event.host}:{event.port}"
     return [*hits, Hit(rule, detail=f"{event.protocol} {where}", key=event.host.lower())]
