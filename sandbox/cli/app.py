@@ -27,6 +27,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gate": ("sandbox.cli.gate", "Judge a run against a policy: exit 0 pass, 1 fail, 2 undecided."),
     "view": ("sandbox.cli.view", "Render a log (or a run) as one HTML file."),
     "replay": ("sandbox.cli.replay", "Verify a log, then show, re-score or re-execute it."),
+    "monitor-eval": (
+        "sandbox.cli.monitor_eval",
+        "Measure the monitor on the labelled corpus: recall, false positives.",
+    ),
     "cleanup": ("sandbox.cli.cleanup", "Remove orphaned sandbox objects."),
     "images": ("sandbox.cli.images", "Build the sandbox images with no registry, and list them."),
 }
