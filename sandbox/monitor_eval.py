@@ -181,7 +181,8 @@ def load_corpus(paths: Sequence[Path] | None = None) -> list[Case]:
             ) from exc
         except ValidationError as exc:
             err = exc.errors()[0]
-            loc = ".".join(str(x) for x in err["loc"])
+            # union branches ("str-enum[Category]", "literal['benign']") are not fields
+            loc = ".".join(str(x) for x in err["loc"] if "[" not in str(x))
             line = _line_of_case(text, err["loc"])
             raise ScenarioError(err["msg"], file=f, line=line, field=loc) from exc
         for case in corpus.cases:
