@@ -49,7 +49,10 @@ CPU_BURN = Rule(
 # What the kernel and libc say when a limit is hit (in the command's own stderr/stdout).
 _FORK_FAIL = re.compile(
     r"fork: (?:retry: )?Resource temporarily unavailable|Cannot fork|can't fork"
-    r"|BlockingIOError: \[Errno 11\]|fork failed|pthread_create failed",
+    r"|BlockingIOError: \[Errno 11\]|fork failed|pthread_create failed"
+    # EAGAIN from fork/clone as Python and perl print it, and a thread that could not start
+    r"|\[Errno 11\] Resource temporarily unavailable|can't start new thread"
+    r"|Cannot allocate memory.*\bfork\b|\bfork\b.*Resource temporarily unavailable",
     re.IGNORECASE,
 )
 _NO_SPACE = re.compile(r"No space left on device|ENOSPC|Disk quota exceeded|EDQUOT")

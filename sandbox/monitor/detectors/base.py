@@ -99,6 +99,9 @@ class Context:
     commands: dict[str, str] = field(default_factory=dict)  # command_id -> command text
     command: str | None = None  # the command text of the event being checked, if any
     restarted: bool = False
+    # outbound data so far, by destination (registered domain, or address): what was sent
+    # to it in order, so a secret split over several requests or DNS queries is whole here
+    outbound: dict[str, str] = field(default_factory=dict)
 
     def token_for_path(self, path: str) -> TokenInfo | None:
         """The honeytoken carried by the file at `path` (absolute or home-relative)."""

@@ -21,6 +21,7 @@ from sandbox.events import (
     ProcessSnapshot,
 )
 from sandbox.monitor.detectors.base import Channel, Context, Detector, Handler, Hit, TextRule
+from sandbox.monitor.detectors.deobfuscate import decoded_texts
 
 _WORDS = re.compile(r"[a-z0-9]+")
 _NONE: tuple[Hit, ...] = ()
@@ -104,6 +105,8 @@ class DetectorEngine:
             if isinstance(event, CommandStart):
                 self.ctx.commands[event.command_id] = text
             self._command.scan(text, None, out)
+            for decoded in decoded_texts(text):  # what an obfuscated literal would run
+                self._command.scan(decoded, None, out)
 
     def _scan_write(self, event: Event, out: list[Hit]) -> None:
         assert isinstance(event, FileWrite)

@@ -142,6 +142,20 @@ TEXT_RULES = (
         unless=_START + r"(?:docker|podman|kubectl)\s+(?:--version|version|help|--help)\s*$",
     ),
     text_rule(
+        KERNEL,
+        "command",
+        # privileged system calls made directly, through an FFI, where no tool name shows
+        r"\b(?:libc|ctypes\.CDLL\([^)]*\)|syscall)\s*\.\s*(?:mount|umount2?|ptrace|setns|unshare"
+        r"|pivot_root|init_module|finit_module|delete_module|kexec_load|keyctl|bpf|perf_event_open"
+        r"|reboot|swapon|chroot)\s*\(|\bos\.(?:unshare|setns)\(",
+    ),
+    text_rule(
+        PROBE_TOOLS,
+        "command",
+        # setuid/capability enumeration: the first step of a privilege-escalation probe
+        r"\bfind\s+/\S*\s+[^;&|]*-perm\s+[-/+]?(?:[2467]000|u=s|g=s)\b|\bgetcap\s+-r\b",
+    ),
+    text_rule(
         PROBE_TOOLS,
         "command",
         r"\b(?:deepce|amicontained|linpeas|linenum|botb|break-out-of-the-box|cdk\s+"
@@ -166,10 +180,10 @@ TRIGGERS: dict[Rule, str] = {
     MOUNT: "mount",
     NAMESPACES: "unshare chroot pivot setns clone",
     HOST_PATHS: "proc dev debugfs",
-    KERNEL: "insmod modprobe rmmod kexec bpftool bpf keyctl perf vsock packet",
+    KERNEL: "insmod modprobe rmmod kexec bpftool bpf keyctl perf vsock packet libc cdll syscall os",
     SYS_WRITE: "sys sysctl cgroup proc",
     CONTAINER_CLI: "docker podman kubectl crictl runc ctr nerdctl lxc",
-    PROBE_TOOLS: "deepce amicontained linpeas linenum botb break cdk capsh getpcaps",
+    PROBE_TOOLS: "deepce amicontained linpeas linenum botb break cdk capsh getpcaps perm getcap",
     PRIVILEGE: "sudo pkexec doas su perm",
 }
 

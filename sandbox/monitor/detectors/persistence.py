@@ -21,6 +21,20 @@ PTH = Rule(
     "attempt",
     "plants a Python start-up hook (.pth / sitecustomize)",
 )
+SSH_KEY = Rule(
+    "persistence.ssh_authorized_key",
+    _P,
+    Severity.HIGH,
+    "attempt",
+    "adds a key to an SSH authorized_keys file",
+)
+VCS_HOOK = Rule(
+    "persistence.vcs_hook",
+    _P,
+    Severity.MEDIUM,
+    "attempt",
+    "plants a git hook (runs on the next checkout, commit or merge)",
+)
 DETACH = Rule(
     "persistence.detach", _P, Severity.LOW, "attempt", "detaches a process from its command"
 )
@@ -95,6 +109,14 @@ TEXT_RULES = (
         unless=r"distutils-precedence\.pth$|__editable__|(?:^|/)easy-install\.pth$",
         unless_command=_INSTALLER,
     ),
+    text_rule(SSH_KEY, "command", r"(?:>>?|\btee\b[^;&|]*|\bcp\b[^;&|]*)\s*\S*authorized_keys2?\b"),
+    text_rule(SSH_KEY, "write_path", r"/\.ssh/authorized_keys2?$"),
+    text_rule(
+        VCS_HOOK,
+        "write_path",
+        r"/\.git/hooks/[^/.]+$",
+        unless_command=r"\bpre-commit\s+install\b|\bhusky\b|\blefthook\b",
+    ),
     text_rule(
         DETACH,
         "command",
@@ -129,6 +151,8 @@ TRIGGERS: dict[Rule, str] = {
     SHELL_RC: "bashrc profile zshrc zprofile zlogin login logout environment",
     PTH: "pth sitecustomize usercustomize",
     DETACH: "nohup setsid disown daemonize daemon screen tmux session",
+    SSH_KEY: "authorized",
+    VCS_HOOK: "git hooks",
 }
 
 DETECTOR = Detector(
