@@ -205,7 +205,11 @@ def _snapshot(seq: int, event: Event, ctx: Context) -> list[Hit]:
             hits.append(Hit(DETACHED_WORKER, detail=p.cmdline[:80] or p.comm, key=p.comm))
         # a process started, after its command returned, by a survivor of an earlier command
         parent_command = ctx.survivors.get(p.ppid)
-        if p.pid in new and parent_command is not None and parent_command != event.command_id:
+        if (
+            parent_command is not None
+            and parent_command != event.command_id
+            and p.pid not in ctx.survivors
+        ):
             detail = f"{p.cmdline[:60] or p.comm} (started by a survivor of {parent_command})"
             hits.append(Hit(BACKGROUND_WORK, detail=detail, key=str(p.ppid)))
     for pid in event.surviving:
