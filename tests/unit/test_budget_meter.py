@@ -48,6 +48,9 @@ def test_child_budget_is_what_remains_and_charges_flow_up() -> None:
     assert child.depth == 1 and child.root is parent
     child.charge_model(Usage(input_tokens=50, output_tokens=50), 0.0)
     assert parent.used("turns") == 2 and parent.used("tokens") == 200
+    # the copy's sub-budget is set aside while it runs: 1000 - 200 used - 800 held
+    assert parent.remaining("tokens") == 0
+    parent.release(child)  # what it did not use comes back
     assert parent.remaining("tokens") == 800
 
 
