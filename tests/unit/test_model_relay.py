@@ -169,9 +169,7 @@ def _prove(w: World, send: Any, declared: bytes | None = b"http://127.0.0.1:8000
             raise FileNotFoundError(path)
         return declared
 
-    return prove_copy(
-        relay=w.relay, send=send, read_file=read_file, proof=CopyProof(), sink=w.sink
-    )
+    return prove_copy(relay=w.relay, send=send, read_file=read_file, proof=CopyProof(), sink=w.sink)
 
 
 def test_a_copy_relaying_to_the_model_api_is_verified(make_world: Any) -> None:
