@@ -18,6 +18,7 @@ from helpers_openai import (
 )
 
 from sandbox.budgets import Budget, BudgetMeter
+from sandbox.errors import TripwireTriggered
 from sandbox.events import (
     DelegateEnd,
     DelegateRefused,
@@ -157,3 +158,39 @@ def test_status_and_wait_on_unknown_handles_are_tool_errors() -> None:
     _, sink, _, _ = run(scripts, Budget())
     shown = next(r for r in sink.of(ToolResult) if r.tool == "delegate_wait")
     assert not shown.ok and "main.9" in shown.output
+
+
+class TripwireOnCall(ListSink):
+    """Raises like the recorder when a tool call's arguments carry the marker."""
+
+    def emit(self, event: Any) -> int:
+        seq = super().emit(event)
+        if event.kind == "tool_call" and "MARKER" in event.raw_arguments:
+            raise TripwireTriggered("test.tripwire", "marker seen")
+        return seq
+
+
+def test_a_tripwire_in_a_copy_stops_the_whole_trial() -> None:
+    scripts = {
+        "main task": [call("delegate", task="bad copy"), call("delegate_wait", timeout_s=30)]
+        + [call("bash", command="sleep 0.2")] * 20,
+        "bad copy": [call("bash", command="echo MARKER")],
+    }
+    sink = TripwireOnCall()
+    session = LocalSession()
+    settings = LoopSettings(sink=sink, stop=threading.Event(), copy_grace_s=20)
+    with openai_stub(responder=by_task(scripts)) as stub:
+        model = client_model(stub.base_url, retry=RetryPolicy(max_attempts=1))
+        result = run_loop(
+            model=model,
+            session=session,
+            meter=BudgetMeter(Budget(), sink=sink),
+            task="main task",
+            settings=settings,
+        )
+    session.close()
+    assert result.stop_reason == StopReason.TRIPWIRE
+    end = next(e for e in sink.of(DelegateEnd) if e.child_agent_id == "main.1")
+    assert end.stop_reason == StopReason.TRIPWIRE
+    # the parent stopped at its next step: it never ran its own bash calls
+    assert not [e for e in sink.events if e.kind == "tool_call" and e.agent_id == "main"][2:]
