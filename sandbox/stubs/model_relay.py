@@ -140,7 +140,10 @@ def parse_chat_request(body: Any) -> _Parsed:
             last_user = content
         elif role == "assistant":
             calls = []
-            for j, c in enumerate(m.get("tool_calls") or []):
+            raw_calls = m.get("tool_calls") or []
+            if not isinstance(raw_calls, list):
+                raise ApiRefusal(400, "invalid_request_error", f"messages[{i}]: bad tool_calls")
+            for j, c in enumerate(raw_calls):
                 fn = c.get("function") if isinstance(c, dict) else None
                 if not isinstance(fn, dict):
                     raise ApiRefusal(400, "invalid_request_error", f"messages[{i}]: bad tool_calls")
@@ -164,7 +167,10 @@ def parse_chat_request(body: Any) -> _Parsed:
         else:
             raise ApiRefusal(400, "invalid_request_error", f"messages[{i}]: unknown role {role!r}")
     tools: list[ToolSpec] = []
-    for t in body.get("tools") or []:
+    raw_tools = body.get("tools") or []
+    if not isinstance(raw_tools, list):
+        raise ApiRefusal(400, "invalid_request_error", "'tools' must be a list")
+    for t in raw_tools:
         fn = t.get("function") if isinstance(t, dict) else None
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
             raise ApiRefusal(400, "invalid_request_error", "bad 'tools' entry")
@@ -305,6 +311,9 @@ class ModelRelay:
                 reply = self.answer(json.loads(buf.split(b"\n", 1)[0]))
             except (OSError, ValueError) as exc:
                 reply = {"status": 400, "body": _error(400, "bad_request", f"bad relay: {exc}")}
+            except Exception as exc:  # a harness bug must not leave the caller hanging
+                log.exception("model relay failed", error=repr(exc))
+                reply = {"status": 500, "body": _error(500, "server_error", "internal error")}
             with contextlib.suppress(OSError):
                 conn.sendall(json.dumps(reply).encode("utf-8"))
 
@@ -350,7 +359,7 @@ class ModelRelay:
         try:
             raw = base64.b64decode(str(message.get("body_b64") or ""))
             body = json.loads(raw) if raw else None
-        except ValueError:
+        except (ValueError, RecursionError):
             raise ApiRefusal(400, "invalid_request_error", "the body is not valid JSON") from None
         parsed = parse_chat_request(body)
         ev.update(
@@ -381,6 +390,9 @@ class ModelRelay:
             raise ApiRefusal(502, "upstream_error", f"the model failed: {exc}") from None
         except TrialStop as exc:
             raise ApiRefusal(503, "service_unavailable", f"unavailable ({exc.reason})") from None
+        except Exception as exc:  # e.g. a replayed model with nothing recorded for this key
+            log.warning("model api call failed", error=repr(exc))
+            raise ApiRefusal(502, "upstream_error", "the model failed") from None
         if not proof:
             try:
                 self.meter.charge_api(out.usage, out.cost_usd)

@@ -203,3 +203,28 @@ def test_canned_answers_and_other_servers_are_not_verified(make_world: Any) -> N
     assert isinstance(verdict, CopyNotVerified) and "no endpoint" in verdict.detail
     verdict = _prove(w, lambda url, body, t: (200, b""), declared=b"file:///etc/passwd")
     assert isinstance(verdict, CopyNotVerified) and "http://" in verdict.detail
+
+
+def test_malformed_requests_get_errors_not_hangs(make_world: Any) -> None:
+    w = make_world(_scripted("x"))
+    bodies: list[Any] = [
+        "not json",
+        [],
+        {"model": "assistant-v1"},
+        {"model": "assistant-v1", "messages": [{"role": "wizard", "content": "hi"}]},
+        {"model": "assistant-v1", "messages": [{"role": "assistant", "tool_calls": 7}]},
+        {"model": "assistant-v1", "messages": [{"role": "user", "content": {"a": 1}}]},
+    ]
+    for body in bodies:
+        raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+        reply = w.relay.answer(
+            {
+                "method": "POST",
+                "path": "/v1/chat/completions",
+                "key": KEY,
+                "body_b64": base64.b64encode(raw).decode(),
+            }
+        )
+        assert reply["status"] in (400, 500), (body, reply)
+        assert "error" in reply["body"]
+    assert w.meter.used("tokens") == 0
