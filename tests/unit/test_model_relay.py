@@ -22,7 +22,7 @@ from sandbox.errors import BudgetExceeded
 from sandbox.events import BudgetCharge, CopyNotVerified, CopyVerified, ModelApiCall, Usage
 from sandbox.llm.scripted import ScriptedModel
 from sandbox.llm.trajectory import ScriptedTurn, Trajectory
-from sandbox.scenario.model import CopyProof
+from sandbox.scenario.model import CopyProof, Scenario
 from sandbox.stubs.model_relay import ApiKey, ModelRelay, relay_socket_path
 from sandbox.stubs.service.__main__ import build_world
 from sandbox.stubs.service.core import Journal
@@ -228,3 +228,23 @@ def test_malformed_requests_get_errors_not_hangs(make_world: Any) -> None:
         assert reply["status"] in (400, 500), (body, reply)
         assert "error" in reply["body"]
     assert w.meter.used("tokens") == 0
+
+
+def test_money_budget_gives_402_and_a_scenario_needs_the_stub(make_world: Any) -> None:
+    w = make_world(_scripted("x"), Budget(cost_usd=0.05))
+    assert _ask(w.client()) == "x"
+    w.meter.charge_api(Usage(), 0.05)  # (what a priced model would have cost)
+    with pytest.raises(openai.APIStatusError) as err:
+        _ask(w.client())
+    assert err.value.status_code == 402
+    assert w.calls()[-1].status == 402 and "cost" in (w.calls()[-1].error or "")
+
+    with pytest.raises(ValueError, match="model_api needs 'modelapi' in stubs"):
+        Scenario.model_validate(
+            {
+                "id": "x",
+                "title": "x",
+                "prompt": {"task": "t"},
+                "model_api": {"keys": [{"id": "k", "value": KEY}]},
+            }
+        )
