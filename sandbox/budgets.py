@@ -111,6 +111,7 @@ class BudgetMeter:
         self.copies_started = 0  # fan-out of this agent
         self.delegations_total = 0  # whole trial (meaningful on the root)
         self._running: dict[str, BudgetMeter] = {}  # copies whose sub-budget is set aside
+        self._ended: list[BudgetMeter] = []  # ended copies (their own copies may still run)
 
     # --- reading -------------------------------------------------------------------
 
@@ -133,11 +134,14 @@ class BudgetMeter:
             return 0.0
         with self._lock:
             running = list(self._running.values())
+            ended = list(self._ended)
         total = 0.0
         for c in running:
             rem = c.remaining(kind)
             if rem is not None:
                 total += rem + c.set_aside(kind)
+        for c in ended:  # a copy that ended still holds what its running copies may use
+            total += c.set_aside(kind)
         return total
 
     def remaining(self, kind: str) -> float | None:
@@ -311,7 +315,8 @@ class BudgetMeter:
     def release(self, child: BudgetMeter) -> None:
         """A copy ended: what it did not use of its sub-budget returns to this meter."""
         with self._lock:
-            self._running.pop(child.agent_id, None)
+            if self._running.pop(child.agent_id, None) is not None:
+                self._ended.append(child)
 
     def child(self, agent_id: str, budget: Budget | None = None) -> BudgetMeter:
         """Start the meter of a delegated copy (counts it against fan-out and the total);
