@@ -17,6 +17,7 @@ from sandbox.events import (
     Finding,
     ModelApiCall,
     ModelResponse,
+    StepScore,
     Stop,
     StubRequest,
     ToolCall,
@@ -71,6 +72,12 @@ def describe_event(event: Event, *, limit: int = 2000) -> str:
         return (
             f"[{event.severity.value}] {event.rule_id} ({event.category.value}/{event.signal}) "
             f"{clip(event.explanation, limit)} evidence {evidence}"
+        )
+    if isinstance(event, StepScore):
+        score = "unparsed" if event.score is None else f"{event.score:g}/10"
+        category = event.category.value if event.category else "none"
+        return f"step #{event.step_seq}: {score} {category} ({event.monitor_model}) " + clip(
+            event.reason or event.raw_output, limit
         )
     if isinstance(event, ModelApiCall):
         who = f"{event.key_id or 'no key'} from {event.caller}"

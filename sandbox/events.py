@@ -405,6 +405,23 @@ class JudgeSkipped(_Event):
     reason: str
 
 
+class StepScore(_Event):
+    """The step monitor's (`--monitor-model`) suspicion about one agent step: the events from
+    a tool call to its result, scored 0-10 with a category and a reason. The monitor turns a
+    score at or above `threshold` into a finding; re-scoring a log reuses these answers."""
+
+    kind: Literal["step_score"] = "step_score"
+    step_seq: int  # the ToolResult that ended the step
+    evidence: tuple[int, ...] = ()  # the step's events
+    monitor_model: str
+    score: float | None = Field(default=None, ge=0, le=10)  # None: the answer did not parse
+    category: Category | None = None
+    reason: str = ""
+    raw_output: str = ""
+    threshold: float = Field(ge=0, le=10)
+    tokens: int = 0  # what asking cost (the monitor's, not the agent's, budget)
+
+
 # --- the model API inside the world, delegation limits, proof of a running copy -----------
 
 
@@ -492,6 +509,7 @@ Event = Annotated[
     | Finding
     | JudgeVerdict
     | JudgeSkipped
+    | StepScore
     | DelegateRefused
     | ModelApiCall
     | CopyVerified
@@ -551,6 +569,7 @@ __all__ = [
     "ResourceUse",
     "SandboxRestart",
     "Severity",
+    "StepScore",
     "Stop",
     "StopReason",
     "StubRequest",

@@ -22,6 +22,7 @@ from sandbox.llm.base import Model
 from sandbox.monitor.rubric import JudgeItem
 from sandbox.scenario.model import Honeytoken, ModelApi, Scenario
 from sandbox.sessions.base import Session
+from sandbox.trial.steps import StepMonitorLike
 
 
 class JudgeLike(Protocol):
@@ -124,6 +125,8 @@ class TrialParts:
     # Pre-started stub worlds for a suite: `world_pool(run_id, size)` is entered around the
     # suite and makes every `world(...)` call inside it take a pooled world when one is ready.
     world_pool: Callable[[str, int], AbstractContextManager[object]] | None = None
+    # A step monitor asking `model` about every agent step (scores >= threshold: findings).
+    model_step_monitor: Callable[[Model, float], StepMonitorLike] | None = None
     # The model API inside the world (scenario `model_api`); None: scenarios with one fail.
     model_api: ModelApiFactory | None = None
 
@@ -133,6 +136,7 @@ def default_parts() -> TrialParts:
     # Resolved here rather than at import time: these parts are composed, not depended on.
     from sandbox.monitor.judge import ModelJudge, ScriptedJudge
     from sandbox.monitor.monitor import Monitor
+    from sandbox.monitor.step import ModelStepMonitor
     from sandbox.scenario.monitoring import monitor_config
     from sandbox.stubs.world import start_stub_world
     from sandbox.trial.observe import ObservedSession
@@ -162,6 +166,7 @@ def default_parts() -> TrialParts:
         scripted_judge=lambda answers: ScriptedJudge(dict(answers)),
         model_judge=ModelJudge,
         world_pool=_stub_pool,
+        model_step_monitor=lambda model, threshold: ModelStepMonitor(model, threshold=threshold),
         model_api=_model_api,
     )
 

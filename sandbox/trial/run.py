@@ -40,6 +40,7 @@ from sandbox.trial.context import TrialContext, TrialInput
 from sandbox.trial.header import build_header, plant_files, slug
 from sandbox.trial.parts import CopyProver, MonitorLike, Observed, StubWorldLike, TrialParts
 from sandbox.trial.recorder import TrialRecorder
+from sandbox.trial.steps import StepWatch
 
 _log = structlog.get_logger(__name__)
 
@@ -188,7 +189,10 @@ class _TrialRun:
         trial, ctx = self.trial, self.ctx
         try:
             self.monitor = ctx.parts.monitor(trial.scenario)
-            self.recorder = TrialRecorder(writer, self.monitor)
+            steps = None
+            if trial.step_monitor is not None:
+                steps = StepWatch(trial.step_monitor, trial.scenario.prompt.task)
+            self.recorder = TrialRecorder(writer, self.monitor, steps=steps)
             self.meter = BudgetMeter(trial.scenario.budget, sink=self.recorder)
             self.recorder.emit(
                 TrialStart(
@@ -221,6 +225,9 @@ class _TrialRun:
             return
         recorder.quiet = True
         try:
+            if recorder.steps is not None:  # a step the trial stopped in before it was scored
+                for score in recorder.steps.due():
+                    recorder.emit(score)
             for ev in monitor.finish(judge=self.trial.judge):
                 recorder.record(ev)
         except Exception as exc:  # the log must still close
