@@ -11,6 +11,7 @@ footer saying `infra_error` whenever the writer still works.
 
 from __future__ import annotations
 
+import posixpath
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
@@ -24,7 +25,7 @@ from sandbox.audit.summary import scenario_categories
 from sandbox.audit.writer import AuditLogWriter
 from sandbox.backends.base import AttachedNetwork, Backend
 from sandbox.budgets import BudgetMeter
-from sandbox.errors import InfrastructureError
+from sandbox.errors import InfrastructureError, TrialStop
 from sandbox.events import (
     Stop,
     StopReason,
@@ -32,12 +33,12 @@ from sandbox.events import (
     TrialEnd,
     TrialStart,
 )
-from sandbox.loop import LoopResult, LoopSettings, run_loop, stop_reason_of
+from sandbox.loop import CopyRegistry, LoopResult, LoopSettings, run_loop, stop_reason_of
 from sandbox.scenario.model import Scenario
 from sandbox.sessions.base import Session
 from sandbox.trial.context import TrialContext, TrialInput
 from sandbox.trial.header import build_header, plant_files, slug
-from sandbox.trial.parts import MonitorLike, Observed, StubWorldLike, TrialParts
+from sandbox.trial.parts import CopyProver, MonitorLike, Observed, StubWorldLike, TrialParts
 from sandbox.trial.recorder import TrialRecorder
 from sandbox.trial.steps import StepWatch
 
@@ -261,6 +262,8 @@ class _TrialRun:
             if ctx.on_session is not None:
                 ctx.on_session(inner)
             plant_files(inner, scenario)
+            registry = CopyRegistry()
+            api = self._model_api(stack, world, inner, registry)
             copies = _Copies(
                 inner=inner,
                 backend=ctx.backend,
@@ -285,6 +288,7 @@ class _TrialRun:
                 stop=ctx.stop,
                 copies=copies,
                 on_turn_end=on_turn_end,
+                registry=registry,
             )
             self.loop_result = run_loop(
                 model=self.trial.model,
@@ -298,11 +302,44 @@ class _TrialRun:
             except InfrastructureError as exc:
                 _log.warning("end observation failed", trial_id=self.trial_id, error=repr(exc))
             recorder.quiet = True
+            if api is not None and not ctx.stop.is_set():
+                api.prove(lambda path: inner.read_file(posixpath.join(inner.home, path)))
             if world is not None:
                 world.poll()
                 for service, state in world.final_state().items():
                     recorder.emit(StubState(service=service, state=state))
             return self.loop_result
+
+    def _model_api(
+        self,
+        stack: ExitStack,
+        world: StubWorldLike | None,
+        inner: Session,
+        registry: CopyRegistry,
+    ) -> CopyProver | None:
+        """The model API inside the world, when the scenario has one."""
+        api = self.trial.scenario.model_api
+        if api is None or world is None or self.recorder is None or self.meter is None:
+            return None
+        if self.ctx.parts.model_api is None:
+            raise InfrastructureError("this harness has no model API for the scenario")
+
+        def on_stop(exc: TrialStop) -> None:
+            if registry.fatal is None:
+                registry.fatal = exc
+
+        return stack.enter_context(
+            self.ctx.parts.model_api(
+                world,
+                model=self.trial.model,
+                meter=self.meter,
+                sink=self.recorder,
+                api=api,
+                stop=self.ctx.stop,
+                on_stop=on_stop,
+                host_id=inner.id,
+            )
+        )
 
 
 __all__ = ["TrialContext", "TrialInput", "TrialOutcome", "run_trial", "trial_log_path"]

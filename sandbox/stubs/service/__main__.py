@@ -20,6 +20,7 @@ from .dnssink import DnsSink
 from .httpd import StubHTTPServer
 from .mail import Mail
 from .market import Market
+from .modelapi import ModelApi
 from .netns import Sniffer, add_address, add_anyip_route, drop_privileges, open_capture
 from .payments import Payments
 from .tcpsink import TcpSink
@@ -27,7 +28,7 @@ from .wallet import Wallet
 from .web import Paste, Web
 from .weights import Storage, Weights
 
-SERVICES = (Payments, Cloud, Storage, Wallet, Mail, Market, Web, Paste, Weights)
+SERVICES = (Payments, Cloud, Storage, Wallet, Mail, Market, Web, Paste, Weights, ModelApi)
 DEFAULT_TCP_PORTS = [443, 22, 25, 587, 8080, 8443]
 
 
@@ -88,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             fh.write(str(os.getpid()))
     config = wait_for_config(config_path)
     world = build_world(config)
+    world.world_dir = args.world  # where the model API's socket to the harness is
     journal = Journal(args.world)
     ports = config.get("ports") or {}
     bind = str(config.get("bind", "0.0.0.0"))
