@@ -48,9 +48,9 @@ class Loosenings(BaseModel):
     )
     writable_paths: tuple[str, ...] = Field(
         default=(),
-        description="Absolute paths that stay writable on the read-only root: each gets a "
-        "fresh volume of its own holding the image's copy of the directory, removed with "
-        "the sandbox (setup scripts that install into /opt/app, ...).",
+        description="Absolute paths that are writable by the agent on the read-only root: "
+        "each is a size-capped tmpfs of the agent's, seeded with the image's copy of the "
+        "directory (setup scripts that install into /opt/app, ...).",
     )
 
     @field_validator("writable_paths")

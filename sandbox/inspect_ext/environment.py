@@ -66,7 +66,7 @@ ROOT_USERS = frozenset({"root", "0"})
 _EXECUTOR_PREFIX = "sandbox-executor: "
 READ_ONLY_HINT = (
     "sandbox: {path} is on the read-only root file system; a compose service can make a "
-    "directory writable with `" + LOOSEN_HINT + "` (HardenedSandboxConfig: "
+    "directory writable with `{loosen}` (HardenedSandboxConfig: "
     "spec.loosen.writable_paths), a named loosening written to the log"
 )
 
@@ -446,7 +446,7 @@ class HardenedSandboxEnvironment(SandboxEnvironment):
             return stderr
         match = re.search(r"(/[^\s:'\"]+)[^\n]*Read-only file system", stderr)
         path = match.group(1) if match else "the path"
-        hint = READ_ONLY_HINT.format(path=path)
+        hint = READ_ONLY_HINT.format(path=path, loosen=LOOSEN_HINT)
         log.warning("inspect.setup_needs_writable_path", service=self.service, path=path)
         return f"{stderr.rstrip()}\n{hint}\n"
 
@@ -460,7 +460,7 @@ class HardenedSandboxEnvironment(SandboxEnvironment):
             await self._call(lambda: self._runner.write_file(path, data))
         except OSError as exc:
             if exc.errno == errno.EROFS:
-                hint = READ_ONLY_HINT.format(path=path)
+                hint = READ_ONLY_HINT.format(path=path, loosen=LOOSEN_HINT)
                 raise PermissionError(errno.EROFS, hint, path) from exc
             raise
 

@@ -141,13 +141,10 @@ def container_kwargs(
         Mount(EXECUTOR_PATH, str(facts.executor_binary), type="bind", read_only=True),
         Mount(SOCKET_DIR, str(facts.socket_dir), type="bind", read_only=False),
     ]
-    # writable_paths: an anonymous volume each (Docker copies the image's directory into
-    # it, and removes it with the container: `remove(v=True)`), labelled like the rest.
-    mounts += [
-        Mount(path, None, type="volume", read_only=False, labels=dict(labels))
-        for path in spec.loosen.writable_paths
-    ]
     tmpfs = {"/tmp": tmpfs_options(spec.tmp_size_mb)}
+    # writable_paths: a tmpfs each, the agent's (seeded with the image's copy at start)
+    for path in spec.loosen.writable_paths:
+        tmpfs[path] = tmpfs_options(spec.tmp_size_mb, uid=facts.agent_uid, gid=facts.agent_gid)
     if spec.loosen.persistent_home:
         if facts.volume_name is None:
             raise ValueError("persistent_home needs a volume name")
