@@ -24,7 +24,7 @@ def export(
     ] = None,
 ) -> None:
     """Export a run's trials (one sample each, findings as scores) for `inspect view`."""
-    console = Console()
+    console = Console(soft_wrap=True)  # one line per message, whatever the width
     if not inspect:
         console.print(Text("say the format: --inspect (an Inspect .eval log)", style="red"))
         raise typer.Exit(2)

@@ -434,7 +434,10 @@ def _environment(value: Any, bad: Bad) -> dict[str, str]:
     if isinstance(value, dict):
         items = list(value.items())
     elif isinstance(value, list):
-        items = [(str(e).partition("=")[0], str(e).partition("=")[2]) for e in value]
+        items = [
+            (str(e).partition("=")[0], str(e).partition("=")[2] if "=" in str(e) else None)
+            for e in value
+        ]
     else:
         raise bad("a mapping or a list of NAME=VALUE")
     env: dict[str, str] = {}
