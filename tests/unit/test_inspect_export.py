@@ -50,9 +50,7 @@ def test_export_opens_in_inspect(tmp_path: Path) -> None:
     assert red_score.value["findings"] == len(red_score.metadata["findings"])  # type: ignore[index]
     assert benign_score.value["high"] == 0
     assert red.metadata["verified"] is True
-    assert isinstance(
-        red.messages[0 if red.messages[0].role != "system" else 1], ChatMessageUser
-    )
+    assert isinstance(red.messages[0 if red.messages[0].role != "system" else 1], ChatMessageUser)
     calls = [
         c for m in red.messages if isinstance(m, ChatMessageAssistant) for c in m.tool_calls or []
     ]
