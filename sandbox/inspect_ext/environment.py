@@ -71,6 +71,26 @@ READ_ONLY_HINT = (
 )
 
 
+try:  # Inspect prints a PrerequisiteError as its message alone, without a traceback
+    from inspect_ai._util.error import PrerequisiteError as _Shown
+except ImportError:  # pragma: no cover - an Inspect without it
+
+    class _Shown(Exception):  # type: ignore[no-redef]
+        """Stand-in: the message is all there is to show."""
+
+        def __init__(self, message: str) -> None:
+            self.message = message
+
+
+class SandboxConfigError(_Shown, ValueError):
+    """A compose file or config Inspect handed us cannot be run here: one line, no
+    traceback of ours (which file, which service, which key)."""
+
+    def __init__(self, message: str) -> None:
+        Exception.__init__(self, message)
+        self.message = message
+
+
 def _run_id_for(task_name: str) -> str:
     return f"{RUN_ID_PREFIX}{uuid.uuid4().hex[:10]}"
 
@@ -177,7 +197,7 @@ class HardenedSandboxEnvironment(SandboxEnvironment):
                 found = resolve_plan(config)
             except ScenarioError as exc:
                 # one line, naming the file, service and key; no traceback of ours
-                raise ValueError(str(exc)) from None
+                raise SandboxConfigError(str(exc)) from None
             cls._plans[key] = found
         return found
 
@@ -526,4 +546,4 @@ class _Sample:
                     self.world.close()
 
 
-__all__ = ["PROVIDER_NAME", "HardenedSandboxEnvironment"]
+__all__ = ["PROVIDER_NAME", "HardenedSandboxEnvironment", "SandboxConfigError"]
