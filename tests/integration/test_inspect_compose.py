@@ -13,6 +13,7 @@ nothing is pulled. Every sample writes our audit log (monitor on), which `sandbo
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -197,21 +198,18 @@ def _no_download(*args: object, **kwargs: object) -> bytes:
     raise AssertionError(f"the test tried to download {args!r}: tests use loopback only")
 
 
-def _left(client: docker.DockerClient) -> list[str]:
-    """Containers and networks of Inspect runs of ours still there."""
-    left = []
-    for kind in ("containers", "networks"):
-        api = getattr(client.api, kind)
-        found = (
-            api(all=True, filters={"label": ["sandbox.managed=true"]})
-            if kind == "containers"
-            else api(filters={"label": ["sandbox.managed=true"]})
-        )
-        for item in found:
-            labels = item.get("Labels") or {}
-            if labels.get("sandbox.run_id", "").startswith("inspect-"):
-                left.append(str(item.get("Names", [item.get("Name")])[0]))
-    return left
+def _left(client: docker.DockerClient, run_id: str) -> list[str]:
+    """Containers and networks of this run (by its label) still there."""
+    labels = {"label": ["sandbox.managed=true", f"sandbox.run_id={run_id}"]}
+    containers = client.api.containers(all=True, filters=labels)
+    networks = client.api.networks(filters=labels)
+    return [str(c["Names"][0]) for c in containers] + [str(n["Name"]) for n in networks]
+
+
+def _run_id(audit: Path) -> str:
+    """The run id of the (only) sample's audit log: what its containers are labelled with."""
+    (path,) = sorted(audit.rglob("*.jsonl"))
+    return str(json.loads(path.read_text().splitlines()[0])["run_id"])
 
 
 @scorer(metrics=[accuracy()])
@@ -324,7 +322,7 @@ def test_idor_compose_task_runs_on_hardened(
     assert any("target_env:8081/flag" in c for c in commands), commands
     assert any(FLAG in m.text for m in sample.messages if isinstance(m, ChatMessageTool))
 
-    assert _left(docker.from_env()) == []
+    assert _left(docker.from_env(), _run_id(audit)) == []
 
 
 def test_bigcodebench_compose_single_service(
@@ -333,6 +331,8 @@ def test_bigcodebench_compose_single_service(
     tiktoken_load = pytest.importorskip("tiktoken.load")
     monkeypatch.setattr(tiktoken_load, "read_file", _no_download)
     ensure_images([AGENT_IMAGE])
+    audit = tmp_path / "audit"
+    monkeypatch.setenv(AUDIT_DIR_ENV, str(audit))
     task_dir = tmp_path / "bigcodebench"
     task_dir.mkdir()
     (task_dir / "compose.yaml").write_text(BIGCODEBENCH_COMPOSE)
@@ -371,7 +371,7 @@ def test_bigcodebench_compose_single_service(
     assert cpu.split() == ["100000", "100000"]  # cpus: 1.0
     assert net == "lo"  # network_mode: none
     assert answer == "42"
-    assert _left(docker.from_env()) == []
+    assert _left(docker.from_env(), _run_id(audit)) == []
 
 
 @pytest.mark.anyio
@@ -386,6 +386,7 @@ async def test_setup_needing_a_writable_path(tmp_path: Path, anyio_backend: str)
         config = str(compose)
         await HardenedSandboxEnvironment.task_init("setup", config)
         envs = await HardenedSandboxEnvironment.sample_init("setup", config, {})
+        run_id = HardenedSandboxEnvironment._run_ids["setup"]
         try:
             env = envs["default"]
             await env.write_file("/tmp/setup.sh", "mkdir -p /opt/app/x && echo ok\n")
@@ -394,4 +395,4 @@ async def test_setup_needing_a_writable_path(tmp_path: Path, anyio_backend: str)
         finally:
             await HardenedSandboxEnvironment.sample_cleanup("setup", config, envs, False)
             await HardenedSandboxEnvironment.task_cleanup("setup", config, True)
-    assert _left(docker.from_env()) == []
+        assert _left(docker.from_env(), run_id) == []
