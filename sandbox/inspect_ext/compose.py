@@ -161,6 +161,7 @@ class ServicePlan:
     aliases: tuple[str, ...] = ()
     inert: tuple[str, ...] = ()  # inert keys present, for the log
     default: bool = False  # the service the task's tools use
+    depends_on: tuple[str, ...] = ()  # started (and healthy) before this one
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,25 @@ class ComposePlan:
     @property
     def default(self) -> ServicePlan:
         return self.services[0]
+
+    def start_order(self) -> list[ServicePlan]:
+        """Dependencies first (`depends_on`), the default service as late as it may be."""
+        by_name = {s.name: s for s in self.services}
+        order: list[ServicePlan] = []
+        seen: set[str] = set()
+
+        def visit(plan: ServicePlan) -> None:
+            if plan.name in seen:
+                return
+            seen.add(plan.name)
+            for name in plan.depends_on:
+                if name in by_name:
+                    visit(by_name[name])
+            order.append(plan)
+
+        for plan in (*self.services[1:], self.default):
+            visit(plan)
+        return order
 
     @property
     def needs_network(self) -> bool:
@@ -274,7 +294,13 @@ def plan_compose(
         _plan_service(str(name), services[name] or {}, base_dir, source, base, name == default)
         for name in order
     )
+    names = {p.name for p in plans}
     for plan in plans:
+        unknown = sorted(set(plan.depends_on) - names)
+        if unknown:
+            raise ScenarioError(
+                f"service {plan.name!r}: depends_on names no service: {unknown}", file=source
+            )
         if plan.inert:
             notes.append(f"service {plan.name!r}: no effect here: {', '.join(plan.inert)}")
     if len(plans) > 1:
@@ -420,6 +446,7 @@ def _plan_service(
         aliases=aliases,
         inert=tuple(sorted(k for k in svc if k in INERT)),
         default=default,
+        depends_on=tuple(str(d) for d in (svc.get("depends_on") or ())),
     )
 
 

@@ -133,7 +133,7 @@ def start_services(
             )
             services.network = net.name
             services._stack.callback(_remove_network, client, net.id)
-        for service in (*plan.services[1:], plan.default):
+        for service in plan.start_order():
             config = _image_config(client, service.spec.image)
             spec = _effective_spec(service, config, base)
             attach = None

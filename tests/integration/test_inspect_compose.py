@@ -42,6 +42,7 @@ from inspect_ai.tool import bash
 from inspect_ai.util import SandboxUserUnsupportedError, sandbox
 
 from sandbox.audit.verify import verify_log
+from sandbox.errors import InfrastructureError
 from sandbox.images.build import ensure_images
 from sandbox.images.recipes import AGENT_IMAGE
 from sandbox.inspect_ext import HardenedSandboxEnvironment
@@ -396,3 +397,45 @@ async def test_setup_needing_a_writable_path(tmp_path: Path, anyio_backend: str)
             await HardenedSandboxEnvironment.sample_cleanup("setup", config, envs, False)
             await HardenedSandboxEnvironment.task_cleanup("setup", config, True)
         assert _left(docker.from_env(), run_id) == []
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_failing_service_leaves_nothing_behind(tmp_path: Path, anyio_backend: str) -> None:
+    """A service that never becomes healthy fails the sample in one line; the containers
+    already started and the sample's network are removed."""
+    ensure_images([AGENT_IMAGE])
+    compose = tmp_path / "compose.yaml"
+    compose.write_text(
+        f"services:\n  default: {{image: '{AGENT_IMAGE}'}}\n"
+        f"  db: {{image: '{AGENT_IMAGE}', command: 'sleep 60', "
+        "healthcheck: {test: [CMD, 'false'], interval: 0.1s, retries: 2}}\n"
+        f"  web: {{image: '{AGENT_IMAGE}', depends_on: [db]}}\n"
+    )
+    config = str(compose)
+    await HardenedSandboxEnvironment.task_init("broken", config)
+    run_id = HardenedSandboxEnvironment._run_ids["broken"]
+    try:
+        with pytest.raises(InfrastructureError, match="'db' did not become healthy"):
+            await HardenedSandboxEnvironment.sample_init("broken", config, {})
+    finally:
+        await HardenedSandboxEnvironment.task_cleanup("broken", config, False)
+    assert _left(docker.from_env(), run_id) == []
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_users_other_than_the_images_are_refused(anyio_backend: str) -> None:
+    ensure_images([AGENT_IMAGE])
+    envs = await HardenedSandboxEnvironment.sample_init("users", None, {})
+    try:
+        env = envs["default"]
+        with pytest.raises(SandboxUserUnsupportedError, match="does not exist"):
+            await env.exec(["id"], user="app")  # not in our agent image's /etc/passwd
+        with pytest.raises(SandboxUserUnsupportedError, match="allow_root_exec"):
+            await env.exec(["id"], user="root")
+        nobody = await env.exec(["id", "-un"], user="nobody", cwd="/tmp")
+        assert nobody.stdout.strip() == "nobody"  # an existing non-root user of the image
+    finally:
+        await HardenedSandboxEnvironment.sample_cleanup("users", None, envs, False)
+        await HardenedSandboxEnvironment.task_cleanup("users", None, True)

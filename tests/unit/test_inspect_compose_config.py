@@ -195,3 +195,16 @@ def test_resolve_plan_takes_inspect_shapes(tmp_path: Path) -> None:
 def test_not_a_compose_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="services"):
         plan_compose({"version": "3"}, base_dir=tmp_path, source="c.yaml")
+
+
+def test_dependencies_start_first(tmp_path: Path) -> None:
+    p = load_compose_text(
+        "services:\n  attacker: {image: a, x-default: true, depends_on: [web]}\n"
+        "  web: {image: w, depends_on: {db: {condition: service_healthy}}}\n"
+        "  db: {image: d}\n",
+        tmp_path,
+    )
+    assert [s.name for s in p.start_order()] == ["db", "web", "attacker"]
+    bad = "services:\n  a: {image: x, depends_on: [ghost]}\n"
+    with pytest.raises(ValueError, match="ghost"):
+        load_compose_text(bad, tmp_path)
