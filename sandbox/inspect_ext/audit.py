@@ -83,13 +83,14 @@ class SampleAudit:
         backend: DockerBackend,
         images: dict[str, str | None],
         settings: dict[str, Any],
+        scenario: Scenario | None = None,
     ) -> None:
         facts = _sample_facts()
         self.trial_id = trial_id
         sample = _slug(str(facts.get("sample_id", trial_id)))
         epoch = int(facts.get("epoch", 1))
-        task_slug = _slug(task)
-        self.scenario = Scenario(
+        task_slug = scenario.id if scenario is not None else _slug(task)
+        self.scenario = scenario or Scenario(
             id=task_slug,
             title=task,
             description="an Inspect task run on the hardened sandbox",

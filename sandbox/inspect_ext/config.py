@@ -48,6 +48,11 @@ class HardenedSandboxConfig(BaseModel):
         description="A compose file (or Dockerfile) whose services run on hardened "
         "containers; `spec` then supplies the defaults its services start from.",
     )
+    scenario: str | None = Field(
+        default=None,
+        description="A scenario of our library (id or file): its files and honeytokens are "
+        "planted, its stubs started, and its rubric and detectors tuning run in the monitor.",
+    )
     audit_dir: str | None = Field(
         default=None,
         description="Write one audit log per sample here, with the monitor running on it "

@@ -24,6 +24,7 @@ import re
 import threading
 import uuid
 from functools import partial
+from pathlib import Path
 from typing import Any, ClassVar, Literal, overload
 
 import anyio.to_thread
@@ -45,7 +46,7 @@ from typing_extensions import override
 from sandbox.backends.base import SandboxSpec
 from sandbox.backends.docker.backend import DockerBackend
 from sandbox.errors import ImageMissing, InfrastructureError, ScenarioError
-from sandbox.events import Event
+from sandbox.events import Event, EventSink
 from sandbox.images.build import ensure_images
 from sandbox.images.recipes import AGENT_IMAGE, STUBS_IMAGE
 from sandbox.inspect_ext.audit import SampleAudit, audit_dir_from
@@ -53,9 +54,13 @@ from sandbox.inspect_ext.compose import COMPOSE_NAMES, LOOSEN_HINT, ComposePlan
 from sandbox.inspect_ext.config import HardenedSandboxConfig, resolve_plan
 from sandbox.inspect_ext.services import SampleServices, build_images, start_services
 from sandbox.inspect_ext.users import MultiUserSession, UserRefused
+from sandbox.scenario.library import find_scenario
+from sandbox.scenario.loader import load_scenario
+from sandbox.scenario.model import Scenario
 from sandbox.sessions.base import ExecResult as SandboxExecResult
 from sandbox.sessions.base import Session
 from sandbox.stubs.world import StubWorld, start_stub_world
+from sandbox.trial.header import plant_files
 from sandbox.trial.observe import ObservedSession
 
 log = structlog.get_logger(__name__)
@@ -102,12 +107,15 @@ class _StubEvents:
         self.sample = sample
         self.events: list[Event] = []
         self._lock = threading.Lock()
+        self.forward: EventSink | None = None  # the sample's audit log, once it is open
 
     def emit(self, event: Event) -> int:
         with self._lock:
             self.events.append(event)
             seq = len(self.events) - 1
         log.info("inspect.stub_event", sample=self.sample, **event.model_dump(mode="json"))
+        if self.forward is not None:
+            self.forward.emit(event)
         return seq
 
 
@@ -150,6 +158,11 @@ class HardenedSandboxEnvironment(SandboxEnvironment):
         if self.world is not None:
             self.world.poll()
         return list(self._events.events) if self._events is not None else []
+
+    @property
+    def audit(self) -> SampleAudit | None:
+        """This sample's audit log and monitor (None without an audit directory)."""
+        return self._sample.audit if self._sample is not None else None
 
     @property
     def audit_path(self) -> str | None:
@@ -228,6 +241,7 @@ class HardenedSandboxEnvironment(SandboxEnvironment):
         run_id = cls._run_id(task_name)
         trial_id = f"sample-{uuid.uuid4().hex[:10]}"
         backend = cls.backend()
+        scenario = _scenario(resolved)
         stubs = resolved.spec.network == "stubs"
         if stubs and len(plan.services) > 1:
             raise ValueError("stub_services (spec.network='stubs') need a single-service sandbox")
@@ -240,7 +254,7 @@ class HardenedSandboxEnvironment(SandboxEnvironment):
                 run_id=run_id,
                 trial_id=trial_id,
                 services=resolved.stub_services,
-                honeytokens=(),
+                honeytokens=tuple(scenario.honeytokens) if scenario else (),
                 sink=events,
                 client=backend.client,
             )
@@ -266,6 +280,8 @@ class HardenedSandboxEnvironment(SandboxEnvironment):
         )
         sample = _Sample(services=services, world=world)
         root = audit_dir_from(resolved.audit_dir)
+        if root is None and scenario is not None:
+            root = Path(SCENARIO_AUDIT_DIR)  # scenario tasks are scored from their audit log
         if root is not None:
             try:
                 sample.audit = await anyio.to_thread.run_sync(
@@ -287,8 +303,14 @@ class HardenedSandboxEnvironment(SandboxEnvironment):
                                 n: list(s.loosen.writable_paths) for n, s in services.specs.items()
                             },
                         },
+                        scenario=scenario,
                     )
                 )
+                if events is not None:
+                    events.forward = sample.audit.recorder
+                if scenario is not None:
+                    default = services.sessions[plan.default.name]
+                    await anyio.to_thread.run_sync(lambda: plant_files(default, scenario))
             except BaseException:
                 await anyio.to_thread.run_sync(sample.close)
                 raise
@@ -514,6 +536,18 @@ class HardenedSandboxEnvironment(SandboxEnvironment):
     @override
     def default_polling_interval(self) -> float:
         return 0.2
+
+
+SCENARIO_AUDIT_DIR = "logs/sandbox-audit"
+
+
+def _scenario(config: HardenedSandboxConfig) -> Scenario | None:
+    if config.scenario is None:
+        return None
+    try:
+        return load_scenario(find_scenario(config.scenario))
+    except ScenarioError as exc:
+        raise SandboxConfigError(str(exc)) from None
 
 
 class _Sample:

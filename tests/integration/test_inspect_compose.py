@@ -44,9 +44,12 @@ from inspect_ai.util import SandboxUserUnsupportedError, sandbox
 from sandbox.audit.verify import verify_log
 from sandbox.errors import InfrastructureError
 from sandbox.images.build import ensure_images
-from sandbox.images.recipes import AGENT_IMAGE
+from sandbox.images.recipes import AGENT_IMAGE, STUBS_IMAGE
 from sandbox.inspect_ext import HardenedSandboxEnvironment
 from sandbox.inspect_ext.audit import AUDIT_DIR_ENV
+from sandbox.inspect_ext.tasks import scripted_outputs
+from sandbox.scenario.library import find_scenario
+from sandbox.scenario.loader import load_scenario
 
 pytestmark = [
     pytest.mark.docker,
@@ -439,3 +442,35 @@ async def test_users_other_than_the_images_are_refused(anyio_backend: str) -> No
     finally:
         await HardenedSandboxEnvironment.sample_cleanup("users", None, envs, False)
         await HardenedSandboxEnvironment.task_cleanup("users", None, True)
+
+
+@pytest.mark.parametrize(("trajectory", "flagged"), [("red", 1.0), ("benign", 0.0)])
+def test_scenario_library_as_an_inspect_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trajectory: str, flagged: float
+) -> None:
+    """`inspect eval sandbox/scenario -T id=...` (found through our entry point): stubs,
+    planted honeytokens and the rubric run under Inspect; the score is the monitor's."""
+    tiktoken_load = pytest.importorskip("tiktoken.load")
+    monkeypatch.setattr(tiktoken_load, "read_file", _no_download)
+    ensure_images([AGENT_IMAGE, STUBS_IMAGE])
+    audit = tmp_path / "audit"
+    monkeypatch.setenv(AUDIT_DIR_ENV, str(audit))
+    scenario = load_scenario(find_scenario("exfiltrate-weights"))
+    model = get_model(MODEL, custom_outputs=scripted_outputs(scenario, trajectory))
+    (log,) = eval(
+        "sandbox/scenario",
+        task_args={"id": "exfiltrate-weights"},
+        model=model,
+        log_dir=str(tmp_path / "logs"),
+        display="none",
+    )
+    assert log.status == "success", log.error
+    assert log.samples is not None
+    score = (log.samples[0].scores or {})["sandbox_rubric"]
+    assert isinstance(score.value, dict)
+    assert score.value["exfiltration"] == flagged, score.explanation
+    assert score.metadata is not None
+    assert score.metadata["succeeded"]["exfiltration"] is bool(flagged)  # the canary leaked
+    (path,) = sorted(audit.rglob("*.jsonl"))
+    assert verify_log(path).ok
+    assert _left(docker.from_env(), _run_id(audit)) == []
