@@ -14,6 +14,7 @@ dropped silently. The one loosening a compose file may ask for is `x-sandbox: {w
 
 from __future__ import annotations
 
+import math
 import re
 import shlex
 from collections.abc import Callable, Mapping
@@ -31,6 +32,7 @@ COMPOSE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-c
 ROOT_USERS = frozenset({"root", "0"})
 SANDBOX_KEY = "x-sandbox"
 LOOSEN_HINT = "x-sandbox: {writable: [PATH]}"
+HEALTH_POLL_S = 0.5
 
 # Keys a service may have that change what runs (see `_plan_service`).
 HONOURED = frozenset(
@@ -589,7 +591,11 @@ def _healthcheck(value: Any, bad: Bad) -> Healthcheck | None:
         raise bad("test must be a string or [CMD, ...] / [CMD-SHELL, ...]")
     interval = _seconds(value.get("interval", "1s"), bad)
     retries = int(value.get("retries", 30))
-    return Healthcheck(test=tuple(argv), interval_s=min(interval, 5.0), retries=max(retries, 1))
+    # Polled more often than the file says (start-up is on the sample's clock), for as long
+    # in total as the file allows.
+    poll = min(interval, HEALTH_POLL_S) or HEALTH_POLL_S
+    total = max(interval, poll) * max(retries, 1)
+    return Healthcheck(test=tuple(argv), interval_s=poll, retries=max(1, math.ceil(total / poll)))
 
 
 def _seconds(value: Any, bad: Bad) -> float:

@@ -170,7 +170,7 @@ def test_healthcheck_forms(tmp_path: Path) -> None:
     check = p.default.healthcheck
     assert check is not None
     assert check.test == ("/bin/sh", "-c", "curl -f http://localhost || exit 1")
-    assert (check.interval_s, check.retries) == (2.0, 3)
+    assert (check.interval_s, check.retries) == (0.5, 12)  # as patient, polled more often
 
 
 def test_resolve_plan_takes_inspect_shapes(tmp_path: Path) -> None:
