@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sandbox.images.recipes import AGENT_IMAGE
 from sandbox.sessions.base import (
@@ -46,6 +46,20 @@ class Loosenings(BaseModel):
         description="Processes that leave their command's process group live on until the "
         "trial ends (agents start servers). False = strict: killed when their command ends.",
     )
+    writable_paths: tuple[str, ...] = Field(
+        default=(),
+        description="Absolute paths that are writable by the agent on the read-only root: "
+        "each is a size-capped tmpfs of the agent's, seeded with the image's copy of the "
+        "directory (setup scripts that install into /opt/app, ...).",
+    )
+
+    @field_validator("writable_paths")
+    @classmethod
+    def _absolute(cls, paths: tuple[str, ...]) -> tuple[str, ...]:
+        for path in paths:
+            if not path.startswith("/") or path.rstrip("/") in ("", "/.sandbox"):
+                raise ValueError(f"writable path {path!r} must be absolute and not '/'")
+        return paths
 
 
 class SandboxSpec(BaseModel):
@@ -95,6 +109,7 @@ class AttachedNetwork(BaseModel):
     name: str
     dns: tuple[str, ...] = ()
     container: str | None = None  # join this container's network namespace
+    aliases: tuple[str, ...] = ()  # names other containers on `name` reach this one by
 
 
 @runtime_checkable

@@ -15,6 +15,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from sandbox.backends.base import SandboxSpec
 from sandbox.errors import ScenarioError
+from sandbox.inspect_ext.compose import (
+    ComposePlan,
+    ServicePlan,
+    dockerfile_plan,
+    is_compose_path,
+    is_dockerfile_path,
+    load_compose,
+    plan_from_model,
+)
 
 
 class HardenedSandboxConfig(BaseModel):
@@ -33,6 +42,22 @@ class HardenedSandboxConfig(BaseModel):
         # Inspect keys its per-task caches by config; the spec holds a dict (env), so hash
         # the canonical JSON instead of the fields.
         return hash(self.model_dump_json())
+
+    compose: str | None = Field(
+        default=None,
+        description="A compose file (or Dockerfile) whose services run on hardened "
+        "containers; `spec` then supplies the defaults its services start from.",
+    )
+    scenario: str | None = Field(
+        default=None,
+        description="A scenario of our library (id or file): its files and honeytokens are "
+        "planted, its stubs started, and its rubric and detectors tuning run in the monitor.",
+    )
+    audit_dir: str | None = Field(
+        default=None,
+        description="Write one audit log per sample here, with the monitor running on it "
+        "(else the SANDBOX_INSPECT_AUDIT_DIR environment variable; unset: no audit log).",
+    )
 
     stub_services: tuple[str, ...] = Field(
         default=(),
@@ -65,6 +90,27 @@ class HardenedSandboxConfig(BaseModel):
             raise ScenarioError(first["msg"], file=source, field=field or None) from exc
 
 
+def resolve_plan(config: object) -> tuple[HardenedSandboxConfig, ComposePlan]:
+    """Whatever Inspect hands the provider -> our config and the services to start.
+
+    A compose file, a Dockerfile, Inspect's parsed ComposeConfig or our config naming a
+    `compose` file: planned service by service (refusals are one line); otherwise one
+    default service from `spec`.
+    """
+    if isinstance(config, BaseModel) and type(config).__name__ == "ComposeConfig":
+        resolved = HardenedSandboxConfig()
+        return resolved, plan_from_model(config, base_dir=Path.cwd(), base=resolved.spec)
+    resolved = resolve_config(config)
+    if resolved.compose is None:
+        return resolved, ComposePlan(
+            source="<config>",
+            services=(ServicePlan(name="default", spec=resolved.spec, default=True),),
+        )
+    if is_dockerfile_path(resolved.compose) and not is_compose_path(resolved.compose):
+        return resolved, dockerfile_plan(resolved.compose, base=resolved.spec)
+    return resolved, load_compose(resolved.compose, base=resolved.spec)
+
+
 def resolve_config(config: object) -> HardenedSandboxConfig:
     """Whatever Inspect hands the provider (None, a model, a dict, a file path) -> config."""
     if config is None:
@@ -76,11 +122,15 @@ def resolve_config(config: object) -> HardenedSandboxConfig:
     if isinstance(config, dict):
         return HardenedSandboxConfig.model_validate(config)
     if isinstance(config, str | Path):
+        if is_compose_path(config) or is_dockerfile_path(config):
+            return HardenedSandboxConfig(compose=str(Path(config).resolve()))
         return HardenedSandboxConfig.from_file(config)
+    if type(config).__name__ == "ComposeConfig" and isinstance(config, BaseModel):
+        raise TypeError("an Inspect ComposeConfig is planned by sandbox.inspect_ext.compose")
     raise TypeError(
         f"unsupported sandbox config {type(config).__name__}; pass HardenedSandboxConfig, "
         "SandboxSpec, a dict or a YAML/JSON file path"
     )
 
 
-__all__ = ["HardenedSandboxConfig", "resolve_config"]
+__all__ = ["HardenedSandboxConfig", "resolve_config", "resolve_plan"]

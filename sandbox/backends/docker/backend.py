@@ -246,6 +246,8 @@ class DockerBackend:
                 )
                 session.wait_ready(self._ready_timeout_s)
                 session.seed_workdir()
+                for path in spec.loosen.writable_paths:
+                    self._seed_path(session, spec, path, labels)
             except docker.errors.ImageNotFound as exc:
                 raise ImageMissing(
                     f"image {spec.image!r} is missing: {exc}; run `sandbox images build`"
@@ -257,6 +259,20 @@ class DockerBackend:
             )
             undo.pop_all()
         return session
+
+    def _seed_path(
+        self, session: DockerSession, spec: SandboxSpec, path: str, labels: dict[str, str]
+    ) -> None:
+        """Fill a writable path's fresh tmpfs with the image's copy of it, as the agent."""
+        seed = self._image_facts(spec.model_copy(update={"workdir": path}), labels).workdir_seed
+        if not seed:
+            return
+        result = session.exec(["tar", "-x", "-f", "-", "-C", path], stdin=seed, timeout=60)
+        if not result.ok:
+            raise InfrastructureError(
+                f"seeding the writable path {path} in {session.id} failed: "
+                f"{result.stderr.decode('utf-8', 'replace')[-300:]}"
+            )
 
     def _require_internal(self, network: AttachedNetwork) -> None:
         """Refuse to attach a sandbox to a network with a route out of the host."""

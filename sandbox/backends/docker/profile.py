@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from docker.types import Mount, Ulimit
+from docker.types import EndpointConfig, Mount, Ulimit
 
 from sandbox.backends.base import AttachedNetwork, SandboxSpec
 from sandbox.backends.docker.seccomp import profile_json
@@ -36,6 +36,8 @@ MIB = 1024 * 1024
 # One inode per 8 KiB of tmpfs: plenty for source trees, stops inode-exhaustion games.
 INODES_PER_MIB = 128
 LOG_OPTIONS = {"max-size": "1m", "max-file": "1"}
+# The engine API version the endpoint config (network aliases) is written for.
+ENDPOINT_API_VERSION = "1.41"
 
 
 # Capabilities the executor keeps (see the header of executor.c); commands get none.
@@ -140,6 +142,9 @@ def container_kwargs(
         Mount(SOCKET_DIR, str(facts.socket_dir), type="bind", read_only=False),
     ]
     tmpfs = {"/tmp": tmpfs_options(spec.tmp_size_mb)}
+    # writable_paths: a tmpfs each, the agent's (seeded with the image's copy at start)
+    for path in spec.loosen.writable_paths:
+        tmpfs[path] = tmpfs_options(spec.tmp_size_mb, uid=facts.agent_uid, gid=facts.agent_gid)
     if spec.loosen.persistent_home:
         if facts.volume_name is None:
             raise ValueError("persistent_home needs a volume name")
@@ -187,6 +192,9 @@ def container_kwargs(
         kwargs["network_mode"] = f"container:{network.container}"
     else:
         kwargs["network"] = network.name
+        if network.aliases:
+            endpoint = EndpointConfig(ENDPOINT_API_VERSION, aliases=list(network.aliases))
+            kwargs["networking_config"] = {network.name: endpoint}
         if network.dns:
             kwargs["dns"] = list(network.dns)
     return kwargs

@@ -94,6 +94,11 @@ class DockerSession:
         return str(self._container.id)
 
     @property
+    def base_env(self) -> dict[str, str]:
+        """The environment every command starts with (the image's, then the spec's)."""
+        return dict(self._base_env)
+
+    @property
     def socket_path(self) -> Path:
         """The executor's socket on the host side."""
         return self.socket_dir / SOCKET_NAME
