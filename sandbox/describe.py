@@ -14,6 +14,7 @@ from sandbox.events import (
     ModelResponse,
     Stop,
     StubRequest,
+    SyscallObserved,
     ToolCall,
     ToolResult,
     TrialEnd,
@@ -67,6 +68,10 @@ def describe_event(event: Event, *, limit: int = 2000) -> str:
             f"[{event.severity.value}] {event.rule_id} ({event.category.value}/{event.signal}) "
             f"{clip(event.explanation, limit)} evidence {evidence}"
         )
+    if isinstance(event, SyscallObserved):
+        verdict = " -> refused (EPERM)" if event.denied else ""
+        earlier = " (a process of an earlier command)" if event.earlier else ""
+        return f"pid {event.pid} {event.syscall} {clip(_json(event.args), short)}{verdict}{earlier}"
     if isinstance(event, TrialEnd):
         return f"{event.stop_reason.value} {clip(event.detail, limit)}".strip()
     if isinstance(event, Stop):

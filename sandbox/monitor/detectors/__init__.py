@@ -14,6 +14,7 @@ from sandbox.monitor.detectors import (
     persistence,
     replication,
     resources,
+    syscalls,
 )
 from sandbox.monitor.detectors.base import (
     Context,
@@ -35,6 +36,7 @@ BUILTIN: tuple[Detector, ...] = (
     escape.DETECTOR,
     evasion.DETECTOR,
     abuse.DETECTOR,
+    syscalls.DETECTOR,
 )
 
 
@@ -47,6 +49,7 @@ _MODULES = (
     escape,
     evasion,
     abuse,
+    syscalls,
 )
 
 

@@ -138,9 +138,7 @@ def _rlimit(raw: bytes | None) -> dict[str, ArgValue]:
     }
 
 
-def decode_args(
-    name: str, raw: tuple[int, ...], fields: dict[str, bytes]
-) -> dict[str, ArgValue]:
+def decode_args(name: str, raw: tuple[int, ...], fields: dict[str, bytes]) -> dict[str, ArgValue]:
     """The arguments of one syscall, by name (unknown calls: none beyond `raw`)."""
     a = raw
     path = _text(fields["P"]) if "P" in fields else None
@@ -167,8 +165,8 @@ def decode_args(
     elif name == "setns":
         args = {"fd": _signed(a[0]), "nstype": _flag_names(a[1] & 0xFFFFFFFF, NAMESPACE_FLAGS)}
     elif name == "mount":
-        keys = ("source", "target", "fstype")
-        args = {k: (strings[i] if i < len(strings) and strings[i] else None) for i, k in enumerate(keys)}
+        padded = [*strings, "", "", ""]
+        args = {k: padded[i] or None for i, k in enumerate(("source", "target", "fstype"))}
         args["flags"] = a[3]
     elif name in ("umount2", "chroot", "swapon"):
         args = {"path": strings[0] if strings else None}
