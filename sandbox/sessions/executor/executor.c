@@ -133,6 +133,7 @@
 #include <grp.h>
 #include <limits.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -1062,6 +1063,15 @@ static int send_listener(int lfd, pid_t pid, long long serial) {
     return r < 0 ? -1 : 0;
 }
 
+/* The helper of observe_self: waits for the listener's fd number, forwards it, ends. */
+static struct forward { int sync; pid_t pid; long long serial; } g_forward;
+static int forward_listener(void *unused) {
+    (void)unused;
+    int fd;
+    if (read(g_forward.sync, &fd, sizeof fd) != (ssize_t)sizeof fd || fd < 0) return 1;
+    return send_listener(fd, g_forward.pid, g_forward.serial) < 0 ? 2 : 0;
+}
+
 /* In the command child: installs the filter and hands its listener to the main server.
  * Once the filter is in place our own sendmsg would wait for the very listener it carries,
  * so a helper cloned just before (CLONE_FILES: it shares our descriptor table, and it is
@@ -1073,14 +1083,11 @@ static int observe_self(long long serial) {
     struct sc_fprog prog = {(unsigned short)n, f};
     int sync[2];
     if (pipe2(sync, O_CLOEXEC) < 0) return -1;
-    pid_t self = getpid();
-    pid_t helper = (pid_t)syscall(SYS_clone, CLONE_FILES | SIGCHLD, 0, 0, 0, 0);
+    /* CLONE_VM too: no page tables to copy; the helper runs on a stack of its own. */
+    static char stack[64 * 1024] __attribute__((aligned(16)));
+    g_forward = (struct forward){sync[0], getpid(), serial};
+    pid_t helper = clone(forward_listener, stack + sizeof stack, CLONE_VM | CLONE_FILES | SIGCHLD, NULL);
     if (helper < 0) { int e = errno; close(sync[0]); close(sync[1]); errno = e; return -1; }
-    if (helper == 0) {
-        int fd;
-        if (read(sync[0], &fd, sizeof fd) != (ssize_t)sizeof fd || fd < 0) _exit(1);
-        _exit(send_listener(fd, self, serial) < 0 ? 2 : 0);
-    }
     int lfd = (int)syscall(SYS_seccomp, SC_SET_MODE_FILTER, SC_FLAG_NEW_LISTENER, &prog);
     int e = errno;
     ssize_t w = write(sync[1], &lfd, sizeof lfd);
