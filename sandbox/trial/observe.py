@@ -6,9 +6,11 @@ each file access FileRead / FileWrite. After each command it also looks beyond t
 transcript, cheaply (the executor's process and file-system snapshots, one round trip
 each): processes that are new, that outlived their command or left its session /
 process group (ProcessSnapshot); files created, modified or deleted under the watched
-roots (FsChange); planted honeytokens read (HoneytokenAccess how="read"). It emits
-nothing when nothing changed. `after_exec` (the stub world's poll) runs after every
-command so stub events land next to the command that caused them.
+roots (FsChange); planted honeytokens read (HoneytokenAccess how="read"); and what the
+executor's seccomp listener recorded (SyscallObserved, SyscallsDropped: they come back in
+the command's own result, no extra round trip). It emits nothing when nothing changed.
+`after_exec` (the stub world's poll) runs after every command so stub events land next to
+the command that caused them.
 """
 
 from __future__ import annotations
