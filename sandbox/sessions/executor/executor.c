@@ -117,6 +117,9 @@
  *   agent (every access is checked as the agent's), no capabilities, but the real and
  *   effective uid stay ours (root or the service uid) so the agent cannot kill it to make
  *   the host's reads fail.
+ * main server as seccomp listener -- also serves the user notifications of every command
+ *   tree (see "syscall observation"); a command child hands its listener over through a
+ *   short-lived helper (CLONE_VM|CLONE_FILES, agent uid) that exits before the exec.
  * PS hides init, the main server and its handlers, known by pid (a shared page), never
  *   by name. FS_SNAPSHOT (root, DAC_READ_SEARCH) never follows a symlink, not even a
  *   directory on the way that was swapped for one after it was listed.
