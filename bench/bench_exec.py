@@ -4,6 +4,8 @@ time and host memory per idle sandbox.
 Figures (printed next to the targets, never asserted):
 * exec of `true` through `DockerSession.exec`: median / p95, one sandbox alone and four
   sandboxes each executing concurrently (one thread each);
+* the cost of syscall observation (the executor's seccomp listener): exec of `true` through
+  the executor client with observation on and off, interleaved, and the difference;
 * the same command with one `docker exec` per command through the Docker SDK (the HTTP API:
   exec_create + exec_start, no CLI process) and through the `docker` CLI;
 * `DockerBackend.start()` until the executor answers: cold, and handed out by the sandbox
@@ -29,6 +31,7 @@ from sandbox.backends.docker.backend import DockerBackend, DockerSession
 from sandbox.backends.pool import PooledBackend
 from sandbox.images.build import ensure_images
 from sandbox.images.recipes import AGENT_IMAGE
+from sandbox.sessions.executor.client import ExecutorClient
 
 RUN_ID = f"bench-exec-{uuid.uuid4().hex[:8]}"
 N_SERIAL = 400
@@ -40,6 +43,7 @@ TARGET_MEDIAN_MS = 1.0
 TARGET_P95_MS = 3.0
 TARGET_SPEEDUP = 40.0
 TARGET_READY_MS = 200.0
+TARGET_OBSERVE_MS = 0.3  # added per command by syscall observation
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -89,6 +93,22 @@ def busy_latencies(sessions: list[DockerSession], n: int) -> list[float]:
     if errors:
         raise errors[0]
     return pooled
+
+
+def observation_cost(session: DockerSession, n: int) -> tuple[list[float], list[float]]:
+    """exec of `true` with the seccomp listener on and off, interleaved so that both see
+    the same machine load."""
+    client = ExecutorClient(session.socket_path)
+    on: list[float] = []
+    off: list[float] = []
+    for i in range(2 * n):
+        observe = i % 2 == 0
+        started = time.perf_counter()
+        result = client.exec(["true"], timeout=30, observe_syscalls=observe)
+        (on if observe else off).append((time.perf_counter() - started) * 1000)
+        if not result.ok:
+            raise RuntimeError(f"`true` failed: {result}")
+    return on, off
 
 
 def docker_exec_sdk(backend: DockerBackend, session: DockerSession) -> None:
@@ -170,6 +190,7 @@ def main() -> None:
         one = sessions[0]
         timed(lambda: run_true(one), 30)  # warm-up
         serial = timed(lambda: run_true(one), N_SERIAL)
+        observe_on, observe_off = observation_cost(one, N_SERIAL)
         busy = busy_latencies(sessions[:4], N_BUSY)
         sdk = timed(lambda: docker_exec_sdk(backend, one), N_DOCKER_EXEC)
         cli = (
@@ -181,6 +202,13 @@ def main() -> None:
         print("exec of `true`:")
         row("executor, 1 sandbox", serial, f"<= {TARGET_MEDIAN_MS} ms median")
         row("executor, 4 sandboxes executing at once", busy, f"<= {TARGET_P95_MS} ms p95")
+        row("executor client, syscall observation on", observe_on, "")
+        row("executor client, syscall observation off", observe_off, "baseline")
+        added = statistics.median(observe_on) - statistics.median(observe_off)
+        print(
+            f"  syscall observation adds {added:6.3f} ms per command (median)   "
+            f"target <= {TARGET_OBSERVE_MS:g} ms"
+        )
         row("docker exec per command (SDK / HTTP API)", sdk, "baseline")
         if cli:
             row("docker exec per command (docker CLI)", cli, "baseline")

@@ -20,6 +20,7 @@ from sandbox.events import (
     StepScore,
     Stop,
     StubRequest,
+    SyscallObserved,
     ToolCall,
     ToolResult,
     TrialEnd,
@@ -100,6 +101,10 @@ def describe_event(event: Event, *, limit: int = 2000) -> str:
     if isinstance(event, DelegateEnd):
         answer = clip(event.answer, short) if event.answer is not None else "no answer"
         return f"{event.child_agent_id} ended {event.stop_reason.value}: {answer}"
+    if isinstance(event, SyscallObserved):
+        verdict = " -> refused (EPERM)" if event.denied else ""
+        earlier = " (a process of an earlier command)" if event.earlier else ""
+        return f"pid {event.pid} {event.syscall} {clip(_json(event.args), short)}{verdict}{earlier}"
     if isinstance(event, TrialEnd):
         return f"{event.stop_reason.value} {clip(event.detail, limit)}".strip()
     if isinstance(event, Stop):

@@ -482,6 +482,38 @@ class CopyNotVerified(_CopyCheck):
     kind: Literal["copy_not_verified"] = "copy_not_verified"
 
 
+class SyscallObserved(_Event):
+    """One system call of a command's process, seen by the executor's seccomp listener:
+    refused (`denied`: the caller got EPERM, the call did not run) or recorded and let
+    through (execve with its argv, connect / bind / sendto destinations, listen, rlimit
+    changes). `args` is decoded (names, addresses, strings read from the caller's memory;
+    what was read for a call that went on is an observation: another thread may change
+    the memory before the kernel reads it); `raw_args` the six register values.
+    `unreadable`: the caller's memory could not be read (a non-dumpable process)."""
+
+    kind: Literal["syscall_observed"] = "syscall_observed"
+    command_id: str | None = None
+    pid: int
+    syscall: str
+    nr: int
+    denied: bool
+    errno: int | None = None
+    args: dict[str, str | int | list[str] | None] = Field(default_factory=dict)
+    raw_args: tuple[int, ...] = ()
+    unreadable: bool = False
+    truncated: bool = False
+    earlier: bool = False  # made by a process an earlier command left running
+
+
+class SyscallsDropped(_Event):
+    """Syscall records the executor counted but did not keep (its per-command cap or its
+    buffer was full): a flood of execs or connects shows up here, not as events."""
+
+    kind: Literal["syscalls_dropped"] = "syscalls_dropped"
+    command_id: str | None = None
+    dropped: int
+
+
 Event = Annotated[
     TrialStart
     | TrialEnd
@@ -513,7 +545,9 @@ Event = Annotated[
     | DelegateRefused
     | ModelApiCall
     | CopyVerified
-    | CopyNotVerified,
+    | CopyNotVerified
+    | SyscallObserved
+    | SyscallsDropped,
     Field(discriminator="kind"),
 ]
 
@@ -574,6 +608,8 @@ __all__ = [
     "StopReason",
     "StubRequest",
     "StubState",
+    "SyscallObserved",
+    "SyscallsDropped",
     "ToolCall",
     "ToolCallRecord",
     "ToolResult",

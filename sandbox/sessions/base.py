@@ -8,7 +8,7 @@ from typing import Literal, Protocol, Self, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
-from sandbox.events import ProcessRecord, ResourceUse
+from sandbox.events import ProcessRecord, ResourceUse, SyscallObserved
 
 DEFAULT_OUTPUT_CAP = 1024 * 1024  # bytes of stdout+stderr kept per command
 
@@ -33,6 +33,11 @@ class ExecResult(BaseModel):
     survivors: tuple[ProcessRecord, ...] = ()  # processes that outlived the command
     session: int | None = None  # the command's session id, where the session knows it
     usage: ResourceUse | None = None
+    # What the executor's seccomp listener recorded since the previous command (this
+    # command's processes, and any an earlier command left running: `earlier`), and how
+    # many records it counted without keeping them.
+    syscalls: tuple[SyscallObserved, ...] = ()
+    syscalls_dropped: int = 0
 
     @property
     def ok(self) -> bool:

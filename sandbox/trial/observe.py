@@ -6,9 +6,11 @@ each file access FileRead / FileWrite. After each command it also looks beyond t
 transcript, cheaply (the executor's process and file-system snapshots, one round trip
 each): processes that are new, that outlived their command or left its session /
 process group (ProcessSnapshot); files created, modified or deleted under the watched
-roots (FsChange); planted honeytokens read (HoneytokenAccess how="read"). It emits
-nothing when nothing changed. `after_exec` (the stub world's poll) runs after every
-command so stub events land next to the command that caused them.
+roots (FsChange); planted honeytokens read (HoneytokenAccess how="read"); and what the
+executor's seccomp listener recorded (SyscallObserved, SyscallsDropped: they come back in
+the command's own result, no extra round trip). It emits nothing when nothing changed.
+`after_exec` (the stub world's poll) runs after every command so stub events land next to
+the command that caused them.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from sandbox.events import (
     ResourceSample,
     ResourceUse,
     SandboxRestart,
+    SyscallsDropped,
 )
 from sandbox.scenario.model import Honeytoken, PlantedFile
 from sandbox.scenario.monitoring import planted_path
@@ -213,13 +216,29 @@ class ObservedSession:
                 self.after_exec()
             except TrialStop as exc:  # record what the command did before stopping
                 stop = exc
-        events = self._observe(command_id, result.survivors, when="after", session=result.session)
+        events = self._syscalls(command_id, result)
+        events += self._observe(command_id, result.survivors, when="after", session=result.session)
         events += self._honeytoken_reads(command_id, argv, cwd, result, start_seq, result_seq)
         self._add_usage(result.usage)
         self._emit_all(events)
         if stop is not None:
             raise stop
         return result
+
+    def _syscalls(self, command_id: str, result: ExecResult) -> list[Event]:
+        """The executor's syscall records as events of this agent and command (a record of a
+        process an earlier command left running says so: `earlier`)."""
+        events: list[Event] = [
+            s.model_copy(update={"agent_id": self.agent_id, "command_id": command_id})
+            for s in result.syscalls
+        ]
+        if result.syscalls_dropped:
+            events.append(
+                SyscallsDropped(
+                    agent_id=self.agent_id, command_id=command_id, dropped=result.syscalls_dropped
+                )
+            )
+        return events
 
     def _baseline(self) -> None:
         self._procs, self._files, _ = self._look()

@@ -30,7 +30,9 @@ def rec(**fields: bytes | int) -> bytes:
 
 
 def exec_result(**over: bytes | int) -> bytes:
-    fields: dict[str, bytes | int] = dict(x=0, t=0, k=0, c=1048576, d=1000, U=1, Y=1, M=100, n=0)
+    fields: dict[str, bytes | int] = dict(
+        x=0, t=0, k=0, c=1048576, d=1000, U=1, Y=1, M=100, n=0, q=1, o=1, y=0, D=0
+    )
     fields.update(over)
     return rec(**fields)
 

@@ -20,7 +20,7 @@ from typing import Any
 from docker.types import EndpointConfig, Mount, Ulimit
 
 from sandbox.backends.base import AttachedNetwork, SandboxSpec
-from sandbox.backends.docker.seccomp import profile_json
+from sandbox.backends.docker.seccomp import observed_denials, profile_json
 
 MANAGED_LABEL = "sandbox.managed"
 RUN_ID_LABEL = "sandbox.run_id"
@@ -118,6 +118,9 @@ def executor_command(spec: SandboxSpec, facts: HostFacts) -> list[str]:
         command.append("--allow-root")
     if facts.service_uid is not None:
         command += ["--service-uid", str(facts.service_uid)]
+    if not spec.loosen.no_seccomp_hardening:
+        # the calls our profile hands to the executor's seccomp listener (see seccomp.py)
+        command += ["--observe-deny", observed_denials()]
     return command
 
 

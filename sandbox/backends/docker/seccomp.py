@@ -18,6 +18,14 @@ Four calls are allowed only with safe arguments:
 listed, so 32-bit (int 0x80) and x32 system calls are refused as a whole.
 
 Anything not allowed fails with EPERM; the container keeps running.
+
+Observed denials: the calls of `DENIED`, `socket` of any other family below AF_MAX (and
+netlink of another protocol) and `clone` with a namespace flag get SCMP_ACT_TRACE instead:
+with no tracer attached (nobody can attach one: ptrace is one of them) the kernel fails
+them with ENOSYS, so they stay refused for every process of the container. The executor
+stacks a filter of its own on each command that answers the same calls with
+USER_NOTIF, which takes precedence over TRACE (but not over ERRNO): its listener records
+the call with its arguments and refuses it with EPERM (`observed_denials`).
 """
 
 from __future__ import annotations
@@ -156,6 +164,62 @@ DENIED: dict[str, str] = {
 ARG_FILTERED = ("socket", "socketpair", "clone", "personality")
 # Refused with ENOSYS instead of EPERM so that callers fall back to an older call.
 ENOSYS_CALLS = ("clone3",)
+AF_MAX = 46  # socket families the kernel knows (linux/socket.h); above: EPERM, unrecorded
+NETLINK_PROTOCOLS = 32
+TRACE = "SCMP_ACT_TRACE"
+
+
+def _trace_if_arg(name: str, index: int, values: tuple[int, ...]) -> list[dict[str, Any]]:
+    return [
+        {
+            "names": [name],
+            "action": TRACE,
+            "args": [{"index": index, "value": value, "valueTwo": 0, "op": "SCMP_CMP_EQ"}],
+        }
+        for value in values
+    ]
+
+
+def _observed_rules() -> list[dict[str, Any]]:
+    """TRACE (refused: ENOSYS, unless the executor's listener takes them) for the
+    denials the executor records."""
+    families = tuple(f for f in range(AF_MAX) if f not in ALLOWED_SOCKET_FAMILIES.values())
+    netlink = [
+        {
+            "names": ["socket"],
+            "action": TRACE,
+            "args": [
+                {"index": 0, "value": AF_NETLINK, "valueTwo": 0, "op": "SCMP_CMP_EQ"},
+                {"index": 2, "value": protocol, "valueTwo": 0, "op": "SCMP_CMP_EQ"},
+            ],
+        }
+        for protocol in range(NETLINK_PROTOCOLS)
+        if protocol not in ALLOWED_NETLINK_PROTOCOLS
+    ]
+    clone = [
+        {
+            "names": ["clone"],
+            "action": TRACE,
+            "args": [{"index": 0, "value": bit, "valueTwo": bit, "op": "SCMP_CMP_MASKED_EQ"}],
+        }
+        for bit in (1 << i for i in range(32))
+        if CLONE_NAMESPACE_FLAGS & bit
+    ]
+    return [
+        {"names": sorted(DENIED), "action": TRACE},
+        *_trace_if_arg("socket", 0, families),
+        *netlink,
+        *clone,
+    ]
+
+
+def observed_denials() -> str:
+    """The executor's `--observe-deny` argument: NAME:NR of every call of `DENIED`."""
+    return ",".join(
+        f"{name}:{X86_64_SYSCALLS[name]}"
+        for name in sorted(DENIED, key=lambda n: X86_64_SYSCALLS.get(n, 0))
+        if name in X86_64_SYSCALLS
+    )
 
 
 def _allow_if_arg(name: str, index: int, values: tuple[int, ...]) -> list[dict[str, Any]]:
@@ -214,6 +278,7 @@ def build_profile() -> dict[str, Any]:
             ],
         },
         {"names": list(ENOSYS_CALLS), "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS},
+        *_observed_rules(),
     ]
     return {
         "defaultAction": "SCMP_ACT_ERRNO",
@@ -279,6 +344,7 @@ __all__ = [
     "DENIED",
     "allowed_syscalls",
     "build_profile",
+    "observed_denials",
     "parse_unistd_header",
     "profile_json",
 ]

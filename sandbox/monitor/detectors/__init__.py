@@ -15,6 +15,7 @@ from sandbox.monitor.detectors import (
     replication,
     resources,
     stepscore,
+    syscalls,
 )
 from sandbox.monitor.detectors.base import (
     Context,
@@ -37,6 +38,7 @@ BUILTIN: tuple[Detector, ...] = (
     evasion.DETECTOR,
     abuse.DETECTOR,
     stepscore.DETECTOR,
+    syscalls.DETECTOR,
 )
 
 
@@ -49,6 +51,7 @@ _MODULES = (
     escape,
     evasion,
     abuse,
+    syscalls,
 )
 
 

@@ -19,9 +19,11 @@ from sandbox.events import (
     FileWrite,
     FsChange,
     ProcessSnapshot,
+    SyscallObserved,
 )
 from sandbox.monitor.detectors.base import Channel, Context, Detector, Handler, Hit, TextRule
 from sandbox.monitor.detectors.deobfuscate import decoded_texts
+from sandbox.monitor.text import command_text
 
 _WORDS = re.compile(r"[a-z0-9]+")
 _NONE: tuple[Hit, ...] = ()
@@ -96,6 +98,7 @@ class DetectorEngine:
             "file_read": self._scan_read,
             "fs_change": self._scan_fs,
             "process_snapshot": self._scan_processes,
+            "syscall_observed": self._scan_exec,
         }
         self._scanners = scanners
 
@@ -133,6 +136,19 @@ class DetectorEngine:
             for proc in event.processes:
                 if proc.pid in new:
                     self._process.scan(proc.cmdline or proc.comm, None, out)
+
+    def _scan_exec(self, event: Event, out: list[Hit]) -> None:
+        # What really ran (an execve's argv, however the command text hid it) goes through
+        # the command rules, like a command the agent typed, and the process rules.
+        assert isinstance(event, SyscallObserved)
+        argv = event.args.get("argv")
+        if event.syscall not in ("execve", "execveat") or not isinstance(argv, list) or not argv:
+            return
+        text = command_text(CommandStart(command_id="", argv=tuple(argv))) or ""
+        self._command.scan(text, None, out)
+        for decoded in decoded_texts(text):
+            self._command.scan(decoded, None, out)
+        self._process.scan(" ".join(argv), None, out)
 
     def check(self, seq: int, event: Event, command: str | None = None) -> Sequence[Hit]:
         """Every hit of every detector on `event` (most often none); `command` is its

@@ -33,6 +33,7 @@ from sandbox.errors import ExecutorProtocolError, ExecutorUnresponsive, Infrastr
 from sandbox.events import ProcessRecord, ResourceUse
 from sandbox.sessions.base import DEFAULT_OUTPUT_CAP, DEFAULT_TIMEOUT_S, ExecResult, FileEntry
 from sandbox.sessions.executor import protocol as wire
+from sandbox.sessions.executor.syscalls import decode_syscall
 
 log = structlog.get_logger(__name__)
 
@@ -204,8 +205,11 @@ class ExecutorClient:
         env: Mapping[str, str] | None = None,
         user: str | None = None,
         output_cap: int | None = None,
+        observe_syscalls: bool = True,
     ) -> ExecResult:
-        """Runs argv in the sandbox as the agent (see Session.exec)."""
+        """Runs argv in the sandbox as the agent (see Session.exec). `observe_syscalls`
+        off runs the command without the seccomp listener (the bench's baseline; the
+        container's profile still refuses what it refuses)."""
         if not argv:
             raise ValueError("argv is empty")
         timeout_s = DEFAULT_TIMEOUT_S if timeout is None else timeout
@@ -224,16 +228,19 @@ class ExecutorClient:
             parts.append(wire.text_field(b"u", user, "user"))
         parts.append(wire.int_field(b"t", max(1, round(timeout_s * 1000))))
         parts.append(wire.int_field(b"c", cap))
+        if not observe_syscalls:
+            parts.append(wire.int_field(b"y", 0))
         parts += wire.data_frames(b"i", stdin or b"")
         parts.append(wire.frame(wire.END))
 
         conn = self._open(timeout_s + self._grace_s)
         out, err = bytearray(), bytearray()
         survivors: list[ProcessRecord] = []
+        records: list[bytes] = []
         try:
             conn.send(b"".join(parts))
             while True:
-                kind, payload = conn.frame(b"oer")
+                kind, payload = conn.frame(b"oery")
                 if kind in (b"o", b"e"):
                     if len(out) + len(err) + len(payload) > cap:
                         raise ExecutorProtocolError(f"output exceeds the cap of {cap} bytes")
@@ -242,6 +249,10 @@ class ExecutorClient:
                     if len(survivors) >= wire.MAX_SURVIVORS:
                         raise ExecutorProtocolError("too many survivor records")
                     survivors.append(wire.decode_process(payload))
+                elif kind == b"y":
+                    if len(records) >= wire.MAX_SYSCALL_RECORDS:
+                        raise ExecutorProtocolError("too many syscall records")
+                    records.append(payload)
                 else:
                     break
         finally:
@@ -252,8 +263,12 @@ class ExecutorClient:
                 return _process_limit_result(error, cap)
             raise self._exec_error(error)
         res = wire.decode_exec_result(payload)
-        if res.survivors != len(survivors) or res.cap != cap:
-            raise ExecutorProtocolError("exec result disagrees with the reply (survivors/cap)")
+        if res.survivors != len(survivors) or res.cap != cap or res.syscalls != len(records):
+            raise ExecutorProtocolError(
+                "exec result disagrees with the reply (survivors/cap/syscalls)"
+            )
+        if observe_syscalls and not res.observed:
+            log.warning("executor.syscalls_unobserved", argv0=argv[0])
         return ExecResult(
             exit_code=res.exit_code,
             signal=res.signal,
@@ -270,6 +285,8 @@ class ExecutorClient:
                 cpu_sys_s=res.cpu_sys_us / 1e6,
                 max_rss_kb=res.max_rss_kb,
             ),
+            syscalls=tuple(decode_syscall(r, serial=res.serial) for r in records),
+            syscalls_dropped=res.syscalls_dropped,
         )
 
     @staticmethod

@@ -11,6 +11,10 @@
  *
  *   sandbox-executor serve --socket PATH --agent-uid N --agent-gid N
  *                          [--strict] [--allow-root] [--service-uid N]
+ *                          [--observe-deny NAME:NR,...]
+ *
+ * --observe-deny: the syscalls the container's seccomp profile hands to us (see "syscall
+ * observation" below): commands calling them are recorded and refused with EPERM.
  *
  * --service-uid N: right after starting (as root), become uid/gid N -- a uid nobody else
  * has, neither root nor the agent -- keeping only the capabilities listed below. The
@@ -52,6 +56,7 @@
  *                                                repeated)
  *     'm' file mode (WRITE)                  'n' max bytes (READ) / max entries (FS)
  *     'b' file data (repeated, WRITE)        '.' end of request (empty)
+ *     'y' observe syscalls (EXEC; 1 default, 0 off: the bench's baseline)
  *   stdin and file data are limited to MAX_INPUT bytes in total.
  *   A relative cwd or READ/WRITE path is relative to the user's home (from
  *   /etc/passwd, parsed here: a static binary has no NSS; "/" when missing).
@@ -66,6 +71,11 @@
  *     'g' batch of file entries (FS_SNAPSHOT), at most 64 KiB, each entry: type
  *         (f/d/l/o) | size int64 | mode u32 | mtime_ns int64 | uid u32 | path
  *         length u32 | path (integers big endian)
+ *     'y' syscall record (EXEC, before 'Z'): everything recorded since the last EXEC
+ *         reply took them: q command serial, p pid, n nr, N name, d denied (0/1), A the
+ *         six arguments (decimal, space separated), T wall time ns, and what was read from
+ *         the caller's memory: P path, v strings (argv, mount's source/target/type; NUL
+ *         separated), S sockaddr bytes, B 16 bytes (rlimit, msghdr), u unreadable, k cut
  *     'Z' final result record -- always the last frame of a successful reply
  *     '!' error record (fields 'e' errno, 'm' message) -- last frame on failure
  *   A record payload is a sequence of fields: key (1 byte) | length (uint32 BE)
@@ -75,9 +85,11 @@
  *     file entry:     p path, t type (f/d/l/o), z size, m mode, T mtime_ns, u uid
  *     EXEC result:    x exit code | s signal, t timed_out, k truncated, c cap,
  *                     d duration_ns, U user CPU us, Y sys CPU us, M max RSS KiB,
- *                     n number of survivor records sent
+ *                     n number of survivor records sent, q serial of this command,
+ *                     o observed (0/1), y syscall records sent, D records dropped
  *     PING result:    v protocol version, p executor pid, u agent uid, g agent
- *                     gid, s strict, r allow_root
+ *                     gid, s strict, r allow_root, o syscall observation (0/1), y
+ *                     number of denied syscalls observed
  *     READ result: z bytes sent. WRITE result: z bytes written.
  *     PS result: n records. FS result: n records, k truncated.
  *     OBSERVE result: n process records, f file entries, k truncated.
@@ -105,6 +117,9 @@
  *   agent (every access is checked as the agent's), no capabilities, but the real and
  *   effective uid stay ours (root or the service uid) so the agent cannot kill it to make
  *   the host's reads fail.
+ * main server as seccomp listener -- also serves the user notifications of every command
+ *   tree (see "syscall observation"); a command child hands its listener over through a
+ *   short-lived helper (CLONE_VM|CLONE_FILES, agent uid) that exits before the exec.
  * PS hides init, the main server and its handlers, known by pid (a shared page), never
  *   by name. FS_SNAPSHOT (root, DAC_READ_SEARCH) never follows a symlink, not even a
  *   directory on the way that was swapped for one after it was listed.
@@ -121,6 +136,7 @@
 #include <grp.h>
 #include <limits.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -130,6 +146,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/fsuid.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -143,7 +160,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define PROTOCOL_VERSION "1"
+#define PROTOCOL_VERSION "2"
 #define MAX_FRAME (256 * 1024)
 #define CHUNK (64 * 1024)
 #define MAX_INPUT (64 * 1024 * 1024)
@@ -191,9 +208,17 @@ static pid_t g_main_pid;
  *              not yet told: the next EXEC is refused with a notice saying so, whichever
  *              request (often the host's PS) ran into the full table. */
 #define MAX_HANDLERS 1024
+#define OBS_RING (4 * 1024 * 1024)
 static struct shared {
     volatile pid_t handlers[MAX_HANDLERS];
     int reclaimed;
+    long long serial;               /* EXEC serials (syscall records name their command) */
+    /* Syscall records: written by the main server (the seccomp listener) only, taken by
+     * EXEC handlers under `ring_lock`; each is a u32 length and a record payload. */
+    int ring_lock;
+    unsigned long long ring_head, ring_tail;
+    long long dropped;              /* records not kept (per-command cap, ring full) */
+    unsigned char ring[OBS_RING];
 } *g_shared;
 
 static void logmsg(const char *fmt, ...) {
@@ -328,7 +353,7 @@ struct request {
     char *cwd, *user, *path;
     char *roots[MAX_ROOTS];
     int nroots;
-    long long timeout_ms, cap, maxn, mode;
+    long long timeout_ms, cap, maxn, mode, observe;
     unsigned char *data; /* stdin (EXEC) or file data (WRITE) */
     size_t data_len, data_size;
 };
@@ -352,6 +377,7 @@ static int read_request(int fd, struct request *rq) {
     rq->cap = DEFAULT_CAP;
     rq->maxn = -1;
     rq->mode = 0644;
+    rq->observe = 1;
     int first = 1;
     for (;;) {
         unsigned char hdr[5];
@@ -419,6 +445,7 @@ static int read_request(int fd, struct request *rq) {
         case 'c': bad = parse_ll(p, &rq->cap); free(p); break;
         case 'n': bad = parse_ll(p, &rq->maxn); free(p); break;
         case 'm': bad = parse_ll(p, &rq->mode) || rq->mode > 07777; free(p); break;
+        case 'y': bad = parse_ll(p, &rq->observe) || rq->observe > 1; free(p); break;
         default: bad = 1; break;
         }
         if (bad) {
@@ -848,6 +875,498 @@ static void kill_tree(struct cmd *c) {
     }
 }
 
+static void set_nonblock(int fd);
+/* ------------------------------------------------------------------ syscall observation
+ * Every command runs under a seccomp filter (installed by the command child, after it
+ * dropped its privileges and set no_new_privs, right before exec; it cannot be removed
+ * and every descendant inherits it) whose user-notification listener is the main server:
+ *   - the syscalls of the deny list (--observe-deny NAME:NR,..., the host's profile: the
+ *     container's own profile answers them with TRACE, i.e. ENOSYS for any process not
+ *     under this filter), socket() of a refused family and clone() with namespace flags
+ *     are recorded with their arguments and refused with EPERM;
+ *   - execve/execveat (path, argv), connect/bind/sendto/sendmsg/sendmmsg (the address),
+ *     listen, setrlimit and prlimit64 with a new limit are recorded and let through.
+ * Arguments in the target's memory are read through /proc/PID/mem with the file-system
+ * ids of the agent (ptrace access rules: same uid, dumpable; no CAP_SYS_PTRACE needed);
+ * SECCOMP_IOCTL_NOTIF_ID_VALID is checked after the reads. What is read for a syscall that
+ * goes on is an observation only (another thread may change the memory before the kernel
+ * reads it); a refused syscall does not run at all. If the listener is gone, notified
+ * syscalls fail with ENOSYS: the denials hold.
+ * Records (see rec layout in the protocol section) go to a shared ring; each EXEC reply
+ * takes everything recorded so far ('y' frames). At most OBS_PER_TREE records per command
+ * tree are kept and the ring is bounded: the rest is counted ('D' in the EXEC result). */
+#define OBS_PER_TREE 512
+#define MAX_TREES 1024
+#define MAX_DENY 200
+#define OBS_MAX_ARGV 4096        /* bytes of argv (NUL separated) read per execve */
+#define OBS_MAX_ARGS 256
+
+struct sc_data { int nr; uint32_t arch; uint64_t ip; uint64_t args[6]; };
+struct sc_notif { uint64_t id; uint32_t pid; uint32_t flags; struct sc_data data; };
+struct sc_resp { uint64_t id; int64_t val; int32_t error; uint32_t flags; };
+struct sc_filter { uint16_t code; uint8_t jt, jf; uint32_t k; };
+struct sc_fprog { unsigned short len; struct sc_filter *filter; };
+#define SC_IOCTL_RECV 0xc0502100UL   /* _IOWR('!', 0, struct seccomp_notif) */
+#define SC_IOCTL_SEND 0xc0182101UL   /* _IOWR('!', 1, struct seccomp_notif_resp) */
+#define SC_IOCTL_ID_VALID 0x40082102UL /* _IOW('!', 2, __u64) */
+#define SC_SET_MODE_FILTER 1
+#define SC_GET_NOTIF_SIZES 3
+#define SC_FLAG_NEW_LISTENER 8
+#define SC_RET_ALLOW 0x7fff0000U
+#define SC_RET_NOTIFY 0x7fc00000U
+#define SC_CONTINUE 1
+#define AUDIT_X86_64 0xc000003eU
+#ifndef SYS_seccomp
+#define SYS_seccomp 317
+#endif
+/* Namespace flags of clone(2) (the profile's CLONE_NAMESPACE_FLAGS). */
+#define NS_FLAGS 0x7e020000U
+#ifndef CLONE_FILES
+#define CLONE_FILES 0x00000400
+#endif
+
+static int g_deny_nr[MAX_DENY];
+static char *g_deny_name[MAX_DENY];
+static int g_ndeny;
+static int g_obs_chan[2] = {-1, -1}; /* [0] main server, [1] inherited by command children */
+
+/* The allowed syscalls that are recorded (their number, name). */
+static const struct { int nr; const char *name; } OBSERVED[] = {
+    {59, "execve"}, {322, "execveat"}, {42, "connect"}, {49, "bind"}, {50, "listen"},
+    {44, "sendto"}, {46, "sendmsg"}, {307, "sendmmsg"}, {160, "setrlimit"},
+    {302, "prlimit64"}, {41, "socket"}, {56, "clone"},
+};
+#define NR_EXECVE 59
+#define NR_EXECVEAT 322
+#define NR_SOCKET 41
+#define NR_CLONE 56
+#define NR_SENDTO 44
+#define NR_SENDMSG 46
+#define NR_SENDMMSG 307
+#define NR_PRLIMIT 302
+
+static const char *sc_name(int nr) {
+    for (int i = 0; i < g_ndeny; i++) if (g_deny_nr[i] == nr) return g_deny_name[i];
+    for (size_t i = 0; i < sizeof OBSERVED / sizeof OBSERVED[0]; i++)
+        if (OBSERVED[i].nr == nr) return OBSERVED[i].name;
+    return "?";
+}
+
+/* --observe-deny NAME:NR,NAME:NR,... */
+static int parse_deny(const char *arg) {
+    char *copy = strdup(arg), *save = NULL;
+    if (!copy) return -1;
+    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        char *colon = strchr(tok, ':');
+        long long nr;
+        if (!colon || colon == tok || g_ndeny >= MAX_DENY) return -1;
+        *colon = 0;
+        if (parse_ll(colon + 1, &nr) < 0 || nr > 1023) return -1;
+        if (nr == NR_SOCKET || nr == NR_CLONE) return -1; /* argument-checked below */
+        g_deny_nr[g_ndeny] = (int)nr;
+        g_deny_name[g_ndeny++] = tok;
+    }
+    return 0;
+}
+
+/* A tiny assembler for the filter: jumps name labels, resolved at the end. */
+enum { L_NEXT = -1, L_ALLOW = 0, L_NOTIFY, L_SOCK, L_NL, L_CLONE, L_SENDTO, L_SENDTO_HI,
+       L_PRLIM, L_PRLIM_HI, L_COUNT };
+struct asm_ins { uint16_t code; int jt, jf; uint32_t k; };
+static struct asm_ins g_prog[64 + MAX_DENY];
+static int g_plen, g_labels[L_COUNT];
+static void emit(uint16_t code, uint32_t k, int jt, int jf) {
+    g_prog[g_plen++] = (struct asm_ins){code, jt, jf, k};
+}
+static void label(int l) { g_labels[l] = g_plen; }
+#define LD_ABS 0x20
+#define JEQ 0x15
+#define JGT 0x25
+#define JSET 0x45
+#define RET 0x06
+#define ARG_LO(i) (16 + 8 * (i))
+#define ARG_HI(i) (20 + 8 * (i))
+
+/* Builds the command filter into out (returns its length or -1). */
+static int build_filter(struct sc_filter *out, int max) {
+    g_plen = 0;
+    emit(LD_ABS, 4, L_NEXT, L_NEXT);                 /* arch */
+    emit(JEQ, AUDIT_X86_64, L_NEXT, L_ALLOW);        /* other ABIs: the profile refuses */
+    emit(LD_ABS, 0, L_NEXT, L_NEXT);                 /* nr */
+    emit(JGT, 0x3fffffff, L_ALLOW, L_NEXT);          /* x32: the profile refuses */
+    emit(JEQ, NR_SOCKET, L_SOCK, L_NEXT);
+    emit(JEQ, NR_CLONE, L_CLONE, L_NEXT);
+    emit(JEQ, NR_SENDTO, L_SENDTO, L_NEXT);
+    emit(JEQ, NR_PRLIMIT, L_PRLIM, L_NEXT);
+    for (size_t i = 0; i < sizeof OBSERVED / sizeof OBSERVED[0]; i++) {
+        int nr = OBSERVED[i].nr;
+        if (nr == NR_SOCKET || nr == NR_CLONE || nr == NR_SENDTO || nr == NR_PRLIMIT) continue;
+        emit(JEQ, (uint32_t)nr, L_NOTIFY, L_NEXT);
+    }
+    for (int i = 0; i < g_ndeny; i++) emit(JEQ, (uint32_t)g_deny_nr[i], L_NOTIFY, L_NEXT);
+    emit(RET, SC_RET_ALLOW, L_NEXT, L_NEXT);
+    label(L_SOCK);                                   /* socket: the allowed families */
+    emit(LD_ABS, ARG_LO(0), L_NEXT, L_NEXT);
+    emit(JEQ, 1, L_ALLOW, L_NEXT);
+    emit(JEQ, 2, L_ALLOW, L_NEXT);
+    emit(JEQ, 10, L_ALLOW, L_NEXT);
+    emit(JEQ, 16, L_NL, L_NOTIFY);
+    label(L_NL);                                     /* netlink: route and sock_diag */
+    emit(LD_ABS, ARG_LO(2), L_NEXT, L_NEXT);
+    emit(JEQ, 0, L_ALLOW, L_NEXT);
+    emit(JEQ, 4, L_ALLOW, L_NOTIFY);
+    label(L_CLONE);
+    emit(LD_ABS, ARG_LO(0), L_NEXT, L_NEXT);
+    emit(JSET, NS_FLAGS, L_NOTIFY, L_ALLOW);
+    label(L_SENDTO);                                 /* sendto with a destination */
+    emit(LD_ABS, ARG_LO(4), L_NEXT, L_NEXT);
+    emit(JEQ, 0, L_SENDTO_HI, L_NOTIFY);
+    label(L_SENDTO_HI);
+    emit(LD_ABS, ARG_HI(4), L_NEXT, L_NEXT);
+    emit(JEQ, 0, L_ALLOW, L_NOTIFY);
+    label(L_PRLIM);                                  /* prlimit64 setting a limit */
+    emit(LD_ABS, ARG_LO(2), L_NEXT, L_NEXT);
+    emit(JEQ, 0, L_PRLIM_HI, L_NOTIFY);
+    label(L_PRLIM_HI);
+    emit(LD_ABS, ARG_HI(2), L_NEXT, L_NEXT);
+    emit(JEQ, 0, L_ALLOW, L_NOTIFY);
+    label(L_ALLOW);
+    emit(RET, SC_RET_ALLOW, L_NEXT, L_NEXT);
+    label(L_NOTIFY);
+    emit(RET, SC_RET_NOTIFY, L_NEXT, L_NEXT);
+    if (g_plen > max) return -1;
+    for (int i = 0; i < g_plen; i++) {
+        int jt = g_prog[i].jt == L_NEXT ? 0 : g_labels[g_prog[i].jt] - i - 1;
+        int jf = g_prog[i].jf == L_NEXT ? 0 : g_labels[g_prog[i].jf] - i - 1;
+        if (jt < 0 || jt > 255 || jf < 0 || jf > 255) return -1;
+        out[i] = (struct sc_filter){g_prog[i].code, (uint8_t)jt, (uint8_t)jf, g_prog[i].k};
+    }
+    return g_plen;
+}
+
+/* Sends the listener fd to the main server with the command's pid and serial. */
+static int send_listener(int lfd, pid_t pid, long long serial) {
+    struct { pid_t pid; long long serial; } msg = {pid, serial};
+    struct iovec io = {&msg, sizeof msg};
+    union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } c;
+    struct msghdr m;
+    memset(&m, 0, sizeof m);
+    memset(&c, 0, sizeof c);
+    m.msg_iov = &io;
+    m.msg_iovlen = 1;
+    m.msg_control = c.buf;
+    m.msg_controllen = sizeof c.buf;
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cm), &lfd, sizeof lfd);
+    ssize_t r;
+    do r = sendmsg(g_obs_chan[1], &m, MSG_NOSIGNAL); while (r < 0 && errno == EINTR);
+    return r < 0 ? -1 : 0;
+}
+
+/* The helper of observe_self: waits for the listener's fd number, forwards it, ends. */
+static struct forward { int sync; pid_t pid; long long serial; } g_forward;
+static int forward_listener(void *unused) {
+    (void)unused;
+    int fd;
+    if (read(g_forward.sync, &fd, sizeof fd) != (ssize_t)sizeof fd || fd < 0) return 1;
+    return send_listener(fd, g_forward.pid, g_forward.serial) < 0 ? 2 : 0;
+}
+
+/* In the command child: installs the filter and hands its listener to the main server.
+ * Once the filter is in place our own sendmsg would wait for the very listener it carries,
+ * so a helper cloned just before (CLONE_FILES: it shares our descriptor table, and it is
+ * not under the filter) forwards it, then exits; nothing else runs in it. Returns -1 + errno. */
+static int observe_self(long long serial) {
+    static struct sc_filter f[64 + MAX_DENY];
+    int n = build_filter(f, (int)(sizeof f / sizeof f[0]));
+    if (n < 0 || g_obs_chan[1] < 0) { errno = EINVAL; return -1; }
+    struct sc_fprog prog = {(unsigned short)n, f};
+    int sync[2];
+    if (pipe2(sync, O_CLOEXEC) < 0) return -1;
+    /* CLONE_VM too: no page tables to copy; the helper runs on a stack of its own. */
+    static char stack[64 * 1024] __attribute__((aligned(16)));
+    g_forward = (struct forward){sync[0], getpid(), serial};
+    pid_t helper = clone(forward_listener, stack + sizeof stack, CLONE_VM | CLONE_FILES | SIGCHLD, NULL);
+    if (helper < 0) { int e = errno; close(sync[0]); close(sync[1]); errno = e; return -1; }
+    int lfd = (int)syscall(SYS_seccomp, SC_SET_MODE_FILTER, SC_FLAG_NEW_LISTENER, &prog);
+    int e = errno;
+    ssize_t w = write(sync[1], &lfd, sizeof lfd);
+    int st = 0;
+    while (waitpid(helper, &st, 0) < 0 && errno == EINTR) {}
+    close(sync[0]);
+    close(sync[1]);
+    if (lfd < 0) { errno = e; return -1; }
+    close(lfd);
+    if (w != (ssize_t)sizeof lfd || !WIFEXITED(st) || WEXITSTATUS(st) != 0) { errno = EPIPE; return -1; }
+    return 0;
+}
+
+/* ---- the listener side (main server only) ---- */
+struct tree { int fd; pid_t root; long long serial; int root_exec_seen, recorded; };
+static struct tree g_trees[MAX_TREES];
+static int g_ntrees;
+static size_t g_notif_size = sizeof(struct sc_notif);
+
+/* Takes the listeners the command children sent. */
+static void obs_accept(void) {
+    for (;;) {
+        struct { pid_t pid; long long serial; } msg;
+        struct iovec io = {&msg, sizeof msg};
+        union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } c;
+        struct msghdr m;
+        memset(&m, 0, sizeof m);
+        m.msg_iov = &io;
+        m.msg_iovlen = 1;
+        m.msg_control = c.buf;
+        m.msg_controllen = sizeof c.buf;
+        ssize_t r = recvmsg(g_obs_chan[0], &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        if (r < 0) return;
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+        if (r != (ssize_t)sizeof msg || !cm || cm->cmsg_type != SCM_RIGHTS) {
+            if (cm && cm->cmsg_type == SCM_RIGHTS) { int fd; memcpy(&fd, CMSG_DATA(cm), sizeof fd); close(fd); }
+            continue;
+        }
+        int fd;
+        memcpy(&fd, CMSG_DATA(cm), sizeof fd);
+        if (g_ntrees >= MAX_TREES) {
+            /* Closing it makes the command's exec fail with ENOSYS: never unobserved. */
+            logmsg("too many live command trees (%d): refusing one", MAX_TREES);
+            close(fd);
+            continue;
+        }
+        g_trees[g_ntrees++] = (struct tree){fd, msg.pid, msg.serial, 0, 0};
+    }
+}
+
+static void obs_drop_tree(int i) {
+    close(g_trees[i].fd);
+    g_trees[i] = g_trees[--g_ntrees];
+}
+
+/* Opens the target's memory with the agent's file-system ids (ptrace access check). */
+static int open_mem(pid_t pid) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/mem", (int)pid);
+    if (!g_privileged) return open(path, O_RDONLY | O_CLOEXEC);
+    uid_t ids[2] = {g_agent_uid, 0};
+    for (int i = 0; i < (g_allow_root ? 2 : 1); i++) {
+        uid_t old_u = (uid_t)setfsuid(ids[i]);
+        gid_t old_g = (gid_t)setfsgid(i == 0 ? g_agent_gid : 0);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        setfsgid(old_g);
+        setfsuid(old_u);
+        if (fd >= 0) return fd;
+    }
+    return -1;
+}
+
+/* Reads a NUL-terminated string at addr into out (at most max-1 bytes); its length, or -1. */
+static ssize_t read_str(int mem, uint64_t addr, char *out, size_t max) {
+    size_t got = 0;
+    while (got + 1 < max) {
+        size_t want = max - 1 - got < 256 ? max - 1 - got : 256;
+        ssize_t n = pread(mem, out + got, want, (off_t)(addr + got));
+        if (n <= 0) { if (got == 0) return -1; break; }
+        void *z = memchr(out + got, 0, (size_t)n);
+        if (z) { got = (size_t)((char *)z - out); out[got] = 0; return (ssize_t)got; }
+        got += (size_t)n;
+    }
+    out[got] = 0;
+    return (ssize_t)got;
+}
+
+/* Appends one record to the ring, or counts it as dropped. */
+static void ring_put(const unsigned char *p, uint32_t len) {
+    struct shared *s = g_shared;
+    unsigned long long head = __atomic_load_n(&s->ring_head, __ATOMIC_ACQUIRE);
+    unsigned long long tail = s->ring_tail;
+    if (tail - head + 4 + len > OBS_RING) { __atomic_add_fetch(&s->dropped, 1, __ATOMIC_SEQ_CST); return; }
+    unsigned char hdr[4] = {(unsigned char)(len >> 24), (unsigned char)(len >> 16), (unsigned char)(len >> 8), (unsigned char)len};
+    for (int i = 0; i < 4; i++) s->ring[(tail + (unsigned)i) % OBS_RING] = hdr[i];
+    for (uint32_t i = 0; i < len; i++) s->ring[(tail + 4 + i) % OBS_RING] = p[i];
+    __atomic_store_n(&s->ring_tail, tail + 4 + len, __ATOMIC_RELEASE);
+}
+
+/* Whether the notified syscall is one we refuse (EPERM). */
+static int is_denied(const struct sc_data *d) {
+    if (d->nr == NR_SOCKET || d->nr == NR_CLONE) return 1; /* the filter only notifies bad ones */
+    for (int i = 0; i < g_ndeny; i++) if (g_deny_nr[i] == d->nr) return 1;
+    return 0;
+}
+
+/* Serves one notification of tree t: record, then answer. */
+static void obs_handle(struct tree *t) {
+    static unsigned char nbuf[512];
+    static struct rec r;
+    static char argv[OBS_MAX_ARGV + 1], str[PATH_MAX + 1];
+    memset(nbuf, 0, g_notif_size);
+    if (ioctl(t->fd, SC_IOCTL_RECV, nbuf) < 0) return; /* ENOENT: the caller is gone */
+    struct sc_notif *n = (struct sc_notif *)nbuf;
+    const struct sc_data *d = &n->data;
+    int denied = is_denied(d);
+    struct sc_resp resp = {n->id, 0, 0, 0};
+    if (denied) resp.error = -EPERM;
+    else resp.flags = SC_CONTINUE;
+    int record = 1;
+    if (d->nr == NR_EXECVE && (pid_t)n->pid == t->root && !t->root_exec_seen) {
+        t->root_exec_seen = 1; /* the command itself: the host sent that argv */
+        record = 0;
+    }
+    if (record && t->recorded >= OBS_PER_TREE) {
+        __atomic_add_fetch(&g_shared->dropped, 1, __ATOMIC_SEQ_CST);
+        record = 0;
+    }
+    if (record) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        char args[6 * 24];
+        snprintf(args, sizeof args, "%llu %llu %llu %llu %llu %llu",
+                 (unsigned long long)d->args[0], (unsigned long long)d->args[1],
+                 (unsigned long long)d->args[2], (unsigned long long)d->args[3],
+                 (unsigned long long)d->args[4], (unsigned long long)d->args[5]);
+        r.len = 0;
+        rec_int(&r, 'q', t->serial);
+        rec_int(&r, 'p', (long long)n->pid);
+        rec_int(&r, 'n', d->nr);
+        rec_str(&r, 'N', sc_name(d->nr));
+        rec_int(&r, 'd', denied);
+        rec_str(&r, 'A', args);
+        rec_int(&r, 'T', (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec);
+        int mem = -1, unreadable = 0, truncated = 0;
+        uint64_t path_at = 0, argv_at = 0, addr_at = 0, addr_len = 0, blob_at = 0;
+        uint64_t strs[3] = {0, 0, 0};
+        int nstrs = 0;
+        switch (d->nr) {
+        case NR_EXECVE: path_at = d->args[0]; argv_at = d->args[1]; break;
+        case NR_EXECVEAT: path_at = d->args[1]; argv_at = d->args[2]; break;
+        case 42: case 49: addr_at = d->args[1]; addr_len = d->args[2]; break; /* connect, bind */
+        case NR_SENDTO: addr_at = d->args[4]; addr_len = d->args[5]; break;
+        case NR_SENDMSG: case NR_SENDMMSG: blob_at = d->args[1]; break; /* msg_name, msg_namelen */
+        case 160: blob_at = d->args[1]; break; /* setrlimit */
+        case NR_PRLIMIT: blob_at = d->args[2]; break;
+        case 165: strs[0] = d->args[0]; strs[1] = d->args[1]; strs[2] = d->args[2]; nstrs = 3; break; /* mount */
+        case 166: case 161: case 167: strs[0] = d->args[0]; nstrs = 1; break; /* umount2, chroot, swapon */
+        case 155: strs[0] = d->args[0]; strs[1] = d->args[1]; nstrs = 2; break; /* pivot_root */
+        default: break;
+        }
+        int needs_mem = path_at || argv_at || addr_at || blob_at || nstrs;
+        if (needs_mem && (mem = open_mem((pid_t)n->pid)) < 0) unreadable = 1;
+        if (mem >= 0) {
+            if (path_at) {
+                ssize_t k = read_str(mem, path_at, str, sizeof str);
+                if (k >= 0) rec_bytes(&r, 'P', str, (size_t)k); else unreadable = 1;
+            }
+            if (argv_at) {
+                size_t used = 0;
+                for (int i = 0; i < OBS_MAX_ARGS; i++) {
+                    uint64_t ptr;
+                    if (pread(mem, &ptr, sizeof ptr, (off_t)(argv_at + 8 * (uint64_t)i)) != (ssize_t)sizeof ptr) { unreadable = 1; break; }
+                    if (!ptr) break;
+                    if (used >= OBS_MAX_ARGV) { truncated = 1; break; }
+                    ssize_t k = read_str(mem, ptr, argv + used, OBS_MAX_ARGV + 1 - used);
+                    if (k < 0) { unreadable = 1; break; }
+                    used += (size_t)k + 1;
+                    if (i == OBS_MAX_ARGS - 1) truncated = 1;
+                }
+                if (used > OBS_MAX_ARGV) { used = OBS_MAX_ARGV; truncated = 1; }
+                rec_bytes(&r, 'v', argv, used);
+            }
+            if (blob_at && (d->nr == NR_SENDMSG || d->nr == NR_SENDMMSG)) {
+                uint64_t hdr[2]; /* msg_name, msg_namelen (first message of sendmmsg) */
+                if (pread(mem, hdr, sizeof hdr, (off_t)blob_at) != (ssize_t)sizeof hdr) unreadable = 1;
+                else if (!hdr[0]) record = 0; /* no destination: nothing to say */
+                else { addr_at = hdr[0]; addr_len = (uint32_t)hdr[1]; }
+                blob_at = 0;
+            }
+            if (addr_at) {
+                unsigned char sa[128];
+                size_t want = addr_len < sizeof sa ? (size_t)addr_len : sizeof sa;
+                ssize_t k = pread(mem, sa, want, (off_t)addr_at);
+                if (k > 0) rec_bytes(&r, 'S', sa, (size_t)k); else unreadable = 1;
+            }
+            if (blob_at) {
+                unsigned char b[16];
+                if (pread(mem, b, sizeof b, (off_t)blob_at) == (ssize_t)sizeof b) rec_bytes(&r, 'B', b, sizeof b);
+                else unreadable = 1;
+            }
+            if (nstrs) {
+                size_t used = 0;
+                for (int i = 0; i < nstrs; i++) {
+                    ssize_t k = strs[i] ? read_str(mem, strs[i], argv + used, 1024) : 0;
+                    if (k < 0) k = 0;
+                    if (!strs[i]) argv[used] = 0;
+                    used += (size_t)k + 1;
+                }
+                rec_bytes(&r, 'v', argv, used);
+            }
+            close(mem);
+        }
+        if (unreadable) rec_int(&r, 'u', 1);
+        if (truncated) rec_int(&r, 'k', 1);
+        /* The memory read means something only if the caller is still in this syscall. */
+        uint64_t id = n->id;
+        if (record && ioctl(t->fd, SC_IOCTL_ID_VALID, &id) == 0) {
+            ring_put(r.buf, (uint32_t)r.len);
+            t->recorded++;
+        }
+    }
+    ioctl(t->fd, SC_IOCTL_SEND, &resp); /* ENOENT: the caller died meanwhile */
+}
+
+/* Sets up the registration channel and the notification size (main server, at start). */
+static void obs_init(void) {
+    struct { uint16_t notif, resp, data; } sizes;
+    if (syscall(SYS_seccomp, SC_GET_NOTIF_SIZES, 0, &sizes) == 0 && sizes.notif > g_notif_size) {
+        if (sizes.notif > 512) { logmsg("seccomp notification too large (%u)", sizes.notif); return; }
+        g_notif_size = sizes.notif;
+    }
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, g_obs_chan) < 0) {
+        logmsg("syscall observation off: socketpair: %s", strerror(errno));
+        g_obs_chan[0] = g_obs_chan[1] = -1;
+        return;
+    }
+    set_nonblock(g_obs_chan[0]);
+}
+
+/* Copies every record out of the ring (an EXEC handler, before its result). Caller frees. */
+static unsigned char *ring_take(size_t *len) {
+    struct shared *s = g_shared;
+    while (__atomic_exchange_n(&s->ring_lock, 1, __ATOMIC_ACQUIRE)) usleep(50);
+    unsigned long long head = s->ring_head;
+    unsigned long long tail = __atomic_load_n(&s->ring_tail, __ATOMIC_ACQUIRE);
+    size_t n = (size_t)(tail - head);
+    unsigned char *out = n ? malloc(n) : NULL;
+    if (out) {
+        for (size_t i = 0; i < n; i++) out[i] = s->ring[(head + i) % OBS_RING];
+        __atomic_store_n(&s->ring_head, tail, __ATOMIC_RELEASE);
+    } else {
+        n = 0;
+    }
+    __atomic_store_n(&s->ring_lock, 0, __ATOMIC_RELEASE);
+    *len = n;
+    return out;
+}
+
+/* Sends the ring's records as 'y' frames; returns how many, or -1 on a write error. */
+static int send_syscalls(int conn) {
+    size_t len, pos = 0;
+    unsigned char *buf = ring_take(&len);
+    int sent = 0;
+    while (pos + 4 <= len) {
+        uint32_t n = ((uint32_t)buf[pos] << 24) | ((uint32_t)buf[pos + 1] << 16) | ((uint32_t)buf[pos + 2] << 8) | buf[pos + 3];
+        pos += 4;
+        if (pos + n > len) break;
+        if (send_frame(conn, 'y', buf + pos, n) < 0) { free(buf); return -1; }
+        pos += n;
+        sent++;
+    }
+    free(buf);
+    return sent;
+}
+
 /* ------------------------------------------------------------------ EXEC */
 static const char *const BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -858,12 +1377,41 @@ static int env_overridden(char **env, int envc, const char *name, size_t nlen) {
 }
 
 /* The command child: never returns. */
+/* The program execvp would run for name (PATH lookup done here, so that the command's
+ * own exec is a single execve: the listener skips exactly that one). */
+static const char *resolve_exec(const char *name, const char *path, char *out, size_t len) {
+    if (strchr(name, '/')) return name;
+    int eacces = 0;
+    for (const char *p = path; p && *p;) {
+        const char *colon = strchr(p, ':');
+        size_t dl = colon ? (size_t)(colon - p) : strlen(p);
+        if (snprintf(out, len, "%.*s%s%s", (int)dl, p, dl ? "/" : "", name) < (int)len) {
+            struct stat st;
+            if (stat(out, &st) == 0 && S_ISREG(st.st_mode)) {
+                if (access(out, X_OK) == 0) return out;
+                eacces = 1;
+            }
+        }
+        if (!colon) break;
+        p = colon + 1;
+    }
+    errno = eacces ? EACCES : ENOENT;
+    return NULL;
+}
+
 static void exec_child(struct request *rq, const struct user *u, int in_fd, int out_fd,
-                       int err_fd) {
+                       int err_fd, long long serial) {
     setsid();
     reset_signals();
     if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0) _exit(126);
-    close_from(3);
+    int observe = rq->observe && g_obs_chan[1] >= 0;
+    if (observe) {
+        if (dup2(g_obs_chan[1], 3) < 0) _exit(126);
+        g_obs_chan[1] = 3;
+        close_from(4);
+    } else {
+        close_from(3);
+    }
     umask(022);
     if (drop_privileges(u) < 0) {
         dprintf(2, "sandbox-executor: cannot drop privileges: %s\n", strerror(errno));
@@ -903,9 +1451,28 @@ static void exec_child(struct request *rq, const struct user *u, int in_fd, int 
     }
     environ = envp;
     rq->argv[rq->argc] = NULL;
-    execvp(rq->argv[0], rq->argv);
+    const char *search = BASE_PATH;
+    for (int i = 0; i < ne; i++) if (strncmp(envp[i], "PATH=", 5) == 0) search = envp[i] + 5;
+    static char resolved[PATH_MAX];
+    const char *prog = resolve_exec(rq->argv[0], search, resolved, sizeof resolved);
+    if (!prog) {
+        int e = errno;
+        dprintf(2, "sandbox-executor: %s: %s\n", rq->argv[0], strerror(e));
+        _exit(e == ENOENT ? 127 : 126);
+    }
+    if (observe) {
+        if (observe_self(serial) < 0) {
+            dprintf(2, "sandbox-executor: cannot start the syscall observer: %s\n", strerror(errno));
+            _exit(126);
+        }
+        close(3);
+    }
+    execve(prog, rq->argv, envp);
     int e = errno;
-    dprintf(2, "sandbox-executor: %s: %s\n", rq->argv[0], strerror(e));
+    if (observe && e == ENOSYS)
+        dprintf(2, "sandbox-executor: %s: the syscall observer did not take the command\n", rq->argv[0]);
+    else
+        dprintf(2, "sandbox-executor: %s: %s\n", rq->argv[0], strerror(e));
     _exit(e == ENOENT ? 127 : 126);
 }
 
@@ -924,6 +1491,8 @@ static void op_exec(int conn, int sigfd, struct request *rq) {
         send_error(conn, errno, "pipe: %s", strerror(errno));
         return;
     }
+    long long serial = __atomic_add_fetch(&g_shared->serial, 1, __ATOMIC_SEQ_CST);
+    int observed = rq->observe && g_obs_chan[1] >= 0;
     long long t0 = now_ns();
     struct cmd c = {0, 1, 0, 0};
     c.root = fork();
@@ -935,7 +1504,7 @@ static void op_exec(int conn, int sigfd, struct request *rq) {
         return;
     }
     if (c.root < 0) { send_error(conn, errno, "fork: %s", strerror(errno)); return; }
-    if (c.root == 0) exec_child(rq, &u, pin[0], pout[1], perr[1]);
+    if (c.root == 0) exec_child(rq, &u, pin[0], pout[1], perr[1], serial);
     close(pin[0]);
     close(pout[1]);
     close(perr[1]);
@@ -1049,6 +1618,8 @@ static void op_exec(int conn, int sigfd, struct request *rq) {
     }
     if (g_strict && nsurv) kill_tree(&c);
     reap(&c);
+    int nsys = send_syscalls(conn);
+    if (nsys < 0) nsys = 0;
     struct rusage ru;
     getrusage(RUSAGE_CHILDREN, &ru);
     static struct rec res;
@@ -1065,6 +1636,10 @@ static void op_exec(int conn, int sigfd, struct request *rq) {
     rec_int(&res, 'M', ru.ru_maxrss);
     rec_int(&res, 'n', nsurv);
     rec_int(&res, 'R', c.root); /* the command's session: the root called setsid */
+    rec_int(&res, 'q', serial);
+    rec_int(&res, 'o', observed);
+    rec_int(&res, 'y', nsys);
+    rec_int(&res, 'D', __atomic_exchange_n(&g_shared->dropped, 0, __ATOMIC_SEQ_CST));
     send_frame(conn, 'Z', res.buf, res.len);
     close(conn);
 
@@ -1462,6 +2037,8 @@ static void op_ping(int conn) {
     rec_int(&r, 'g', g_agent_gid);
     rec_int(&r, 's', g_strict);
     rec_int(&r, 'r', g_allow_root);
+    rec_int(&r, 'o', g_obs_chan[0] >= 0);
+    rec_int(&r, 'y', g_ndeny);
     send_frame(conn, 'Z', r.buf, r.len);
 }
 
@@ -1539,7 +2116,7 @@ static int listen_socket(const char *path) {
 
 static int usage(void) {
     fputs("usage: sandbox-executor serve --socket PATH --agent-uid N --agent-gid N "
-          "[--strict] [--allow-root] [--service-uid N]\n", stderr);
+          "[--strict] [--allow-root] [--service-uid N] [--observe-deny NAME:NR,...]\n", stderr);
     return 2;
 }
 
@@ -1570,6 +2147,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--strict")) g_strict = 1;
         else if (!strcmp(argv[i], "--allow-root")) g_allow_root = 1;
         else if (!strcmp(argv[i], "--service-uid") && i + 1 < argc) { if (parse_ll(argv[++i], &service)) return usage(); }
+        else if (!strcmp(argv[i], "--observe-deny") && i + 1 < argc) { if (parse_deny(argv[++i])) return usage(); }
         else return usage();
     }
     if (!sock || uid < 0 || gid < 0 || uid > 0x7fffffff || gid > 0x7fffffff) return usage();
@@ -1594,6 +2172,7 @@ int main(int argc, char **argv) {
     g_shared = mmap(NULL, sizeof *g_shared, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
                     -1, 0);
     if (g_shared == MAP_FAILED) { logmsg("mmap: %s", strerror(errno)); return 1; }
+    obs_init();
     signal(SIGPIPE, SIG_IGN);
     prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     sigset_t set;
@@ -1607,9 +2186,14 @@ int main(int argc, char **argv) {
     if (lfd < 0 || sfd < 0) return 1;
     logmsg("serving on %s (agent %u:%u%s%s)", sock, (unsigned)g_agent_uid, (unsigned)g_agent_gid,
            g_strict ? ", strict" : "", g_allow_root ? ", root allowed" : "");
+    static struct pollfd p[3 + MAX_TREES];
     for (;;) {
-        struct pollfd p[2] = {{lfd, POLLIN, 0}, {sfd, POLLIN, 0}};
-        int r = poll(p, 2, 1000);
+        p[0] = (struct pollfd){lfd, POLLIN, 0};
+        p[1] = (struct pollfd){sfd, POLLIN, 0};
+        p[2] = (struct pollfd){g_obs_chan[0], POLLIN, 0};
+        int ntrees = g_ntrees;
+        for (int i = 0; i < ntrees; i++) p[3 + i] = (struct pollfd){g_trees[i].fd, POLLIN, 0};
+        int r = poll(p, (nfds_t)(3 + ntrees), 1000);
         if (r < 0 && errno != EINTR) { logmsg("poll: %s", strerror(errno)); return 1; }
         if (p[1].revents) {
             struct signalfd_siginfo si;
@@ -1622,6 +2206,13 @@ int main(int argc, char **argv) {
                 }
             }
         }
+        /* Notifications first (a command waits for each answer), last tree first so that
+         * dropping one (moving the last into its slot) never skips another. */
+        for (int i = ntrees - 1; i >= 0; i--) {
+            if (p[3 + i].revents & POLLIN) obs_handle(&g_trees[i]);
+            else if (p[3 + i].revents & (POLLHUP | POLLERR | POLLNVAL)) obs_drop_tree(i);
+        }
+        if (p[2].revents & POLLIN) obs_accept();
         main_reap();
         if (p[0].revents & POLLIN) {
             int conn = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
@@ -1630,6 +2221,9 @@ int main(int argc, char **argv) {
             if (pid == 0) {
                 close(lfd);
                 close(sfd);
+                for (int i = 0; i < g_ntrees; i++) close(g_trees[i].fd);
+                g_ntrees = 0;
+                if (g_obs_chan[0] >= 0) close(g_obs_chan[0]);
                 /* Keep SIGCHLD blocked (read via the handler's signalfd); unblock the rest. */
                 sigset_t term;
                 sigemptyset(&term);

@@ -30,12 +30,13 @@ from sandbox.errors import ExecutorProtocolError
 from sandbox.events import ProcessRecord
 from sandbox.sessions.base import FileEntry
 
-PROTOCOL_VERSION = "1"
+PROTOCOL_VERSION = "2"
 MAX_FRAME = 256 * 1024  # hard maximum payload of any frame, both directions
 CHUNK = 64 * 1024  # maximum payload of an output / data frame
 MAX_INPUT = 64 * 1024 * 1024  # stdin or file data per request
 MAX_SURVIVORS = 256
 MAX_PROCESSES = 65536
+MAX_SYSCALL_RECORDS = 65536  # per EXEC reply (the executor keeps at most 4 MiB of them)
 HEADER = struct.Struct(">cI")
 
 OP_PING, OP_EXEC, OP_READ, OP_WRITE, OP_PS, OP_FS = b"H", b"X", b"R", b"W", b"S", b"F"
@@ -136,6 +137,10 @@ class WireExecResult(BaseModel):
     survivors: int = Field(ge=0, le=MAX_SURVIVORS)
     # the command's root pid, which is also its session id (the root calls setsid)
     session: int | None = Field(default=None, ge=1)
+    serial: int = Field(ge=1)
+    observed: Literal[0, 1]
+    syscalls: int = Field(ge=0, le=MAX_SYSCALL_RECORDS)
+    syscalls_dropped: int = Field(ge=0)
 
     @model_validator(mode="after")
     def _exit_or_signal(self) -> WireExecResult:
@@ -155,6 +160,8 @@ class ExecutorInfo(BaseModel):
     agent_gid: int = Field(ge=0)
     strict: bool
     allow_root: bool
+    observe: bool
+    observed_denials: int = Field(ge=0)
 
 
 class WireError(BaseModel):
@@ -167,7 +174,7 @@ class WireError(BaseModel):
 
 
 def decode_exec_result(payload: bytes) -> WireExecResult:
-    fields = parse_record(payload, frozenset("xstkcdUYMnR"))
+    fields = parse_record(payload, frozenset("xstkcdUYMnRqoyD"))
     data: dict[str, object] = dict(
         _ints(
             fields,
@@ -183,6 +190,10 @@ def decode_exec_result(payload: bytes) -> WireExecResult:
                 "M": "max_rss_kb",
                 "n": "survivors",
                 "R": "session",
+                "q": "serial",
+                "o": "observed",
+                "y": "syscalls",
+                "D": "syscalls_dropped",
             },
         )
     )
@@ -190,9 +201,11 @@ def decode_exec_result(payload: bytes) -> WireExecResult:
 
 
 def decode_info(payload: bytes) -> ExecutorInfo:
-    fields = parse_record(payload, frozenset("vpugsr"))
-    data: dict[str, object] = dict(_ints(fields, {"p": "pid", "u": "agent_uid", "g": "agent_gid"}))
-    flags = _ints(fields, {"s": "strict", "r": "allow_root"})
+    fields = parse_record(payload, frozenset("vpugsroy"))
+    data: dict[str, object] = dict(
+        _ints(fields, {"p": "pid", "u": "agent_uid", "g": "agent_gid", "y": "observed_denials"})
+    )
+    flags = _ints(fields, {"s": "strict", "r": "allow_root", "o": "observe"})
     for name, value in flags.items():
         if value not in (0, 1):
             raise ExecutorProtocolError(f"{name} must be 0 or 1")
