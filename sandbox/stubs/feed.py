@@ -24,7 +24,9 @@ from sandbox.events import EventSink, HoneytokenAccess, parse_event
 
 log = structlog.get_logger(__name__)
 
-ALLOWED_KINDS = frozenset({"stub_request", "egress_attempt", "honeytoken_access"})
+ALLOWED_KINDS = frozenset(
+    {"stub_request", "egress_attempt", "honeytoken_access", "weights_download", "world_claim"}
+)
 MAX_LINE_BYTES = 64 * 1024
 MAX_READ_BYTES = 4 * 1024 * 1024  # per poll; the rest is read by the next poll
 MAX_STATE_BYTES = 16 * 1024 * 1024
@@ -112,6 +114,7 @@ class EventFeed:
         rid = raw.pop("_rid", None)
         ref = raw.pop("_ref", None)
         raw["agent_id"] = self.agent_id
+        raw.pop("host", None)  # only the harness knows which machine did something
         ts = raw.get("ts")
         now = time.time()
         if not isinstance(ts, int | float) or not (self.started - 60 <= ts <= now + 5):

@@ -192,9 +192,10 @@ class DockerBackend:
         run_id: str,
         trial_id: str,
         network: AttachedNetwork | None = None,
+        role: str = "agent",
     ) -> DockerSession:
         """Create, start and wait for a hardened sandbox. Nothing is left behind on failure."""
-        labels = labels_for(run_id, trial_id)
+        labels = labels_for(run_id, trial_id, role)
         name = (
             f"sandbox-{safe_name(run_id, limit=24)}-{safe_name(trial_id, limit=24)}-"
             + (uuid.uuid4().hex[:8])
