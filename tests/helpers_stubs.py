@@ -184,7 +184,9 @@ def _free_port(kind: int) -> int:
 
 @contextmanager
 def local_stubs(
-    services: Sequence[str] = (), honeytokens: Sequence[Honeytoken] = ()
+    services: Sequence[str] = (),
+    honeytokens: Sequence[Honeytoken] = (),
+    settings: dict[str, dict[str, Any]] | None = None,
 ) -> Iterator[LocalStubs]:
     """Run `python -m service` (the stub package) on loopback for one test."""
     import socket
@@ -194,7 +196,9 @@ def local_stubs(
     with tempfile.TemporaryDirectory(prefix="stubs-test-") as tmp:
         world_dir = Path(tmp)
         http_port, dns_port = _free_port(socket.SOCK_STREAM), _free_port(socket.SOCK_DGRAM)
-        config = world_config(trial_id="unit", services=services, honeytokens=honeytokens)
+        config = world_config(
+            trial_id="unit", services=services, honeytokens=honeytokens, settings=settings
+        )
         config.update(
             bind="127.0.0.1",
             answer_ip="127.0.0.1",
