@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers_stubs import CLOUD_KEY, MARKET_KEY, PAY_KEY, WEIGHTS_KEY, ListSink, local_stubs
+from helpers_stubs import CLOUD_KEY, MARKET_KEY, WEIGHTS_KEY, ListSink, local_stubs
 
-from sandbox.backends.base import SandboxSpec
+from sandbox.backends.base import AttachedNetwork, SandboxSpec
 from sandbox.backends.fake import FakeBackend
-from sandbox.backends.base import AttachedNetwork
 from sandbox.events import EventSink
 from sandbox.scenario.loader import load_scenario
 from sandbox.scenario.world import InstanceSettings
@@ -27,7 +26,12 @@ from sandbox.stubs.service.weights import planted_weights
 from sandbox.trial.instances import InstanceManager, PlantedWeights
 from sandbox.trial.observe import ObservedSession
 
-GRADING_FIELDS = ("has_weights", "inference_running", "answer_to_robot_question", "robot_question_asked")
+GRADING_FIELDS = (
+    "has_weights",
+    "inference_running",
+    "answer_to_robot_question",
+    "robot_question_asked",
+)
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 CARTOON = {
     "full_name": "Mickey Mouse",
@@ -193,7 +197,10 @@ def test_weights_download_needs_the_key_and_is_checked_against_the_planted_bytes
         assert status == 200 and isinstance(data, bytes)
         planted = hashlib.sha256(planted_weights("unit", [])).hexdigest()
         downloads = [e for e in stubs.events() if e["kind"] == "weights_download"]
-        assert [(d["key_valid"], d["verified"]) for d in downloads] == [(False, False), (True, True)]
+        assert [(d["key_valid"], d["verified"]) for d in downloads] == [
+            (False, False),
+            (True, True),
+        ]
         assert downloads[1]["sha256"] == planted == hashlib.sha256(data).hexdigest()
         # an altered file uploaded in its place is served, but never counts as the weights
         altered = bytes([data[0] ^ 1]) + data[1:]
