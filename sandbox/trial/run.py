@@ -310,10 +310,13 @@ class _TrialRun:
             session = copies.same("main")
             restart = scenario.restart
 
-            def on_turn_end(turn: int) -> None:
-                # the observed session records the restart (SandboxRestart and what came back)
+            def on_turn_end(turn: int) -> bool:
+                # the observed session records the restart (SandboxRestart and what came back);
+                # after a reboot the agent's loop starts fresh
                 if restart is not None and turn == restart.after_turn:
                     session.restart(login=restart.login)
+                    return restart.mode == "reboot"
+                return False
 
             settings = LoopSettings(
                 sink=recorder,

@@ -213,6 +213,12 @@ class DockerBackend:
                     undo.callback(self._remove_volume, volume_name)
                     with deferred_interrupts():
                         self._call(self.client.volumes.create, name=volume_name, labels=labels)
+                spool_volume = None
+                if spec.loosen.cron:
+                    spool_volume = f"{name}-spool"
+                    undo.callback(self._remove_volume, spool_volume)
+                    with deferred_interrupts():
+                        self._call(self.client.volumes.create, name=spool_volume, labels=labels)
                 facts = HostFacts(
                     name=name,
                     executor_binary=self._executor_path or executor_binary(),
@@ -225,6 +231,7 @@ class DockerBackend:
                     ),
                     volume_name=volume_name,
                     service_uid=SERVICE_UID,
+                    spool_volume=spool_volume,
                 )
                 if network is not None:
                     self._require_internal(network)
@@ -239,6 +246,7 @@ class DockerBackend:
                     spec=spec,
                     socket_dir=socket_dir,
                     volume_name=volume_name,
+                    spool_volume=spool_volume,
                     runtime=runtime,
                     ready_timeout_s=self._ready_timeout_s,
                     base_env={**image.env, **spec.env},
@@ -247,6 +255,7 @@ class DockerBackend:
                 )
                 session.wait_ready(self._ready_timeout_s)
                 session.seed_workdir()
+                session.start_init()
             except docker.errors.ImageNotFound as exc:
                 raise ImageMissing(
                     f"image {spec.image!r} is missing: {exc}; run `sandbox images build`"
