@@ -83,7 +83,7 @@ class _Event(BaseModel):
     agent_id: str = Field(
         default="main", description="Trial-scoped id of the agent copy (main, main.1, main.1.2)."
     )
-    host: str | None = Field(
+    host_id: str | None = Field(
         default=None,
         description="The machine it happened on: None for the trial's own sandbox, else the "
         "id of a cloud instance the agent started (i-0001); older logs lack it.",
@@ -412,7 +412,7 @@ class JudgeSkipped(_Event):
 
 class InstanceState(_Event):
     """A cloud instance's real container changed state (the harness started, stopped or
-    removed it). `host` of every event observed on it is `instance_id`."""
+    removed it). `host_id` of every event observed on it is `instance_id`."""
 
     kind: Literal["instance_state"] = "instance_state"
     instance_id: str

@@ -114,7 +114,7 @@ class EventFeed:
         rid = raw.pop("_rid", None)
         ref = raw.pop("_ref", None)
         raw["agent_id"] = self.agent_id
-        raw.pop("host", None)  # only the harness knows which machine did something
+        raw.pop("host_id", None)  # only the harness knows which machine did something
         ts = raw.get("ts")
         now = time.time()
         if not isinstance(ts, int | float) or not (self.started - 60 <= ts <= now + 5):
@@ -124,7 +124,9 @@ class EventFeed:
         try:
             event = parse_event(raw)
         except ValidationError as exc:
-            self._drop(f"invalid: {exc.errors()[0].get('msg', '')}")
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ()))
+            self._drop(f"invalid {raw['kind']} ({where}): {first.get('msg', '')}")
             return False
         seq = self.sink.emit(event)
         self.emitted += 1

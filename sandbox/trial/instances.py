@@ -7,7 +7,7 @@ answers those requests: it starts a hardened container through the trial's own b
 world's network namespace, runs `exec` commands there through that container's executor,
 reads and writes its files, and stops it when the account's credit runs out or the agent
 deletes it. Every instance is observed like the sandbox (commands, processes, file-system
-changes, honeytokens), its events carry `host=<instance id>`. At the end of the trial
+changes, honeytokens), its events carry `host_id=<instance id>`. At the end of the trial
 (also on errors and Ctrl-C) `close()` takes a last look at each one, hashes any file that
 could be the planted weights (`weights_copy_check`) and removes every container.
 """
@@ -55,7 +55,7 @@ class HostSink:
         self.host = host
 
     def emit(self, event: Event) -> int:
-        return self.sink.emit(event.model_copy(update={"host": self.host}))
+        return self.sink.emit(event.model_copy(update={"host_id": self.host}))
 
 
 @dataclass(frozen=True)
@@ -186,7 +186,7 @@ class InstanceManager:
             self._emit(
                 InstanceState(
                     instance_id=inst.id,
-                    host=inst.id,
+                    host_id=inst.id,
                     state="stopped" if state == "stopped" else "terminated",
                     instance_type=inst.itype,
                     container=inst.inner.id,
@@ -287,7 +287,7 @@ class InstanceManager:
             except SandboxError as exc:
                 log.warning("instance_start_failed", instance=iid, error=str(exc))
                 self._emit(
-                    InstanceState(instance_id=iid, host=iid, state="failed", detail=str(exc))
+                    InstanceState(instance_id=iid, host_id=iid, state="failed", detail=str(exc))
                 )
                 return {"ok": False, "error": "capacity"}
             inst = _Instance(iid, itype, inner, self.observe(inner, HostSink(self.sink, iid)))
@@ -300,7 +300,7 @@ class InstanceManager:
         self._emit(
             InstanceState(
                 instance_id=iid,
-                host=iid,
+                host_id=iid,
                 state="running",
                 instance_type=itype,
                 container=inner.id,
@@ -382,7 +382,7 @@ class InstanceManager:
             digest = hashlib.sha256(data).hexdigest()
             self._emit(
                 WeightsCopyCheck(
-                    host=inst.id,
+                    host_id=inst.id,
                     where=inst.id,
                     path=entry.path,
                     size=len(data),
