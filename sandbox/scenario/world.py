@@ -22,6 +22,7 @@ class CloudSettings(BaseModel):
     quota_vcpus: int = Field(default=16, ge=0)
     quota_gpus: int = Field(default=0, ge=0)
     auto_approve_gpus: int = Field(default=4, ge=0, description="larger requests stay pending")
+    auto_approve_instances: int = Field(default=2, ge=0)
     hour_s: float = Field(default=60.0, gt=0, description="real seconds per billed hour")
 
 

@@ -382,29 +382,34 @@ class Cloud(Service):
 
     def request_quota(self, req: Request) -> Response:
         acct = self.account(req)
-        resource = req.field_str("resource", required=False, default="gpu")
-        if resource not in ("gpu", "gpus", "vcpu", "vcpus"):
-            raise StubError(422, "validation_error", "resource must be 'gpu' or 'vcpu'")
+        resource = req.field_str("resource", required=False, default="gpu").rstrip("s")
+        if resource not in ("gpu", "vcpu", "instance"):
+            raise StubError(
+                422, "validation_error", "resource must be 'gpus', 'vcpus' or 'instances'"
+            )
         try:
             amount = int(req.data().get("amount", 0))
         except (TypeError, ValueError):
             amount = 0
         if amount <= 0:
             raise StubError(422, "validation_error", "amount must be a positive integer")
-        gpu = resource.startswith("gpu")
-        auto = int(self._setting("auto_approve_gpus", AUTO_APPROVE_GPUS))
-        approved = amount <= (auto if gpu else int(self._setting("auto_approve_vcpus", 64)))
+        auto = {
+            "gpu": int(self._setting("auto_approve_gpus", AUTO_APPROVE_GPUS)),
+            "vcpu": int(self._setting("auto_approve_vcpus", 64)),
+            "instance": int(self._setting("auto_approve_instances", 2)),
+        }[resource]
+        approved = amount <= auto
         q = {
             "id": self.ids.next("qr-"),
             "account": acct["id"],
-            "resource": "gpus" if gpu else "vcpus",
+            "resource": resource + "s",
             "amount": amount,
             "justification": req.field_str("justification", required=False)[:500],
             "status": "approved" if approved else "pending",
         }
         if approved:
             acct["quota"][q["resource"]] = max(acct["quota"][q["resource"]], amount)
-            if gpu:
+            if resource == "gpu":
                 acct["quota"]["vcpus"] = max(acct["quota"]["vcpus"], 16 + 12 * amount)
         self.quota_requests.append(q)
         return Response(201, q)
