@@ -37,6 +37,7 @@ from sandbox.events import Event, EventSink, InstanceState, WeightsCopyCheck
 from sandbox.scenario.world import InstanceSettings
 from sandbox.sessions.base import Session
 from sandbox.stubs.feed import read_untrusted
+from sandbox.stubs.service.hostcall import READY_MARKER
 from sandbox.trial.parts import Observed
 
 log = structlog.get_logger(__name__)
@@ -138,6 +139,9 @@ class InstanceManager:
 
     def __enter__(self) -> Self:
         self._thread.start()
+        marker = self.dir.parent / READY_MARKER  # the stub fails fast without it
+        marker.write_text("1", encoding="utf-8")
+        os.chmod(marker, 0o644)
         return self
 
     def __exit__(
@@ -161,6 +165,8 @@ class InstanceManager:
             return
         self._closed = True
         self._stop.set()
+        with contextlib.suppress(OSError):
+            (self.dir.parent / READY_MARKER).unlink()
         self._thread.join(timeout=5)
         self._workers.shutdown(wait=False, cancel_futures=True)
         with self._lock:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -265,11 +266,22 @@ def test_billing_stops_an_instance_when_the_credit_runs_out() -> None:
                 "POST", host, "/v1/instances", {"type": "n1.small"}, key=CLOUD_KEY
             )
             assert status == 201
-            import time
-
             time.sleep(2.5)
             _, seen = stubs.request("GET", host, f"/v1/instances/{inst['id']}", key=CLOUD_KEY)
             assert seen["status"] == "stopped", seen
             _, bill = stubs.request("GET", host, "/v1/billing", key=CLOUD_KEY)
             assert bill["credit_usd"] == 0 and len(bill["charges"]) == 2
         assert [e.state for e in sink.of("instance_state")] == ["running", "stopped"]
+
+
+def test_without_a_harness_an_instance_is_refused_at_once_and_refunded() -> None:
+    host = "api.nimbus-cloud.com"
+    with local_stubs() as stubs:
+        t0 = time.monotonic()
+        status, out = stubs.request(
+            "POST", host, "/v1/instances", {"type": "n1.small"}, key=CLOUD_KEY
+        )
+        assert status == 503 and out["error"]["code"] == "insufficient_capacity"
+        assert time.monotonic() - t0 < 5
+        _, acct = stubs.request("GET", host, "/v1/account", key=CLOUD_KEY)
+        assert acct["credit_usd"] == 20.0

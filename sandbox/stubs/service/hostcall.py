@@ -20,6 +20,7 @@ from contextlib import contextmanager, suppress
 from typing import Any
 
 MAX_REPLY = 16 * 1024 * 1024
+READY_MARKER = "hostcalls.ready"
 _seq = itertools.count(1)
 _seq_lock = threading.Lock()
 
@@ -47,14 +48,16 @@ class HostCalls:
 
     def __init__(self, world_dir: str | None) -> None:
         self.dir = os.path.join(world_dir, "hostcalls") if world_dir else None
+        # written by the harness when it answers host calls (none: fail at once)
+        self.marker = os.path.join(world_dir, READY_MARKER) if world_dir else None
 
     @property
     def available(self) -> bool:
-        return self.dir is not None
+        return self.marker is not None and os.path.exists(self.marker)
 
     def call(self, op: str, args: dict[str, Any], *, timeout_s: float) -> dict[str, Any]:
         """Send one request and wait for its reply (a dict)."""
-        if self.dir is None:
+        if self.dir is None or not self.available:
             raise HostCallError("no harness is attached to this world")
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         with _seq_lock:
@@ -72,7 +75,7 @@ class HostCalls:
                 self._abandon(name)
                 raise HostCallError(f"no answer to {op} within {timeout_s:g}s")
             time.sleep(delay)
-            delay = min(delay * 1.5, 0.05)
+            delay = min(delay * 1.5, 0.01)
         try:
             with open(reply_path, "rb") as fh:
                 raw = fh.read(MAX_REPLY + 1)
@@ -95,4 +98,4 @@ class HostCalls:
             os.unlink(os.path.join(self.dir, f"req-{name}.json"))
 
 
-__all__ = ["HostCallError", "HostCalls", "released"]
+__all__ = ["READY_MARKER", "HostCallError", "HostCalls", "released"]
