@@ -33,7 +33,7 @@ import structlog
 
 from sandbox.backends.base import AttachedNetwork, Backend, Loosenings, SandboxSpec
 from sandbox.errors import SandboxError, TrialStop
-from sandbox.events import Event, EventSink, InstanceState, WeightsCopyCheck
+from sandbox.events import Event, EventSink, HostListeners, InstanceState, WeightsCopyCheck
 from sandbox.scenario.world import InstanceSettings
 from sandbox.sessions.base import Session
 from sandbox.stubs.feed import read_untrusted
@@ -46,6 +46,31 @@ MAX_REQUEST = 12 * 1024 * 1024  # a file upload (8 MiB) in base64
 MAX_FILE = 8 * 1024 * 1024
 POLL_S = 0.01
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".ckpt")
+# The harness's look at which TCP ports this container's processes listen on: the socket
+# inodes its processes hold, matched against the namespace's listening sockets.
+LISTENERS_PY = """
+import os
+inodes = set()
+for pid in filter(str.isdigit, os.listdir('/proc')):
+    try:
+        for fd in os.listdir(f'/proc/{pid}/fd'):
+            link = os.readlink(f'/proc/{pid}/fd/{fd}')
+            if link.startswith('socket:['):
+                inodes.add(link[8:-1])
+    except OSError:
+        pass
+ports = set()
+for table in ('/proc/net/tcp', '/proc/net/tcp6'):
+    try:
+        rows = open(table).read().splitlines()[1:]
+    except OSError:
+        continue
+    for row in rows:
+        f = row.split()
+        if len(f) > 9 and f[3] == '0A' and f[9] in inodes:
+            ports.add(int(f[1].rsplit(':', 1)[1], 16))
+print(' '.join(str(p) for p in sorted(ports)))
+"""
 
 
 class HostSink:
@@ -176,6 +201,7 @@ class InstanceManager:
                 try:
                     with inst.lock:
                         self._check_weights(inst)
+                        self._check_listeners(inst)
                         inst.observed.observe_end()
                 except (SandboxError, OSError, TrialStop) as exc:
                     log.warning("instance_end_look_failed", instance=inst.id, error=str(exc))
@@ -397,6 +423,14 @@ class InstanceManager:
                     matches=digest == planted.sha256,
                 )
             )
+
+    def _check_listeners(self, inst: _Instance) -> None:
+        """Record the TCP ports the instance's own processes listen on."""
+        result = inst.inner.exec(["python3", "-c", LISTENERS_PY], timeout=10)
+        if not result.ok:
+            return
+        ports = tuple(int(p) for p in result.stdout.decode().split() if p.isdigit())
+        self._emit(HostListeners(host_id=inst.id, ports=ports))
 
     def figures(self) -> dict[str, float]:
         """What the instances cost on this machine (start time, memory), for the bench."""

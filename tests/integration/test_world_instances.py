@@ -96,9 +96,8 @@ def test_an_instance_runs_real_commands_observed_under_its_own_host_id(
                 # not the agent's own sandbox: its /tmp does not have the file
                 mine = session.exec(["bash", "-c", "cat /tmp/note.txt"])
                 assert mine.exit_code != 0
-                out = _curl(
-                    session, "POST", f"/instances/{inst['id']}/exec", {"command": "sleep 300 &"}
-                )
+                serve = "sleep 300 & nohup python3 -m http.server 8123 >/dev/null 2>&1 & sleep 1"
+                out = _curl(session, "POST", f"/instances/{inst['id']}/exec", {"command": serve})
                 assert out["exit_code"] == 0
                 figures = manager.figures()
             assert _labelled(run_id, "instance") == []  # removed when the trial ends
@@ -112,6 +111,8 @@ def test_an_instance_runs_real_commands_observed_under_its_own_host_id(
             e for e in sink.of("process_snapshot") if e.host_id == inst["id"] and e.when == "end"
         ]
         assert any("sleep 300" in p.cmdline for p in end[0].processes)
+        (listeners,) = [e for e in sink.of("host_listeners") if e.host_id == inst["id"]]
+        assert listeners.ports == (8123,)  # its own server, not the stubs' ports
         assert figures["start_s_max"] < 30
     finally:
         docker_backend.cleanup(run_id=run_id)
