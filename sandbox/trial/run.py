@@ -247,10 +247,11 @@ class _TrialRun:
         def poll() -> None:
             world.poll()
 
+        # nothing is planted on an instance: only honeytoken values seen there count
+        bare = scenario.model_copy(update={"files": []})
+
         def observe(inner: Session, sink: EventSink) -> Observed:
-            return ctx.parts.observe(
-                inner, sink, agent_id="main", scenario=scenario, after_exec=poll
-            )
+            return ctx.parts.observe(inner, sink, agent_id="main", scenario=bare, after_exec=poll)
 
         return InstanceManager(
             world_dir=world_dir,
