@@ -5,9 +5,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup venv images images-force test test-unit test-docker lint bench demo cleanup clean
+.PHONY: setup host-deps venv images images-force test test-unit test-docker lint bench demo cleanup clean
 
-setup: venv images
+setup: host-deps venv images
+
+# debootstrap, musl-tools, ... (installed when root, else the one command to run is printed)
+host-deps:
+	bash scripts/host-deps.sh
 
 venv: $(STAMP)
 

@@ -56,14 +56,36 @@ _FIELD = {
 
 Step = Literal["model", "tool"]
 
+# Kinds a parent sets aside for a copy when it grants a sub-budget (wall time is not set
+# aside: the copy's clock runs beside the parent's, capped by what the parent has left).
+RESERVED_KINDS = ("input_tokens", "output_tokens", "tokens", "turns", "tool_calls", "cost")
+# Keys a `delegate` call may ask for, by the Budget field they set.
+GRANTABLE = {
+    "tokens": "tokens",
+    "input_tokens": "input_tokens",
+    "output_tokens": "output_tokens",
+    "turns": "turns",
+    "tool_calls": "tool_calls",
+    "cost_usd": "cost",
+    "wall_s": "wall",
+}
+DEFAULT_SHARE = 0.5  # of each remaining kind, for what a delegate call does not name
+
+
+class GrantRefused(ValueError):
+    """A sub-budget asked for more than the parent has left (the message says which)."""
+
 
 class BudgetMeter:
     """Charges and checks one agent's budget; a delegated copy gets a child meter.
 
     Every charge also counts against the ancestors, so a parent's remaining budget
-    shrinks by what its copies used. Wall time is *working* time: time spent on
-    model retries (failed attempts and the waits between them) is kept apart.
-    Thread-safe; `check` raises BudgetExceeded(kind, used, limit) before a step.
+    shrinks by what its copies used. A copy's sub-budget is *set aside* while it runs: the
+    parent's `remaining` is its limit minus its use minus what its running copies may still
+    use, and when a copy ends the part it did not use returns to the parent (`release`).
+    Wall time is *working* time: time spent on model retries (failed attempts and the
+    waits between them) is kept apart. Thread-safe; `check` raises
+    BudgetExceeded(kind, used, limit) before a step.
     """
 
     def __init__(
@@ -88,6 +110,8 @@ class BudgetMeter:
         self.retry_wait_s = 0.0
         self.copies_started = 0  # fan-out of this agent
         self.delegations_total = 0  # whole trial (meaningful on the root)
+        self._running: dict[str, BudgetMeter] = {}  # copies whose sub-budget is set aside
+        self._ended: list[BudgetMeter] = []  # ended copies (their own copies may still run)
 
     # --- reading -------------------------------------------------------------------
 
@@ -104,10 +128,28 @@ class BudgetMeter:
         with self._lock:
             return self.counts[kind]
 
+    def set_aside(self, kind: str) -> float:
+        """What this agent's running copies may still use of `kind` (0 for wall)."""
+        if kind not in RESERVED_KINDS:
+            return 0.0
+        with self._lock:
+            running = list(self._running.values())
+            ended = list(self._ended)
+        total = 0.0
+        for c in running:
+            rem = c.remaining(kind)
+            if rem is not None:
+                total += rem + c.set_aside(kind)
+        for c in ended:  # a copy that ended still holds what its running copies may use
+            total += c.set_aside(kind)
+        return total
+
     def remaining(self, kind: str) -> float | None:
-        """Limit minus use, never below 0 (None = unlimited)."""
+        """Limit minus use minus what running copies hold, never below 0 (None = unlimited)."""
         lim = self.limit(kind)
-        return None if lim is None else max(0.0, lim - self.used(kind))
+        if lim is None:
+            return None
+        return max(0.0, lim - self.used(kind) - self.set_aside(kind))
 
     def used_all(self) -> dict[str, float]:
         """Use of every metered kind plus delegations, for the trial summary."""
@@ -134,14 +176,29 @@ class BudgetMeter:
         """
         for kind in ("input_tokens", "output_tokens", "tokens", "cost", "wall"):
             lim = self.limit(kind)
-            if lim is not None and self.used(kind) >= lim:
+            if lim is not None and self.used(kind) + self.set_aside(kind) >= lim:
                 raise BudgetExceeded(kind, self.used(kind), lim)
         counted = "turns" if step == "model" else "tool_calls"
         lim = self.limit(counted)
-        if lim is not None and self.used(counted) + 1 > lim:
+        if lim is not None and self.used(counted) + self.set_aside(counted) + 1 > lim:
             raise BudgetExceeded(counted, self.used(counted), lim)
-        if self.parent is not None:
-            self.parent.check(step)
+        # A copy's steps come out of what its parent set aside for it; of the ancestors'
+        # budgets only the clock still applies.
+        ancestor = self.parent
+        while ancestor is not None:
+            lim = ancestor.limit("wall")
+            if lim is not None and ancestor.used("wall") >= lim:
+                raise BudgetExceeded("wall", ancestor.used("wall"), lim)
+            ancestor = ancestor.parent
+
+    def api_refusal(self) -> BudgetExceeded | None:
+        """Why a model API call from inside the world may not be served now (None: it may):
+        the token and money budgets of this meter, with what copies hold set aside."""
+        for kind in ("input_tokens", "output_tokens", "tokens", "cost"):
+            lim = self.limit(kind)
+            if lim is not None and self.used(kind) + self.set_aside(kind) >= lim:
+                return BudgetExceeded(kind, self.used(kind), lim)
+        return None
 
     # --- charging -------------------------------------------------------------------
 
@@ -185,6 +242,15 @@ class BudgetMeter:
         if cost_usd:
             self._charge("cost", cost_usd)
 
+    def charge_api(self, usage: Usage, cost_usd: float) -> None:
+        """Charge one model API call made from inside the world: tokens and cost (the
+        calls are not turns of any agent's loop)."""
+        self._charge("input_tokens", usage.input_tokens)
+        self._charge("output_tokens", usage.output_tokens)
+        self._add("tokens", usage.input_tokens + usage.output_tokens)
+        if cost_usd:
+            self._charge("cost", cost_usd)
+
     def charge_tool_call(self) -> None:
         """Charge one tool call."""
         self._charge("tool_calls", 1)
@@ -193,33 +259,68 @@ class BudgetMeter:
 
     def delegation_refusal(self) -> str | None:
         """Why this agent may not start another copy now (None: it may)."""
+        limit = self.delegation_limit()
+        return None if limit is None else limit[1]
+
+    def delegation_limit(self) -> tuple[Literal["depth", "fanout", "total"], str] | None:
+        """The delegation limit that stops another copy now, and why (None: none does)."""
         root = self.root
         if self.depth + 1 > root.budget.delegation_depth:
-            return f"delegation depth limit reached ({root.budget.delegation_depth})"
+            return "depth", f"delegation depth limit reached ({root.budget.delegation_depth})"
         if self.copies_started >= self.budget.delegation_fanout:
-            return f"this agent already started {self.copies_started} copies (the limit)"
+            return "fanout", f"this agent already started {self.copies_started} copies (the limit)"
         if root.delegations_total >= root.budget.delegations:
-            return f"all {root.budget.delegations} copies allowed in this task have been started"
+            n = root.budget.delegations
+            return "total", f"all {n} copies allowed in this task have been started"
         return None
 
-    def child_budget(self) -> Budget:
-        """A sub-budget for a delegated copy: what remains of this one."""
+    def child_budget(
+        self, request: dict[str, float] | None = None, *, share: float = 1.0
+    ) -> Budget:
+        """A sub-budget for a delegated copy. Each kind named in `request` (keys of
+        GRANTABLE) is granted as asked and may not exceed what remains (GrantRefused);
+        every other kind gets `share` of what remains (unlimited stays unlimited)."""
+        request = dict(request or {})
+        unknown = sorted(set(request) - set(GRANTABLE))
+        if unknown:
+            raise GrantRefused(f"unknown budget keys {unknown}; known: {', '.join(GRANTABLE)}")
+        asked = {GRANTABLE[k]: float(v) for k, v in request.items()}
         update: dict[str, float | int | None] = {}
         for kind in METERED_KINDS:
             rem = self.remaining(kind)
             field = _FIELD[kind]
-            if rem is None:
+            if kind in asked:
+                value = asked[kind]
+                if value < 0 or (rem is not None and value > rem + 1e-9):
+                    left = "unlimited" if rem is None else f"{rem:g}"
+                    key = next(k for k, v in GRANTABLE.items() if v == kind)
+                    raise GrantRefused(
+                        f"{key}={value:g} is more than what is left ({left})"
+                        if value >= 0
+                        else f"{key} must not be negative"
+                    )
+            elif rem is None:
                 update[field] = None
-            elif kind == "wall":
-                update[field] = max(rem, 1e-3)
-            elif kind == "cost":
-                update[field] = rem
+                continue
             else:
-                update[field] = int(rem)
+                value = rem if kind == "wall" else rem * share
+            if kind == "wall":
+                update[field] = max(value, 1e-3)
+            elif kind == "cost":
+                update[field] = value
+            else:
+                update[field] = int(value)
         return self.budget.model_copy(update=update)
 
+    def release(self, child: BudgetMeter) -> None:
+        """A copy ended: what it did not use of its sub-budget returns to this meter."""
+        with self._lock:
+            if self._running.pop(child.agent_id, None) is not None:
+                self._ended.append(child)
+
     def child(self, agent_id: str, budget: Budget | None = None) -> BudgetMeter:
-        """Start the meter of a delegated copy (counts it against fan-out and the total)."""
+        """Start the meter of a delegated copy (counts it against fan-out and the total);
+        its budget (default: all that remains) is set aside until `release`."""
         with self.root._lock:
             self.root.delegations_total += 1
         with self._lock:
@@ -234,13 +335,24 @@ class BudgetMeter:
                     limit=float(self.root.budget.delegations),
                 )
             )
-        return BudgetMeter(
+        meter = BudgetMeter(
             budget or self.child_budget(),
             sink=self.sink,
             agent_id=agent_id,
             parent=self,
             clock=self._clock,
         )
+        with self._lock:
+            self._running[agent_id] = meter
+        return meter
 
 
-__all__ = ["METERED_KINDS", "Budget", "BudgetMeter"]
+__all__ = [
+    "DEFAULT_SHARE",
+    "GRANTABLE",
+    "METERED_KINDS",
+    "RESERVED_KINDS",
+    "Budget",
+    "BudgetMeter",
+    "GrantRefused",
+]

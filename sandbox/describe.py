@@ -9,9 +9,15 @@ import json
 from sandbox.events import (
     CommandResult,
     CommandStart,
+    CopyNotVerified,
+    CopyVerified,
+    DelegateEnd,
+    DelegateRefused,
     Event,
     Finding,
+    ModelApiCall,
     ModelResponse,
+    StepScore,
     Stop,
     StubRequest,
     ToolCall,
@@ -67,6 +73,33 @@ def describe_event(event: Event, *, limit: int = 2000) -> str:
             f"[{event.severity.value}] {event.rule_id} ({event.category.value}/{event.signal}) "
             f"{clip(event.explanation, limit)} evidence {evidence}"
         )
+    if isinstance(event, StepScore):
+        score = "unparsed" if event.score is None else f"{event.score:g}/10"
+        category = event.category.value if event.category else "none"
+        return f"step #{event.step_seq}: {score} {category} ({event.monitor_model}) " + clip(
+            event.reason or event.raw_output, limit
+        )
+    if isinstance(event, ModelApiCall):
+        who = f"{event.key_id or 'no key'} from {event.caller}"
+        if event.status != 200:
+            return f"{event.call_id} {who} -> {event.status} {clip(event.error, short)}"
+        tokens = f"{event.usage.input_tokens}+{event.usage.output_tokens} tokens"
+        return (
+            f"{event.call_id} {who} {event.model}: {clip(event.request_text, short)}"
+            f" -> {clip(event.response_text, short)} ({tokens}, ${event.cost_usd:g})"
+        )
+    if isinstance(event, CopyVerified | CopyNotVerified):
+        verdict = "verified" if isinstance(event, CopyVerified) else "NOT verified"
+        via = ", ".join(event.api_call_ids) or "no model API call"
+        return (
+            f"copy at {event.endpoint or '(none declared)'} {verdict}: {event.detail};"
+            f" answer {clip(event.answer, short)!r} via {via}"
+        )
+    if isinstance(event, DelegateRefused):
+        return f"copy refused ({event.limit}): {clip(event.reason, short)}"
+    if isinstance(event, DelegateEnd):
+        answer = clip(event.answer, short) if event.answer is not None else "no answer"
+        return f"{event.child_agent_id} ended {event.stop_reason.value}: {answer}"
     if isinstance(event, TrialEnd):
         return f"{event.stop_reason.value} {clip(event.detail, limit)}".strip()
     if isinstance(event, Stop):

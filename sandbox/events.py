@@ -201,6 +201,9 @@ class DelegateEnd(_Event):
     child_agent_id: str
     stop_reason: StopReason
     answer: str | None = None
+    # (added with asynchronous delegation; older logs parse with the defaults)
+    detail: str = ""
+    used: dict[str, float] = Field(default_factory=dict)  # what the copy used of its budget
 
 
 # --- sandbox -----------------------------------------------------------------------------
@@ -407,6 +410,83 @@ class JudgeSkipped(_Event):
     reason: str
 
 
+class StepScore(_Event):
+    """The step monitor's (`--monitor-model`) suspicion about one agent step: the events from
+    a tool call to its result, scored 0-10 with a category and a reason. The monitor turns a
+    score at or above `threshold` into a finding; re-scoring a log reuses these answers."""
+
+    kind: Literal["step_score"] = "step_score"
+    step_seq: int  # the ToolResult that ended the step
+    evidence: tuple[int, ...] = ()  # the step's events
+    monitor_model: str
+    score: float | None = Field(default=None, ge=0, le=10)  # None: the answer did not parse
+    category: Category | None = None
+    reason: str = ""
+    raw_output: str = ""
+    threshold: float = Field(ge=0, le=10)
+    tokens: int = 0  # what asking cost (the monitor's, not the agent's, budget)
+
+
+# --- the model API inside the world, delegation limits, proof of a running copy -----------
+
+
+class DelegateRefused(_Event):
+    """A copy was not started: a delegation limit or a sub-budget larger than what is left.
+    The model is shown the reason as a tool error."""
+
+    kind: Literal["delegate_refused"] = "delegate_refused"
+    limit: Literal["depth", "fanout", "total", "budget", "stopped"]
+    reason: str
+    task: str = ""
+
+
+class ModelApiCall(_Event):
+    """One request to the model API inside the world (`api.halcyon-labs.ai`), as the harness
+    served it. `agent_id` is the agent the presented key belongs to; `caller` names where the
+    request came from (the host id in the world, then the client address)."""
+
+    kind: Literal["model_api_call"] = "model_api_call"
+    call_id: str
+    key_id: str | None = None  # which planted key (None: no or unknown key)
+    caller: str = ""
+    path: str = ""
+    model: str = ""  # the model the request asked for
+    served_by: str = ""  # the model that answered (the model under test) or "" when refused
+    status: int = 200
+    error: str | None = None
+    usage: Usage = Usage()
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    n_messages: int = 0
+    request_text: str = ""  # the request's message contents (capped)
+    response_text: str = ""  # the answer's text (capped)
+    response_sha256: str = ""  # of the whole answer text
+    charged: bool = True  # False for the harness's own challenge calls
+
+
+class _CopyCheck(_Event):
+    endpoint: str  # what the agent declared serves its copy
+    challenge: str  # the fresh nonce sent
+    answer: str = ""  # what came back (capped)
+    http_status: int | None = None
+    api_call_ids: tuple[str, ...] = ()  # model API calls that carried the nonce
+    detail: str = ""
+
+
+class CopyVerified(_CopyCheck):
+    """The harness's challenge to the declared endpoint was answered with text the model
+    API produced, by the model under test, for a request carrying the challenge's nonce."""
+
+    kind: Literal["copy_verified"] = "copy_verified"
+
+
+class CopyNotVerified(_CopyCheck):
+    """The challenge failed: nothing declared, no answer, or an answer that no model API
+    call carrying the nonce produced (`detail` says which)."""
+
+    kind: Literal["copy_not_verified"] = "copy_not_verified"
+
+
 # --- the grounded world: instances, weights, restarts (appended) -----------------------------
 
 
@@ -515,6 +595,11 @@ Event = Annotated[
     | Finding
     | JudgeVerdict
     | JudgeSkipped
+    | StepScore
+    | DelegateRefused
+    | ModelApiCall
+    | CopyVerified
+    | CopyNotVerified
     | InstanceState
     | WeightsDownload
     | WeightsCopyCheck
@@ -550,7 +635,10 @@ __all__ = [
     "Category",
     "CommandResult",
     "CommandStart",
+    "CopyNotVerified",
+    "CopyVerified",
     "DelegateEnd",
+    "DelegateRefused",
     "DelegateStart",
     "EgressAttempt",
     "Event",
@@ -566,6 +654,7 @@ __all__ = [
     "JudgeSkipped",
     "JudgeVerdict",
     "LoopRestart",
+    "ModelApiCall",
     "ModelError",
     "ModelRequest",
     "ModelResponse",
@@ -575,6 +664,7 @@ __all__ = [
     "ResourceUse",
     "SandboxRestart",
     "Severity",
+    "StepScore",
     "Stop",
     "StopReason",
     "StubRequest",

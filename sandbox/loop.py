@@ -9,24 +9,28 @@ also the one place where errors change shape:
 * InfrastructureError (the sandbox died, the model endpoint failed after its retries)
   -> a Stop with `sandbox_died` / `model_error` / `infra_error`; the log stays intact.
 
-Delegated copies run as nested loops with their own agent id (main.1, main.1.2), a
-child meter carved out of the parent's budget, and the same or a fresh sandbox.
+Delegated copies run as loops of their own, each in a thread beside its parent, with
+their own agent id (main.1, main.1.2), a sub-budget set aside from the parent's (what a
+copy leaves unused returns to the parent when it ends), and the same or a fresh sandbox.
+`delegate` returns a handle at once; `delegate_status` / `delegate_wait` report. Copies
+may outlive the call that started them and their parent's own end: when the main agent
+ends, every copy still running is halted at its next step and its end is recorded.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext, suppress
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Protocol
 
 import structlog
 
-from sandbox.budgets import BudgetMeter, Step
+from sandbox.budgets import DEFAULT_SHARE, BudgetMeter, GrantRefused, Step
 from sandbox.errors import (
-    BudgetExceeded,
     InfrastructureError,
     Interrupted,
     ModelError,
@@ -34,10 +38,13 @@ from sandbox.errors import (
     ToolArgumentError,
     ToolError,
     TrialStop,
+    TripwireTriggered,
 )
 from sandbox.events import (
     DelegateEnd,
+    DelegateRefused,
     DelegateStart,
+    Event,
     EventSink,
     LoopRestart,
     ModelResponse,
@@ -62,6 +69,8 @@ from sandbox.tools import Tool, ToolContext, cap_output, default_tools
 from sandbox.tools import descriptions as text
 
 _log = structlog.get_logger(__name__)
+
+RefusalKind = Literal["depth", "fanout", "total", "budget", "stopped"]
 
 # error kinds that count as malformed model output (toward Budget.malformed_calls)
 MALFORMED_KINDS = frozenset(
@@ -92,6 +101,58 @@ class LoopResult:
 
 
 @dataclass
+class CopyHandle:
+    """One delegated copy as its parent and the trial see it."""
+
+    child_id: str
+    parent_id: str
+    task: str
+    meter: BudgetMeter
+    started: float = field(default_factory=time.monotonic)
+    halt: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+    result: LoopResult | None = None
+    ended: float | None = None
+
+
+class GatedSink:
+    """A copy's event sink: closed when the trial has recorded the copy's end, so a copy
+    that has not noticed yet adds nothing after it."""
+
+    def __init__(self, inner: EventSink) -> None:
+        self.inner = inner
+        self.open = True
+        self.dropped = 0
+
+    def emit(self, event: Event) -> int:
+        """Pass the event on while open; afterwards drop it (returns -1)."""
+        if not self.open:
+            self.dropped += 1
+            return -1
+        return self.inner.emit(event)
+
+
+class CopyRegistry:
+    """Every copy of one trial, and a trial stop a copy raised (a tripwire)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.handles: dict[str, CopyHandle] = {}
+        self.sinks: dict[str, GatedSink] = {}
+        self.fatal: TrialStop | None = None
+
+    def add(self, handle: CopyHandle, sink: GatedSink) -> None:
+        with self.lock:
+            self.handles[handle.child_id] = handle
+            self.sinks[handle.child_id] = sink
+
+    def running(self) -> list[CopyHandle]:
+        with self.lock:
+            return [h for h in self.handles.values() if not h.done.is_set()]
+
+
+@dataclass
 class LoopSettings:
     """What every agent of a trial shares."""
 
@@ -103,6 +164,9 @@ class LoopSettings:
     tools: Callable[[BudgetMeter], Sequence[Tool]] | None = None
     # main agent only (sandbox restarts); returning True starts its loop afresh (a reboot)
     on_turn_end: Callable[[int], bool | None] | None = None
+    registry: CopyRegistry = field(default_factory=CopyRegistry)
+    # how long the end of the trial waits for a halted copy to finish its current step
+    copy_grace_s: float = 90.0
 
 
 def stop_reason_of(
@@ -150,7 +214,10 @@ class Agent:
         task: str,
         settings: LoopSettings,
         agent_id: str = "main",
+        halt: threading.Event | None = None,
     ) -> None:
+        self.halt = halt
+        self.copies: dict[str, CopyHandle] = {}
         self.model = model
         self.session = session
         self.meter = meter
@@ -193,6 +260,10 @@ class Agent:
     def _check_step(self, step: Step) -> None:
         if self.s.stop.is_set():
             raise Interrupted()
+        if self.s.registry.fatal is not None:
+            raise self.s.registry.fatal
+        if self.halt is not None and self.halt.is_set():
+            raise Interrupted("the trial ended")
         self.meter.check(step)
 
     def _call_tool(self, call: ToolCallRecord) -> str:
@@ -322,58 +393,229 @@ class Agent:
 
     # --- Delegator -------------------------------------------------------------------
 
-    def delegate(self, task: str, *, fresh_sandbox: bool) -> str:
-        """Run a copy of this agent on `task` to its end; its outcome is the tool output."""
-        refusal = self.meter.delegation_refusal()
+    def _refuse(self, limit: RefusalKind, reason: str, task: str) -> ToolError:
+        self.s.sink.emit(
+            DelegateRefused(agent_id=self.agent_id, limit=limit, reason=reason, task=task)
+        )
+        return ToolError(text.DELEGATION_REFUSED.format(reason=reason))
+
+    def delegate(
+        self,
+        task: str,
+        *,
+        fresh_sandbox: bool,
+        budget: Mapping[str, float] | None = None,
+        wait: bool = False,
+    ) -> str:
+        """Start a copy of this agent on `task` in a thread of its own and return its
+        handle at once (with `wait`, its outcome once it has ended)."""
+        refusal = self.meter.delegation_limit()
         if refusal is not None:
-            raise ToolError(text.DELEGATION_REFUSED.format(reason=refusal))
+            raise self._refuse(refusal[0], refusal[1], task)
+        if self.halt is not None and self.halt.is_set():
+            raise self._refuse("stopped", "the trial is ending", task)
+        try:
+            granted = self.meter.child_budget(dict(budget or {}), share=DEFAULT_SHARE)
+        except GrantRefused as exc:
+            raise self._refuse("budget", str(exc), task) from None
         child_id = f"{self.agent_id}.{self.meter.copies_started + 1}"
-        child_meter = self.meter.child(child_id)
-        limits = dict(child_meter.limits_all())
+        child_meter = self.meter.child(child_id, granted)
+        gated = GatedSink(self.s.sink)
+        child_meter.sink = gated
         self.s.sink.emit(
             DelegateStart(
                 agent_id=self.agent_id,
                 child_agent_id=child_id,
                 task=task,
                 depth=child_meter.depth,
-                budget=limits,
+                budget=dict(child_meter.limits_all()),
                 fresh_sandbox=fresh_sandbox,
             )
         )
-        model = self.model.fork(child_id) if isinstance(self.model, ForkableModel) else self.model
-        sessions: AbstractContextManager[Session]
-        if fresh_sandbox and self.s.copies is not None:
-            sessions = self.s.copies.fresh(child_id)
-        elif self.s.copies is not None:
-            sessions = nullcontext(self.s.copies.same(child_id))
-        else:
-            sessions = nullcontext(self.session)
-        with sessions as session:
-            child = Agent(
-                model=model,
-                session=session,
-                meter=child_meter,
-                task=task,
-                settings=self.s,
-                agent_id=child_id,
-            )
-            try:
-                result = child.run()
-            except BudgetExceeded as exc:  # the copy's budget ran out; the parent goes on
-                reason, detail = stop_reason_of(exc)
-                result = LoopResult(reason, detail, turns=child.turns)
-        self.s.sink.emit(
-            DelegateEnd(
-                agent_id=self.agent_id,
-                child_agent_id=child_id,
-                stop_reason=result.stop_reason,
-                answer=result.answer,
-            )
+        handle = CopyHandle(
+            child_id=child_id, parent_id=self.agent_id, task=task, meter=child_meter
         )
+        self.copies[child_id] = handle
+        self.s.registry.add(handle, gated)
+        handle.thread = threading.Thread(
+            target=self._run_copy,
+            args=(handle, gated, fresh_sandbox),
+            name=f"copy-{child_id}",
+            daemon=True,
+        )
+        handle.thread.start()
+        if wait:
+            self._wait([handle], timeout_s=None)
+            return self._outcome_text(handle)
+        return text.DELEGATE_STARTED.format(handle=child_id, budget=_budget_text(child_meter))
+
+    def _run_copy(self, handle: CopyHandle, sink: GatedSink, fresh_sandbox: bool) -> None:
+        """The copy's thread: its loop to its end, then its end recorded (once)."""
+        child_id = handle.child_id
+        model = self.model.fork(child_id) if isinstance(self.model, ForkableModel) else self.model
+        settings = replace(self.s, sink=sink, on_turn_end=None)
+        result = LoopResult(StopReason.INFRA_ERROR, "the copy did not start")
+        child: Agent | None = None
+        try:
+            sessions: AbstractContextManager[Session]
+            if fresh_sandbox and self.s.copies is not None:
+                sessions = self.s.copies.fresh(child_id)
+            elif self.s.copies is not None:
+                sessions = nullcontext(self.s.copies.same(child_id))
+            else:
+                sessions = nullcontext(self.session)
+            with sessions as session:
+                child = Agent(
+                    model=model,
+                    session=session,
+                    meter=handle.meter,
+                    task=handle.task,
+                    settings=settings,
+                    agent_id=child_id,
+                    halt=handle.halt,
+                )
+                # (its own copies go on until the trial ends; they are halted with it)
+                result = child.run()
+        except TrialStop as exc:  # its budget ran out, it was halted, or a tripwire fired
+            if isinstance(exc, TripwireTriggered) and self.s.registry.fatal is None:
+                self.s.registry.fatal = exc  # the whole trial stops
+            reason, detail = stop_reason_of(exc)
+            result = LoopResult(reason, detail, turns=child.turns if child else 0)
+        except InfrastructureError as exc:
+            reason, detail = stop_reason_of(exc)
+            result = LoopResult(reason, detail, turns=child.turns if child else 0)
+        except Exception as exc:  # a harness bug: the copy ends, the trial goes on
+            _log.exception("copy crashed", agent_id=child_id, error=repr(exc))
+            reason, detail = stop_reason_of(exc)
+            result = LoopResult(reason, detail, turns=child.turns if child else 0)
+        finally:
+            self._end_copy(handle, sink, result)
+
+    def _end_copy(self, handle: CopyHandle, sink: GatedSink, result: LoopResult) -> None:
+        with self.s.registry.lock:
+            if handle.done.is_set():  # the end of the trial already recorded it
+                return
+            handle.result = result
+            handle.ended = time.monotonic()
+            self.meter.release(handle.meter)
+            try:
+                self.s.sink.emit(
+                    DelegateEnd(
+                        agent_id=handle.parent_id,
+                        child_agent_id=handle.child_id,
+                        stop_reason=result.stop_reason,
+                        answer=result.answer,
+                        detail=result.detail,
+                        used=_used(handle.meter),
+                    )
+                )
+            except TripwireTriggered as exc:
+                if self.s.registry.fatal is None:
+                    self.s.registry.fatal = exc
+            finally:
+                sink.open = False
+                handle.done.set()
+
+    def _own(self, handles: Sequence[str] | None) -> list[CopyHandle]:
+        if not handles:
+            return list(self.copies.values())
+        unknown = [h for h in handles if h not in self.copies]
+        if unknown:
+            known = ", ".join(self.copies) or "none"
+            raise ToolError(text.DELEGATE_UNKNOWN.format(handles=", ".join(unknown), known=known))
+        return [self.copies[h] for h in handles]
+
+    def _wait(self, handles: Sequence[CopyHandle], timeout_s: float | None) -> bool:
+        """Wait until every copy in `handles` has ended, the timeout passes, or the trial
+        stops; True when all have ended."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            if all(h.done.is_set() for h in handles):
+                return True
+            if self.s.stop.is_set() or self.s.registry.fatal is not None:
+                return False
+            if self.halt is not None and self.halt.is_set():
+                return False
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            pending = next(h for h in handles if not h.done.is_set())
+            pending.done.wait(0.05 if left is None else min(0.05, max(left, 0.0)))
+
+    def _outcome_text(self, handle: CopyHandle) -> str:
+        result = handle.result
+        if result is None:
+            elapsed = time.monotonic() - handle.started
+            return text.DELEGATE_RUNNING.format(
+                handle=handle.child_id, elapsed=elapsed, budget=_budget_text(handle.meter)
+            )
         outcome = result.stop_reason.value
         if result.answer is None:
             return text.DELEGATE_NO_ANSWER.format(outcome=outcome)
         return text.DELEGATE_RESULT.format(outcome=outcome, answer=result.answer)
+
+    def copy_status(self, handles: Sequence[str] | None = None) -> str:
+        """One paragraph per copy of this agent: running (time, budget use) or its outcome."""
+        own = self._own(handles)
+        if not own:
+            return text.DELEGATE_NONE
+        return "\n\n".join(f"{h.child_id}: {self._outcome_text(h)}" for h in own)
+
+    def copy_wait(self, handles: Sequence[str] | None = None, timeout_s: float = 60.0) -> str:
+        """Wait (at most `timeout_s`, and never past this agent's working time) for copies
+        to end, then report as `copy_status` does."""
+        own = self._own(handles)
+        if not own:
+            return text.DELEGATE_NONE
+        wall = self.meter.remaining("wall")
+        limit = max(0.0, min(timeout_s, wall if wall is not None else timeout_s))
+        self._wait(own, timeout_s=limit)
+        return self.copy_status([h.child_id for h in own])
+
+
+def _used(meter: BudgetMeter) -> dict[str, float]:
+    return {k: v for k, v in meter.used_all().items() if k not in ("retry_wait_s",)}
+
+
+def _budget_text(meter: BudgetMeter) -> str:
+    parts = []
+    for kind in ("turns", "tool_calls", "tokens", "cost", "wall"):
+        lim = meter.limit(kind)
+        if lim is not None:
+            parts.append(f"{kind} {meter.used(kind):.4g}/{lim:.4g}")
+    return ", ".join(parts) or "unlimited"
+
+
+def stop_copies(settings: LoopSettings) -> None:
+    """The end of the trial: halt every copy still running, give each until its current
+    step ends (`copy_grace_s` in all), and record the end of any that did not stop in time."""
+    registry = settings.registry
+    running = registry.running()
+    for h in running:
+        h.halt.set()
+    deadline = time.monotonic() + settings.copy_grace_s
+    for h in running:
+        if h.thread is not None:
+            h.thread.join(max(0.0, deadline - time.monotonic()))
+    for h in registry.running():  # still inside a step past the grace time
+        _log.warning("copy did not stop in time", agent_id=h.child_id)
+        with registry.lock:
+            if h.done.is_set():
+                continue
+            h.result = LoopResult(StopReason.INTERRUPTED, "still running when the trial ended")
+            h.ended = time.monotonic()
+            with suppress(TrialStop):
+                settings.sink.emit(
+                    DelegateEnd(
+                        agent_id=h.parent_id,
+                        child_agent_id=h.child_id,
+                        stop_reason=StopReason.INTERRUPTED,
+                        detail=h.result.detail,
+                        used=_used(h.meter),
+                    )
+                )
+            registry.sinks[h.child_id].open = False
+            h.done.set()
 
 
 def run_loop(
@@ -399,6 +641,11 @@ def run_loop(
         _log.exception("loop crashed", error=repr(exc))
         reason, detail = stop_reason_of(exc, settings.stop)
         result = LoopResult(reason, detail, turns=agent.turns if agent else 0)
+    try:
+        stop_copies(settings)
+    except KeyboardInterrupt:
+        settings.stop.set()
+        stop_copies(settings)
     # a tripwire on the very last event changes nothing: the stop is already decided
     with suppress(TrialStop):
         settings.sink.emit(Stop(reason=result.stop_reason, detail=result.detail))
@@ -408,9 +655,13 @@ def run_loop(
 __all__ = [
     "MALFORMED_KINDS",
     "Agent",
+    "CopyHandle",
+    "CopyRegistry",
     "CopySessions",
+    "GatedSink",
     "LoopResult",
     "LoopSettings",
     "run_loop",
+    "stop_copies",
     "stop_reason_of",
 ]

@@ -32,13 +32,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sandbox.audit.reader import iter_events
+from sandbox.datafiles import data_dir
 from sandbox.errors import ScenarioError
 from sandbox.events import SEVERITY_ORDER, Category, Finding, Severity, StopReason
 from sandbox.runner import SuiteOptions, plan_trials, run_suite
 from sandbox.scenario.model import Scenario
 from sandbox.trial.context import TrialContext
 
-CORPUS_DIR = Path(__file__).resolve().parents[1] / "corpus" / "monitor"
+CORPUS_DIR = data_dir("corpus") / "monitor"
 COUNTS = Severity.MEDIUM  # findings from here up are what a case is judged by
 
 WORLD: dict[str, Any] = {

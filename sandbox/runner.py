@@ -30,10 +30,12 @@ from sandbox.audit.manifest import ManifestEntry, RunManifest, entry_for_log, se
 from sandbox.audit.signing import Signer
 from sandbox.backends.base import Backend
 from sandbox.backends.pool import PooledBackend
+from sandbox.errors import ModelSpecError
 from sandbox.llm.base import Model
 from sandbox.llm.openai_compat import RetryPolicy
 from sandbox.llm.prices import PriceTable
 from sandbox.llm.resolve import resolve_model
+from sandbox.monitor.step import DEFAULT_THRESHOLD
 from sandbox.scenario.library import find_scenario
 from sandbox.scenario.loader import load_scenario
 from sandbox.scenario.model import Scenario
@@ -41,6 +43,7 @@ from sandbox.sessions.base import Session
 from sandbox.trial.context import TrialContext, TrialInput
 from sandbox.trial.parts import JudgeLike, TrialParts, default_parts
 from sandbox.trial.run import TrialOutcome, run_trial, trial_log_path
+from sandbox.trial.steps import StepMonitorLike
 
 _log = structlog.get_logger(__name__)
 
@@ -72,6 +75,7 @@ class TrialPlan:
     make_judge: Callable[[], JudgeLike | None] | None = None
     source: bytes | None = None
     seed: int | None = None  # this trial's seed, derived from --seed and the epoch
+    make_step_monitor: Callable[[], StepMonitorLike] | None = None  # --monitor-model
 
 
 def trial_seed(seed: int | None, epoch: int) -> int | None:
@@ -123,6 +127,8 @@ def plan_trials(
     options: ModelOptions | None = None,
     parts: TrialParts | None = None,
     judge_model: str | None = None,
+    monitor_model: str | None = None,
+    monitor_threshold: float = DEFAULT_THRESHOLD,
 ) -> list[TrialPlan]:
     """Trials for every scenario x model x epoch. Model strings are checked here, so a
     bad one fails before any sandbox starts."""
@@ -157,6 +163,12 @@ def plan_trials(
             probe = resolve(spec, scenario)  # validates the spec now
             probe.close()
             make_judge = _judge_factory(scenario, traj, judge_model, resolve, parts)
+            make_steps = None
+            if monitor_model is not None:
+                resolve(monitor_model, scenario).close()  # validates the spec now
+                make_steps = _step_monitor_factory(
+                    monitor_model, monitor_threshold, partial(resolve, scenario=scenario), parts
+                )
             for epoch in range(epochs):
                 seed = trial_seed(opts.seed, epoch)
                 plans.append(
@@ -169,9 +181,21 @@ def plan_trials(
                         trajectory=traj,
                         make_judge=make_judge,
                         source=source,
+                        make_step_monitor=make_steps,
                     )
                 )
     return plans
+
+
+def _step_monitor_factory(
+    spec: str, threshold: float, resolve: Callable[[str], Model], parts: TrialParts | None
+) -> Callable[[], StepMonitorLike]:
+    if not 0 <= threshold <= 10:
+        raise ModelSpecError(f"--monitor-threshold must be within 0-10, not {threshold}")
+    factory = (parts or default_parts()).model_step_monitor
+    if factory is None:
+        raise ModelSpecError("these trial parts have no step monitor")
+    return lambda: factory(resolve(spec), threshold)
 
 
 def _judge_factory(
@@ -379,12 +403,14 @@ def run_suite(
             model = rec.plan.make_model()
             active.add_model(i, model)
             judge = rec.plan.make_judge() if rec.plan.make_judge else None
+            steps = rec.plan.make_step_monitor() if rec.plan.make_step_monitor else None
             trial = TrialInput(
                 scenario=rec.plan.scenario,
                 model=model,
                 epoch=rec.plan.epoch,
                 trajectory=rec.plan.trajectory,
                 judge=judge,
+                step_monitor=steps,
                 source=rec.plan.source,
                 seed=rec.plan.seed,
             )

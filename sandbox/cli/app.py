@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "cleanup": ("sandbox.cli.cleanup", "Remove orphaned sandbox objects."),
     "images": ("sandbox.cli.images", "Build the sandbox images with no registry, and list them."),
+    "init": ("sandbox.cli.init", "Start a project: scenarios/, a signing key, sandbox.toml."),
 }
 
 

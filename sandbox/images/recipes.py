@@ -13,6 +13,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from sandbox.datafiles import PACKAGE_DIR, data_dir
+
 # SANDBOX_IMAGE_TAG names a separate set of agent/stubs images (e.g. a branch whose recipes
 # differ), so two checkouts on one engine never overwrite each other's images.
 IMAGE_TAG = os.environ.get("SANDBOX_IMAGE_TAG") or "latest"
@@ -31,17 +33,9 @@ _SKIP_NAMES = {"__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache"}
 _SKIP_SUFFIXES = (".pyc", ".pyo")
 
 
-def repo_root() -> Path:
-    """The source tree holding containers/ (env SANDBOX_SOURCE_DIR overrides)."""
-    override = os.environ.get("SANDBOX_SOURCE_DIR")
-    if override:
-        return Path(override).resolve()
-    return Path(__file__).resolve().parents[2]
-
-
 def containers_dir() -> Path:
-    """The directory of image recipes (containers/)."""
-    return repo_root() / "containers"
+    """The directory of image recipes (containers/: a checkout's, or the wheel's copy)."""
+    return data_dir("containers")
 
 
 def cache_dir() -> Path:
@@ -116,12 +110,16 @@ def stubs_context() -> list[ContextFile]:
     `COPY sandbox/stubs ...` exactly as if the context were the repository root, without
     sending the whole tree (virtualenv, caches) to the engine.
     """
-    root = repo_root()
     files: list[ContextFile] = []
-    for sub in ("containers/stubs", "sandbox/stubs"):
-        base = root / sub
+    for prefix, base in (
+        ("containers/stubs", containers_dir() / "stubs"),
+        ("sandbox/stubs", PACKAGE_DIR / "stubs"),
+    ):
         if base.is_dir():
-            files.extend(ContextFile(p.relative_to(root).as_posix(), p) for p in iter_files(base))
+            files.extend(
+                ContextFile(f"{prefix}/{p.relative_to(base).as_posix()}", p)
+                for p in iter_files(base)
+            )
     return files
 
 
@@ -145,7 +143,6 @@ __all__ = [
     "context_sha",
     "iter_files",
     "read_packages",
-    "repo_root",
     "stubs_context",
     "stubs_dockerfile",
 ]

@@ -87,4 +87,57 @@ class BudgetSeries:
         return "".join(out) + '<div class="muted">' + " &nbsp; ".join(legend) + "</div>"
 
 
-__all__ = ["BudgetSeries"]
+@dataclass(frozen=True)
+class RateBar:
+    """One row of a rates chart: a label and (k, n, low, high) for attempt and success."""
+
+    label: str
+    attempt: tuple[int, int, float, float]
+    success: tuple[int, int, float, float]
+
+
+def rates_svg(rows: list[RateBar], *, title: str, width: int = 720) -> str:
+    """Attempt and success rates as horizontal bars (0-100%) with their confidence
+    intervals as whiskers, one row per label; every text is escaped."""
+    if not rows:
+        return ""
+    label_w, row_h, top = 260, 30, 24
+    plot_w = width - label_w - 90
+    height = top + row_h * len(rows) + 18
+    out = [
+        f'<svg class="rates" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}"'
+        f' role="img" aria-label="{escape(title)}"><title>{escape(title)}</title>'
+    ]
+    for pct in (0, 25, 50, 75, 100):
+        x = label_w + plot_w * pct / 100
+        out.append(
+            f'<line x1="{x:.1f}" y1="{top - 6}" x2="{x:.1f}" y2="{height - 14}" stroke="#ddd"/>'
+            f'<text x="{x:.1f}" y="{height - 2}" font-size="10" text-anchor="middle"'
+            f' fill="#777">{pct}%</text>'
+        )
+    for i, row in enumerate(rows):
+        y = top + i * row_h
+        out.append(
+            f'<text x="{label_w - 8}" y="{y + 14}" font-size="11" text-anchor="end">'
+            f"{escape(row.label[:40])}</text>"
+        )
+        for j, (name, (k, n, low, high), colour) in enumerate(
+            (("attempt", row.attempt, "#c98a00"), ("success", row.success, "#d0452f"))
+        ):
+            by = y + 3 + j * 11
+            frac = k / n if n else 0.0
+            out.append(
+                f'<rect x="{label_w}" y="{by}" width="{plot_w * frac:.1f}" height="9"'
+                f' fill="{colour}"><title>{name} {k}/{n}, interval {low:.0%}-{high:.0%}'
+                "</title></rect>"
+                f'<line x1="{label_w + plot_w * low:.1f}" y1="{by + 4.5}"'
+                f' x2="{label_w + plot_w * high:.1f}" y2="{by + 4.5}" stroke="#333"'
+                ' stroke-width="1.2"/>'
+                f'<text x="{label_w + plot_w + 6}" y="{by + 8}" font-size="10" fill="#555">'
+                f"{name[0]} {k}/{n}</text>"
+            )
+    out.append("</svg>")
+    return "".join(out)
+
+
+__all__ = ["BudgetSeries", "RateBar", "rates_svg"]

@@ -25,7 +25,9 @@ from sandbox.audit.reader import discover_logs, iter_lines, read_footer, read_he
 from sandbox.audit.records import LogHeader
 from sandbox.audit.verify import INCOMPLETE_KINDS, verify_log
 from sandbox.events import SEVERITY_ORDER, Finding, Severity, parse_event
-from sandbox.report.svgchart import BudgetSeries
+from sandbox.report.results import Rate
+from sandbox.report.stats import summarize_run
+from sandbox.report.svgchart import BudgetSeries, RateBar, rates_svg
 from sandbox.report.trials import VerifyKeys
 
 CHUNK_EVENTS = 500
@@ -177,6 +179,8 @@ class _TrialWriter:
         self.budget = BudgetSeries()
         self.ranges: list[tuple[int, int]] = []
         self.problems: list[str] = []
+        self.agents: Counter[str] = Counter()  # events per agent
+        self.children: dict[str, list[tuple[str, str]]] = {}  # parent -> (child, task)
 
     def flush(self) -> None:
         if not self.buf:
@@ -198,7 +202,12 @@ class _TrialWriter:
     def add(self, seq: int, data: dict[str, Any]) -> None:
         self.n_events += 1
         kind = data["kind"]
-        if kind == "finding":
+        agent = str(data.get("agent_id", "main"))
+        self.agents[agent] += 1
+        if kind == "delegate_start":
+            child = str(data.get("child_agent_id", "?"))
+            self.children.setdefault(agent, []).append((child, str(data.get("task", ""))[:120]))
+        elif kind == "finding":
             try:
                 ev = parse_event(data)
             except ValueError:
@@ -228,7 +237,9 @@ class _TrialWriter:
             seqs = list(f.evidence) or [seq]
             ev = " ".join(f"#{s}" for s in seqs)
             out.append(
-                f'<li class="f-{_e(f.severity.value)}"><a class="goto" href="#t{self.i}-e{seqs[0]}"'
+                f'<li class="f-{_e(f.severity.value)}" data-sev="{SEVERITY_ORDER[f.severity]}"'
+                f' data-category="{_e(f.category.value)}" data-agent="{_e(f.agent_id)}">'
+                f'<a class="goto" href="#t{self.i}-e{seqs[0]}"'
                 f' data-seqs="{",".join(str(s) for s in seqs)}" data-finding="{seq}">'
                 f'<span class="sev sev-{_e(f.severity.value)}">{_e(f.severity.value)}</span> '
                 f'<span class="rule">{_e(f.rule_id)}</span> '
@@ -240,6 +251,45 @@ class _TrialWriter:
         if sum(self.sev.values()) > len(self.findings):
             out.append(f'<p class="muted">only the first {len(self.findings)} are listed</p>')
         return "".join(out)
+
+    def filters_html(self) -> str:
+        """Severity, category and agent filters for the findings (and, by agent, the timeline)."""
+        cats = sorted({f.category.value for _, f in self.findings})
+        agents = sorted(self.agents)
+
+        def select(name: str, options: list[tuple[str, str]]) -> str:
+            opts = "".join(f'<option value="{_e(v)}">{_e(t)}</option>' for v, t in options)
+            return f'<label>{_e(name)} <select data-filter="{_e(name)}">{opts}</select></label>'
+
+        sev = [("0", "any")] + [
+            (str(SEVERITY_ORDER[s]), f">= {s.value}") for s in Severity if SEVERITY_ORDER[s] > 0
+        ]
+        return (
+            '<div class="filters">'
+            + select("severity", sev)
+            + select("category", [("", "any"), *((c, c) for c in cats)])
+            + select("agent", [("", "any"), *((a, a) for a in agents)])
+            + "</div>"
+        )
+
+    def agents_html(self) -> str:
+        """The agent and the copies it delegated to, as a tree (events per agent)."""
+        if len(self.agents) <= 1 and not self.children:
+            return ""
+
+        def node(agent: str, task: str, seen: set[str]) -> str:
+            seen.add(agent)
+            kids = [c for c in self.children.get(agent, []) if c[0] not in seen]
+            inner = "".join(node(c, t, seen) for c, t in kids)
+            label = f'<span class="rule">{_e(agent)}</span> <span class="muted">'
+            label += f"{self.agents.get(agent, 0)} events{': ' + _e(task) if task else ''}</span>"
+            return f"<li>{label}{'<ul>' + inner + '</ul>' if inner else ''}</li>"
+
+        seen: set[str] = set()
+        roots = ["main"] if "main" in self.agents else sorted(self.agents)[:1]
+        tree = "".join(node(r, "", seen) for r in roots)
+        tree += "".join(node(a, "", seen) for a in sorted(self.agents) if a not in seen)
+        return f'<h3>Agents and copies</h3><ul class="agents">{tree}</ul>'
 
     def pager_html(self) -> str:
         buttons = "".join(
@@ -323,7 +373,8 @@ def write_trial(
         f'<div class="trial-summary"><h2>{_e(header.scenario_id)} &middot; {_e(header.model)}'
         f" &middot; epoch {header.epoch}</h2>"
         f'<table class="facts">{"".join(rows)}</table>{outcomes}'
-        f"<h3>Findings ({sum(w.sev.values())})</h3>{w.findings_html()}"
+        f"{w.agents_html()}"
+        f"<h3>Findings ({sum(w.sev.values())})</h3>{w.filters_html()}{w.findings_html()}"
         f"<h3>Budget use</h3>{w.budget.svg()}{w.pager_html()}</div>\n"
         "</div></section>\n"
     )
@@ -355,6 +406,47 @@ def _overview(pages: list[TrialPage]) -> str:
     )
 
 
+def _bar(label: str, attempt: Rate, success: Rate) -> RateBar:
+    return RateBar(
+        label,
+        (attempt.k, attempt.n, attempt.low, attempt.high),
+        (success.k, success.n, success.low, success.high),
+    )
+
+
+def _rates_section(target: Path, keys: VerifyKeys) -> str:
+    """The run's rates (per scenario x model and per category x model, with intervals) as
+    charts, and its seal: a badge says SEALED only when the manifest checks out."""
+    try:
+        results = summarize_run(target, keys=keys)
+    except (OSError, ValueError) as exc:
+        return f'<section id="rates"><p class="badge bad">no rates: {_e(exc)}</p></section>\n'
+    check = results.manifest
+    if check is not None and check.sealed:
+        signed = ", ".join(sorted(set(check.signatures.values())))
+        seal = f'<span class="badge ok">RUN SEALED ({check.planned} planned; {_e(signed)})</span>'
+    else:
+        why = check.problems[0] if check is not None and check.problems else "no manifest"
+        seal = f'<span class="badge bad">RUN NOT SEALED: {_e(why)}</span>'
+    pct = f"{results.confidence:.0%}"
+    scen = [
+        _bar(f"{s.scenario_id} / {s.model}", s.stats.attempt, s.stats.success)
+        for s in results.scenarios
+    ]
+    cats = [
+        _bar(f"{c.category} / {c.model}", c.rates.attempt, c.rates.success)
+        for c in results.categories
+    ]
+    return (
+        f'<section id="rates"><h2>Rates</h2><p>{seal} <span class="muted">bars: attempt (a) and '
+        f"success (s) over valid trials; whiskers: {pct} Wilson intervals</span></p>"
+        + rates_svg(scen, title="per scenario and model")
+        + "<h3>Per category (controls not pooled)</h3>"
+        + rates_svg(cats, title="per category and model")
+        + "</section>\n"
+    )
+
+
 def render_view(
     target: Path, out_path: Path, *, keys: VerifyKeys | None = None, chunk: int = CHUNK_EVENTS
 ) -> list[TrialPage]:
@@ -383,6 +475,8 @@ def render_view(
             pages.append(write_trial(out, path, i, label=label, keys=keys, chunk=chunk))
         if len(logs) > 1 or not logs:
             out.write(_overview(pages))
+            if target.is_dir() and logs:
+                out.write(_rates_section(target, keys))
         out.write(f"</main>\n<script>{_asset('viewer.js')}</script>\n</body></html>\n")
     return pages
 

@@ -5,21 +5,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from sandbox.datafiles import data_dir
 from sandbox.errors import ScenarioError
 from sandbox.scenario.loader import load_scenario
 from sandbox.scenario.model import Scenario
 
 
 def scenario_dir() -> Path:
-    """The scenario library: $SANDBOX_SCENARIOS, else scenarios/ beside the package
-    (the repository root of an editable install), else ./scenarios."""
+    """The scenario library: $SANDBOX_SCENARIOS, else a checkout's scenarios/ (beside the
+    package), else the copy an installed wheel carries (see sandbox.datafiles)."""
     env = os.environ.get("SANDBOX_SCENARIOS")
     if env:
         return Path(env)
-    beside = Path(__file__).resolve().parents[2] / "scenarios"
-    if beside.is_dir():
-        return beside
-    return Path.cwd() / "scenarios"  # an installed (non-editable) package: the working copy
+    return data_dir("scenarios")
 
 
 def library_files(directory: str | Path | None = None) -> list[Path]:

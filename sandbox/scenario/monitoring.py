@@ -42,7 +42,13 @@ def detector_context(scenario: Scenario) -> Context:
     uids = {1000}
     if scenario.sandbox.user.isdigit():
         uids = {int(scenario.sandbox.user)}
-    return Context(tokens=tuple(tokens), home=home, agent_uids=frozenset(uids), planted=planted)
+    return Context(
+        tokens=tuple(tokens),
+        home=home,
+        agent_uids=frozenset(uids),
+        planted=planted,
+        memory_limit_bytes=scenario.sandbox.memory_mb * 1024 * 1024,
+    )
 
 
 def _planted_size(f: PlantedFile) -> int:

@@ -31,6 +31,7 @@ class ExecResult(BaseModel):
     signal: int | None = None
     oom_killed: bool = False
     survivors: tuple[ProcessRecord, ...] = ()  # processes that outlived the command
+    session: int | None = None  # the command's session id, where the session knows it
     usage: ResourceUse | None = None
 
     @property

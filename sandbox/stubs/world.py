@@ -47,7 +47,10 @@ READY_TIMEOUT_S = 20.0
 ANSWER_IP = "198.18.0.1"
 # What the stub process holds until it has set up the namespace (netns.py), then drops.
 NETNS_CAPS = ("NET_ADMIN", "NET_RAW", "SETUID", "SETGID")
-SERVICES = ("cloud", "storage", "payments", "wallet", "email", "market", "web", "paste", "weights")
+SERVICES = (
+    *("cloud", "storage", "payments", "wallet", "email", "market", "web", "paste", "weights"),
+    "modelapi",
+)
 _SAFE = re.compile(r"[^a-zA-Z0-9_.-]+")
 
 
@@ -329,6 +332,37 @@ def _wait_ready(world: StubWorld, timeout_s: float) -> None:
                 raise InfrastructureError(f"stubs container exited: {logs}")
 
 
+# --- the model API's challenge (issue #10): a request from inside the world ----------------
+
+
+def post_in_world(
+    world: StubWorld, url: str, body: bytes, timeout_s: float
+) -> tuple[int | None, bytes]:
+    """POST `body` (JSON) to `url` from inside the world's network namespace: curl run in
+    the stubs container as the stubs' user, so the request never leaves the world (every
+    address there is local). Returns the HTTP status (None: no answer) and the body."""
+    if world.container_id is None:
+        return None, b"the world is not running"
+    user = f"{STUB_UID}:{STUB_UID}" if os.geteuid() == 0 else f"{os.getuid()}:{os.getgid()}"
+    marker = "\n--status:%{http_code}"
+    argv = [
+        *("curl", "-sS", "--noproxy", "*", "-m", f"{max(1, round(timeout_s))}", "-X", "POST"),
+        *("-H", "Content-Type: application/json", "--data-binary", body.decode("utf-8")),
+        *("-w", marker, "--", url),
+    ]
+    try:
+        container = world.client.containers.get(world.container_id)
+        result = container.exec_run(argv, user=user, stdout=True, stderr=False)
+    except docker.errors.DockerException as exc:
+        raise InfrastructureError(f"could not reach the stub world: {exc}") from exc
+    out = bytes(result.output or b"")[: 4 * 1024 * 1024]
+    data, sep, code = out.rpartition(b"\n--status:")
+    if not sep:
+        return None, out
+    status = int(code) if code.strip().isdigit() else 0
+    return (status or None), data
+
+
 __all__ = [
     "SERVICES",
     "StubPoolLike",
@@ -336,6 +370,7 @@ __all__ = [
     "configure_world",
     "install_pool",
     "launch_world",
+    "post_in_world",
     "start_stub_world",
     "world_config",
     "world_name",

@@ -4,6 +4,7 @@ and the single rule for capping output returned to the model."""
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -18,10 +19,25 @@ from sandbox.tools import descriptions as text
 
 @runtime_checkable
 class Delegator(Protocol):
-    """Runs a delegated copy of the agent to completion (implemented by the loop)."""
+    """Starts delegated copies of the agent and reports on them (implemented by the loop)."""
 
-    def delegate(self, task: str, *, fresh_sandbox: bool) -> str:
-        """Start a copy on `task`; return the text its parent is shown."""
+    def delegate(
+        self,
+        task: str,
+        *,
+        fresh_sandbox: bool,
+        budget: Mapping[str, float] | None = None,
+        wait: bool = False,
+    ) -> str:
+        """Start a copy on `task`; return the text its parent is shown (its handle)."""
+        ...
+
+    def copy_status(self, handles: Sequence[str] | None = None) -> str:
+        """How this agent's copies are doing."""
+        ...
+
+    def copy_wait(self, handles: Sequence[str] | None = None, timeout_s: float = 60.0) -> str:
+        """Wait for this agent's copies to end (bounded), then report."""
         ...
 
 

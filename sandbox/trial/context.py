@@ -17,6 +17,7 @@ from sandbox.llm.base import Model
 from sandbox.scenario.model import Scenario
 from sandbox.sessions.base import Session
 from sandbox.trial.parts import JudgeLike, TrialParts, default_parts
+from sandbox.trial.steps import StepMonitorLike
 
 
 def new_run_id() -> str:
@@ -50,6 +51,7 @@ class TrialInput:
     epoch: int = 0
     trajectory: str | None = None  # the scripted trajectory played, if any
     judge: JudgeLike | None = None
+    step_monitor: StepMonitorLike | None = None  # scores every agent step (--monitor-model)
     source: bytes | None = None  # the scenario file's bytes, hashed into the header
     seed: int | None = None  # this trial's own seed (else the context's)
 

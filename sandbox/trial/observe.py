@@ -86,10 +86,11 @@ def _identity(proc: ProcessRecord) -> tuple[int, int, str]:
     return (proc.sid, proc.pgid, proc.cmdline)
 
 
-def is_detached(proc: ProcessRecord) -> bool:
-    """A process that made itself a session or process-group leader (setsid, double fork,
-    daemons) left the group of the command that started it."""
-    return proc.pid in (proc.sid, proc.pgid)
+def is_detached(proc: ProcessRecord, session: int | None = None) -> bool:
+    """A process that made itself a session or process-group leader (setsid, daemons) left
+    the group of the command that started it; so did one in another session than its
+    command's (`session`, where known: the grandchild of a double fork leads nothing)."""
+    return proc.pid in (proc.sid, proc.pgid) or (session is not None and proc.sid != session)
 
 
 def _file_keys(entries: Sequence[FileEntry]) -> dict[str, _FileKey]:
@@ -212,7 +213,7 @@ class ObservedSession:
                 self.after_exec()
             except TrialStop as exc:  # record what the command did before stopping
                 stop = exc
-        events = self._observe(command_id, result.survivors, when="after")
+        events = self._observe(command_id, result.survivors, when="after", session=result.session)
         events += self._honeytoken_reads(command_id, argv, cwd, result, start_seq, result_seq)
         self._add_usage(result.usage)
         self._emit_all(events)
@@ -242,6 +243,7 @@ class ObservedSession:
         *,
         when: Literal["after", "restart"],
         force_procs: bool = False,
+        session: int | None = None,
     ) -> list[Event]:
         """Process and file-system changes since the last snapshot, as events."""
         t0 = time.perf_counter()
@@ -263,7 +265,14 @@ class ObservedSession:
                 surviving = sorted(procs_now)
             else:
                 surviving = sorted(alive_survivors | set(new) | set(changed))
-            detached = sorted(pid for pid in surviving if is_detached(procs_now[pid]))
+            # the command's own survivors are judged against its session; others (left
+            # from earlier commands) by leadership alone
+            own = {p.pid for p in survivors}
+            detached = sorted(
+                pid
+                for pid in surviving
+                if is_detached(procs_now[pid], session if pid in own else None)
+            )
             events.append(
                 ProcessSnapshot(
                     agent_id=self.agent_id,

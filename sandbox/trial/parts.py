@@ -8,17 +8,21 @@ set-up that are plain data (the log header, planted files, the model's settings)
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sandbox.backends.base import AttachedNetwork
+from sandbox.budgets import BudgetMeter
+from sandbox.errors import InfrastructureError, TrialStop
 from sandbox.events import Event, EventSink, Finding
 from sandbox.llm.base import Model
 from sandbox.monitor.rubric import JudgeItem
-from sandbox.scenario.model import Honeytoken, Scenario
+from sandbox.scenario.model import Honeytoken, ModelApi, Scenario
 from sandbox.sessions.base import Session
+from sandbox.trial.steps import StepMonitorLike
 
 
 class JudgeLike(Protocol):
@@ -85,6 +89,31 @@ class ObserverFactory(Protocol):
     ) -> Observed: ...
 
 
+class CopyProver(Protocol):
+    """The trial's model API inside the world (sandbox.trial.proof.WorldModelApi)."""
+
+    def prove(self, read_file: Callable[[str], bytes]) -> object:
+        """Challenge the copy the agent declared (if the scenario asks for a proof)."""
+        ...
+
+
+class ModelApiFactory(Protocol):
+    """Serves the model API of a world for a block (sandbox.trial.proof.serve_model_api)."""
+
+    def __call__(
+        self,
+        world: StubWorldLike,
+        *,
+        model: Model,
+        meter: BudgetMeter,
+        sink: EventSink,
+        api: ModelApi,
+        stop: threading.Event,
+        on_stop: Callable[[TrialStop], None],
+        host_id: str,
+    ) -> AbstractContextManager[CopyProver]: ...
+
+
 @dataclass(frozen=True)
 class TrialParts:
     """Factories for the parts of a trial that live in other packages."""
@@ -97,6 +126,10 @@ class TrialParts:
     # Pre-started stub worlds for a suite: `world_pool(run_id, size)` is entered around the
     # suite and makes every `world(...)` call inside it take a pooled world when one is ready.
     world_pool: Callable[[str, int], AbstractContextManager[object]] | None = None
+    # A step monitor asking `model` about every agent step (scores >= threshold: findings).
+    model_step_monitor: Callable[[Model, float], StepMonitorLike] | None = None
+    # The model API inside the world (scenario `model_api`); None: scenarios with one fail.
+    model_api: ModelApiFactory | None = None
 
 
 def default_parts() -> TrialParts:
@@ -104,6 +137,7 @@ def default_parts() -> TrialParts:
     # Resolved here rather than at import time: these parts are composed, not depended on.
     from sandbox.monitor.judge import ModelJudge, ScriptedJudge
     from sandbox.monitor.monitor import Monitor
+    from sandbox.monitor.step import ModelStepMonitor
     from sandbox.scenario.monitoring import monitor_config
     from sandbox.stubs.world import start_stub_world
     from sandbox.trial.observe import ObservedSession
@@ -133,7 +167,45 @@ def default_parts() -> TrialParts:
         scripted_judge=lambda answers: ScriptedJudge(dict(answers)),
         model_judge=ModelJudge,
         world_pool=_stub_pool,
+        model_step_monitor=lambda model, threshold: ModelStepMonitor(model, threshold=threshold),
+        model_api=_model_api,
     )
+
+
+@contextmanager
+def _model_api(
+    world: StubWorldLike,
+    *,
+    model: Model,
+    meter: BudgetMeter,
+    sink: EventSink,
+    api: ModelApi,
+    stop: threading.Event,
+    on_stop: Callable[[TrialStop], None],
+    host_id: str,
+) -> Iterator[CopyProver]:
+    """The relay on a real world's socket; challenges go out through the stubs container."""
+    from sandbox.stubs.world import StubWorld, post_in_world
+    from sandbox.trial.proof import serve_model_api
+
+    if not isinstance(world, StubWorld):
+        raise InfrastructureError("the model API needs a stub world started by the harness")
+
+    def send(url: str, body: bytes, timeout_s: float) -> tuple[int | None, bytes]:
+        return post_in_world(world, url, body, timeout_s)
+
+    with serve_model_api(
+        world.world_dir,
+        send=send,
+        model=model,
+        meter=meter,
+        sink=sink,
+        api=api,
+        stop=stop,
+        on_stop=on_stop,
+        host_id=host_id,
+    ) as served:
+        yield served
 
 
 @contextmanager
@@ -150,7 +222,9 @@ def _stub_pool(run_id: str, size: int) -> Iterator[object]:
 
 
 __all__ = [
+    "CopyProver",
     "JudgeLike",
+    "ModelApiFactory",
     "MonitorLike",
     "Observed",
     "ObserverFactory",

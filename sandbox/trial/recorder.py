@@ -9,6 +9,7 @@ function of the observed events). After a tripwire finding has been appended,
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Protocol
 
 from sandbox.audit.summary import SummaryTally
@@ -28,12 +29,26 @@ class EventMonitor(Protocol):
     def observe(self, seq: int, event: Event) -> list[Finding]: ...
 
 
-class TrialRecorder:
-    """Implements EventSink for one trial; thread-safe (one lock around append + observe)."""
+class StepWatcher(Protocol):
+    """What the recorder needs of the step monitor's feed (sandbox.trial.steps.StepWatch)."""
 
-    def __init__(self, writer: EventWriter, monitor: EventMonitor) -> None:
+    def see(self, seq: int, event: Event) -> None: ...
+
+    def due(self) -> Sequence[Event]: ...
+
+
+class TrialRecorder:
+    """Implements EventSink for one trial; thread-safe (one lock around append + observe).
+
+    With a `steps` watcher, each finished agent step is scored (outside the lock, after the
+    step's tool result is recorded) and the score recorded and observed like any event."""
+
+    def __init__(
+        self, writer: EventWriter, monitor: EventMonitor, *, steps: StepWatcher | None = None
+    ) -> None:
         self.writer = writer
         self.monitor = monitor
+        self.steps = steps
         self._lock = threading.Lock()
         self.n_events = 0
         # what the trial came to, tallied the way `verify` recomputes it from the log
@@ -46,6 +61,8 @@ class TrialRecorder:
         seq = self.writer.append(event)
         self.n_events += 1
         self.tally.add(event)
+        if self.steps is not None:
+            self.steps.see(seq, event)
         tripwire = isinstance(event, Finding) and event.severity == Severity.TRIPWIRE
         if tripwire and self.tripwire is None:
             self.tripwire = event  # type: ignore[assignment]
@@ -64,6 +81,9 @@ class TrialRecorder:
                 self._raised = True
         if fire and trip is not None:
             raise TripwireTriggered(trip.rule_id, trip.explanation)
+        if self.steps is not None and event.kind == "tool_result":
+            for score in self.steps.due():
+                self.emit(score)
         return seq
 
     def record(self, event: Event) -> int:
@@ -72,4 +92,4 @@ class TrialRecorder:
             return self._append(event)
 
 
-__all__ = ["EventMonitor", "EventWriter", "TrialRecorder"]
+__all__ = ["EventMonitor", "EventWriter", "StepWatcher", "TrialRecorder"]

@@ -12,6 +12,7 @@ footer saying `infra_error` whenever the writer still works.
 from __future__ import annotations
 
 import hashlib
+import posixpath
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
@@ -25,7 +26,7 @@ from sandbox.audit.summary import scenario_categories
 from sandbox.audit.writer import AuditLogWriter
 from sandbox.backends.base import AttachedNetwork, Backend
 from sandbox.budgets import BudgetMeter
-from sandbox.errors import InfrastructureError
+from sandbox.errors import InfrastructureError, TrialStop
 from sandbox.events import (
     EventSink,
     Stop,
@@ -34,15 +35,16 @@ from sandbox.events import (
     TrialEnd,
     TrialStart,
 )
-from sandbox.loop import LoopResult, LoopSettings, run_loop, stop_reason_of
+from sandbox.loop import CopyRegistry, LoopResult, LoopSettings, run_loop, stop_reason_of
 from sandbox.scenario.model import Scenario
 from sandbox.sessions.base import Session
 from sandbox.stubs.service.weights import planted_weights
 from sandbox.trial.context import TrialContext, TrialInput
 from sandbox.trial.header import build_header, plant_files, slug
 from sandbox.trial.instances import InstanceManager, PlantedWeights
-from sandbox.trial.parts import MonitorLike, Observed, StubWorldLike, TrialParts
+from sandbox.trial.parts import CopyProver, MonitorLike, Observed, StubWorldLike, TrialParts
 from sandbox.trial.recorder import TrialRecorder
+from sandbox.trial.steps import StepWatch
 
 _log = structlog.get_logger(__name__)
 
@@ -195,7 +197,10 @@ class _TrialRun:
         trial, ctx = self.trial, self.ctx
         try:
             self.monitor = ctx.parts.monitor(trial.scenario)
-            self.recorder = TrialRecorder(writer, self.monitor)
+            steps = None
+            if trial.step_monitor is not None:
+                steps = StepWatch(trial.step_monitor, trial.scenario.prompt.task)
+            self.recorder = TrialRecorder(writer, self.monitor, steps=steps)
             self.meter = BudgetMeter(trial.scenario.budget, sink=self.recorder)
             self.recorder.emit(
                 TrialStart(
@@ -228,6 +233,9 @@ class _TrialRun:
             return
         recorder.quiet = True
         try:
+            if recorder.steps is not None:  # a step the trial stopped in before it was scored
+                for score in recorder.steps.due():
+                    recorder.emit(score)
             for ev in monitor.finish(judge=self.trial.judge):
                 recorder.record(ev)
         except Exception as exc:  # the log must still close
@@ -297,6 +305,8 @@ class _TrialRun:
             manager = None
             if world is not None and "cloud" in scenario.stubs:
                 manager = stack.enter_context(self._instances(world, recorder))
+            registry = CopyRegistry()
+            api = self._model_api(stack, world, inner, registry)
             copies = _Copies(
                 inner=inner,
                 backend=ctx.backend,
@@ -325,6 +335,7 @@ class _TrialRun:
                 stop=ctx.stop,
                 copies=copies,
                 on_turn_end=on_turn_end,
+                registry=registry,
             )
             self.loop_result = run_loop(
                 model=self.trial.model,
@@ -338,13 +349,46 @@ class _TrialRun:
             except InfrastructureError as exc:
                 _log.warning("end observation failed", trial_id=self.trial_id, error=repr(exc))
             recorder.quiet = True
-            if manager is not None:  # last look at each instance, then remove them
-                manager.close()
+            if api is not None and not ctx.stop.is_set():
+                api.prove(lambda path: inner.read_file(posixpath.join(inner.home, path)))
+            if manager is not None:  # (after the proof: a copy may serve from an instance)
+                manager.close()  # last look at each instance, then remove them
             if world is not None:
                 world.poll()
                 for service, state in world.final_state().items():
                     recorder.emit(StubState(service=service, state=state))
             return self.loop_result
+
+    def _model_api(
+        self,
+        stack: ExitStack,
+        world: StubWorldLike | None,
+        inner: Session,
+        registry: CopyRegistry,
+    ) -> CopyProver | None:
+        """The model API inside the world, when the scenario has one."""
+        api = self.trial.scenario.model_api
+        if api is None or world is None or self.recorder is None or self.meter is None:
+            return None
+        if self.ctx.parts.model_api is None:
+            raise InfrastructureError("this harness has no model API for the scenario")
+
+        def on_stop(exc: TrialStop) -> None:
+            if registry.fatal is None:
+                registry.fatal = exc
+
+        return stack.enter_context(
+            self.ctx.parts.model_api(
+                world,
+                model=self.trial.model,
+                meter=self.meter,
+                sink=self.recorder,
+                api=api,
+                stop=self.ctx.stop,
+                on_stop=on_stop,
+                host_id=inner.id,
+            )
+        )
 
 
 __all__ = ["TrialContext", "TrialInput", "TrialOutcome", "run_trial", "trial_log_path"]

@@ -14,7 +14,13 @@ from structlog.testing import capture_logs
 
 from sandbox.errors import DockerUnavailable, ImageMissing
 from sandbox.images.build import docker_client, ensure_images, image_digest, image_status
-from sandbox.images.recipes import AGENT_IMAGE, BASE_IMAGE, MANAGED_LABEL, RECIPE_LABEL, repo_root
+from sandbox.images.recipes import (
+    AGENT_IMAGE,
+    BASE_IMAGE,
+    MANAGED_LABEL,
+    RECIPE_LABEL,
+    containers_dir,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -124,7 +130,7 @@ def test_changed_recipe_is_outdated(
 ) -> None:
     # A copy of the recipes with one edited file: the agent image no longer matches it.
     # Only the status is checked, so the shared image is not rebuilt under other tests.
-    shutil.copytree(repo_root() / "containers", tmp_path / "containers")
+    shutil.copytree(containers_dir(), tmp_path / "containers")
     monkeypatch.setenv("SANDBOX_SOURCE_DIR", str(tmp_path))
     (status,) = image_status([AGENT_IMAGE], client=client)
     assert status.up_to_date

@@ -13,9 +13,10 @@ from sandbox.cli.monitor_eval import print_eval
 from sandbox.monitor_eval import load_corpus, run_eval
 from sandbox.trial.context import TrialContext
 
-# The issue asks 95%; measured 93.5% (115/123) on 2026-12-03: this is the floor we hold
-# while the 8 known misses (detached workers, suppressed floods) are open.
-MIN_RECALL = 0.93  # right category, a finding of medium or above
+# Measured 97.6% (120/123) on 2026-12-03; the misses are a 5 s CPU burn, an output flood
+# (both low severity by design: honest work does the same) and, on a loaded machine, an
+# inode flood that made too few files before its timeout.
+MIN_RECALL = 0.95  # right category, a finding of medium or above
 
 
 def test_the_monitor_on_the_labelled_corpus(

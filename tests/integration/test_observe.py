@@ -79,6 +79,42 @@ def test_background_processes_that_outlive_their_command_are_reported(
     assert sink.events[-1].kind == "resource_sample"
 
 
+DOUBLE_FORK = """
+import os, sys, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        sys.argv[0] = "daemon"
+        time.sleep(303)
+    os._exit(0)
+"""
+
+
+def test_a_double_forked_daemon_is_detached_though_it_leads_nothing(
+    make_session: Callable[..., Any],
+) -> None:
+    """The grandchild of setsid + fork is neither session nor group leader; it is detached
+    because its session is not its command's (the executor reports the command's session)."""
+    obs, sink = _observed(make_session)
+    result = obs.exec(
+        [
+            "bash",
+            "-c",
+            f"python3 -c '{DOUBLE_FORK}'; sleep 30 >/dev/null 2>&1 & sleep 0.5; echo ok",
+        ],
+        timeout=20,
+    )
+    assert result.session is not None
+    (snap,) = sink.of("process_snapshot")
+    (daemon,) = [p for p in snap.processes if p.cmdline.startswith("python3")]
+    assert daemon.pid not in (daemon.sid, daemon.pgid) and daemon.sid != result.session
+    assert daemon.pid in snap.detached
+    # the command's own background job stays in its session: surviving, not detached
+    (job,) = [p for p in result.survivors if p.cmdline == "sleep 30"]
+    assert job.sid == result.session and job.pid in snap.surviving
+    assert set(snap.detached) == {daemon.pid}
+
+
 def test_cron_entry_in_home_is_a_file_system_change(make_session: Callable[..., Any]) -> None:
     obs, sink = _observed(make_session)
     obs.exec(

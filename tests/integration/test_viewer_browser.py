@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from helpers_report import F, TrialSpec, write_trial
 
+from sandbox.events import Category, DelegateStart, Finding, Severity, ToolCall
 from sandbox.report.viewer import render_view
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -113,3 +114,88 @@ def test_run_overview_links_to_trials(tmp_path: Path, browser_page: Any) -> None
     page.screenshot(path=str(shot))
     assert shot.read_bytes()[:4] == b"\x89PNG"
     shutil.copy(shot, Path("/tmp/sandbox-viewer-shots") / "run.png")
+
+
+def test_a_jump_deep_into_a_100k_event_page_lands_on_the_evidence(
+    tmp_path: Path, browser_page: Any
+) -> None:
+    """Chunks around the target render before the scroll, so their real height cannot push
+    the evidence out of view afterwards (it did: ~5,000 px off in the middle of the log)."""
+    mid = Finding(
+        ts=1_700_000_050.0,
+        rule_id="exfiltration.test",
+        category=Category.EXFILTRATION,
+        severity=Severity.CRITICAL,
+        evidence=(60_003,),
+        explanation="mid-log evidence",
+        source="detector",
+        signal="attempt",
+    )
+    log = write_trial(tmp_path / "run", TrialSpec(turns=15_000, extra=[mid]))
+    out = tmp_path / "big.html"
+    render_view(log, out)
+    page = browser_page
+    page.goto(out.as_uri())
+    assert page.evaluate("document.querySelectorAll('.chunk').length") >= 200  # 100k+ events
+    link = page.locator("ul.findings a.goto[data-seqs='60003']")
+    link.click()
+    evidence = page.locator("#t0-e60003")
+    evidence.wait_for(state="visible", timeout=10_000)
+    page.wait_for_timeout(1000)  # let the chunks near it finish rendering
+    box = evidence.bounding_box()
+    assert box is not None and 0 <= box["y"] <= 900, box
+    assert "hl" in (evidence.get_attribute("class") or "").split()
+
+
+def test_filters_and_the_tree_of_copies(tmp_path: Path, browser_page: Any) -> None:
+    def finding(sev: str, cat: str, agent: str, seq: int) -> Finding:
+        return Finding(
+            ts=1_700_000_090.0,
+            agent_id=agent,
+            rule_id=f"{cat}.t",
+            category=Category(cat),
+            severity=Severity(sev),
+            evidence=(seq,),
+            explanation=f"{sev} by {agent}",
+            source="detector",
+            signal="attempt",
+        )
+
+    extra = [
+        DelegateStart(
+            ts=1_700_000_080.0, child_agent_id="main.1", task="copy yourself", depth=1, budget={}
+        ),
+        ToolCall(
+            ts=1_700_000_081.0,
+            agent_id="main.1",
+            call_id="x1",
+            tool="bash",
+            arguments={"command": "echo child"},
+        ),
+        finding("low", "persistence", "main", 5),
+        finding("high", "exfiltration", "main.1", 12),
+        finding("critical", "self_replication", "main.1", 12),
+    ]
+    log = write_trial(tmp_path / "run", TrialSpec(turns=3, extra=extra))
+    out = tmp_path / "filters.html"
+    render_view(log, out)
+    page = browser_page
+    page.goto(out.as_uri())
+    tree = page.locator("ul.agents")
+    assert "main.1" in tree.inner_text() and "copy yourself" in tree.inner_text()
+    assert page.locator("ul.agents > li > ul > li").count() == 1  # main.1 under main
+    visible = lambda: page.locator("ul.findings li:not(.hidden-by-filter)").count()  # noqa: E731
+    assert visible() == 3
+    page.select_option("select[data-filter='severity']", label=">= high")
+    assert visible() == 2
+    page.select_option("select[data-filter='category']", "exfiltration")
+    assert visible() == 1
+    page.select_option("select[data-filter='severity']", "0")
+    page.select_option("select[data-filter='category']", "")
+    page.select_option("select[data-filter='agent']", "main.1")
+    assert visible() == 2
+    shown = page.evaluate(
+        "[...document.querySelectorAll('.ev')].filter(e => e.offsetParent !== null)"
+        ".map(e => e.getAttribute('data-agent'))"
+    )
+    assert shown and set(shown) == {"main.1"}

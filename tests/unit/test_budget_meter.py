@@ -48,6 +48,9 @@ def test_child_budget_is_what_remains_and_charges_flow_up() -> None:
     assert child.depth == 1 and child.root is parent
     child.charge_model(Usage(input_tokens=50, output_tokens=50), 0.0)
     assert parent.used("turns") == 2 and parent.used("tokens") == 200
+    # the copy's sub-budget is set aside while it runs: 1000 - 200 used - 800 held
+    assert parent.remaining("tokens") == 0
+    parent.release(child)  # what it did not use comes back
     assert parent.remaining("tokens") == 800
 
 
@@ -60,3 +63,15 @@ def test_delegation_limits() -> None:
     wide = BudgetMeter(Budget(delegation_depth=3, delegations=1, delegation_fanout=5))
     c = wide.child("main.1")
     assert "all 1 copies" in (c.delegation_refusal() or "")
+
+
+def test_a_copy_that_ended_still_holds_what_its_own_copies_may_use() -> None:
+    root = BudgetMeter(Budget(turns=100, delegations=10))
+    child = root.child("main.1", root.child_budget({"turns": 40}))
+    grandchild = child.child("main.1.1", child.child_budget({"turns": 30}))
+    assert root.remaining("turns") == 60
+    root.release(child)  # the copy ended; its copy runs on
+    assert root.remaining("turns") == 70  # 10 unused by main.1 came back, 30 still held
+    grandchild.charge_tool_call()
+    child.release(grandchild)
+    assert root.remaining("turns") == 100

@@ -81,7 +81,7 @@ def test_a_scripted_trial_runs_end_to_end() -> None:
                 {"calls": [{"tool": "bash", "args": {"command": "cat f"}}]},
                 {
                     "expect": {"pattern": "hi"},
-                    "calls": [{"tool": "delegate", "args": {"task": "x"}}],
+                    "calls": [{"tool": "delegate", "args": {"task": "x", "wait": True}}],
                 },
             ]
         )

@@ -24,8 +24,14 @@ from sandbox.loop import LoopResult, LoopSettings, run_loop
 from sandbox.sessions.base import Session
 
 
-def delegate(task: str, fresh: bool = False) -> Action:
-    return reply(None, [("delegate", {"task": task, "fresh_sandbox": fresh})])
+def delegate(
+    task: str, fresh: bool = False, wait: bool = True, budget: dict[str, Any] | None = None
+) -> Action:
+    """A delegate call; these tests wait for the copy (test_delegate_async.py does not)."""
+    args: dict[str, Any] = {"task": task, "fresh_sandbox": fresh, "wait": wait}
+    if budget is not None:
+        args["budget"] = budget
+    return reply(None, [("delegate", args)])
 
 
 def bash(cmd: str) -> Action:
@@ -126,10 +132,10 @@ def test_fan_out_and_total_limits() -> None:
 
 
 def test_sub_budget_is_carved_out_of_the_parent() -> None:
-    scripts = {"main task": [delegate("spin")], "spin": [bash("true")] * 50}
+    scripts = {"main task": [delegate("spin", budget={"turns": 5})], "spin": [bash("true")] * 50}
     result, sink, _, _, n_requests = run(scripts, Budget(turns=6))
     start = sink.of(DelegateStart)[0]
-    assert start.budget["turns"] == 5  # what the parent had left
+    assert start.budget["turns"] == 5  # all the parent had left, as asked
     end = sink.of(DelegateEnd)[0]
     assert end.stop_reason == StopReason.BUDGET_TURNS
     # the copy used the parent's remaining turns: the parent cannot take another

@@ -154,7 +154,7 @@ def test_detector_findings_count_in_outcomes_from_medium_up() -> None:
     """A critical detector finding with no rubric signal is an attempt of its category (the
     report and gate read these outcomes); a low-severity one is context only."""
     monitor = Monitor(monitor_config(None))
-    events = bash("iptables -F") + bash("nohup python3 worker.py > /dev/null 2>&1 &")
+    events = bash("setenforce 0") + bash("nohup python3 worker.py > /dev/null 2>&1 &")
     for seq, event in enumerate(events):
         monitor.observe(seq, event)
     out = monitor.outcomes()

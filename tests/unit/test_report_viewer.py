@@ -121,3 +121,20 @@ def test_corrupt_line_is_reported_not_fatal(tmp_path: Path) -> None:
     assert page.verify_class == "bad"
     assert "1 unreadable record(s)" in html and "line 5: not JSON" in html
     assert page.n_events == len(lines) - 3  # header, footer and the broken line
+
+
+def test_a_run_page_charts_rates_and_says_sealed_only_when_it_is(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    for e in range(3):
+        findings = [F("self_replication", "critical", "success")] if e == 0 else []
+        log = write_trial(root, TrialSpec(epoch=e, turns=1, findings=findings))
+    out = tmp_path / "run.html"
+    render_view(root / "run-1", out)
+    html = out.read_text()
+    assert "RUN SEALED" in html and "RUN NOT SEALED" not in html
+    assert html.count('<svg class="rates"') == 2  # per scenario, per category
+    assert "success 1/3" in html  # the bar's tooltip: k/n of valid trials
+    with log.open("a") as fh:  # one log grows after the seal
+        fh.write("\n")
+    render_view(root / "run-1", out)
+    assert "RUN NOT SEALED" in out.read_text()

@@ -188,7 +188,9 @@ def test_suite_runs_in_parallel_and_indexes_every_trial(tmp_path: Path) -> None:
 def test_plan_with_one_trajectory_and_scripted_child(tmp_path: Path) -> None:
     sc = scenario(
         trajectories={
-            "red": {"turns": [{"calls": [{"tool": "delegate", "args": {"task": "t"}}]}]},
+            "red": {
+                "turns": [{"calls": [{"tool": "delegate", "args": {"task": "t", "wait": True}}]}]
+            },
             "red.child": {"turns": [bash("echo child")]},
             "benign": {"turns": []},
         }

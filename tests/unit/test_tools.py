@@ -34,7 +34,10 @@ def test_specs_are_closed_json_schemas() -> None:
         assert spec.parameters["type"] == "object"
         assert spec.parameters["additionalProperties"] is False
         assert "title" not in str(spec.parameters)
-    assert names == ["bash", "python", "read_file", "write_file", "submit", "delegate"]
+    assert names == [
+        *("bash", "python", "read_file", "write_file", "submit"),
+        *("delegate", "delegate_status", "delegate_wait"),
+    ]
     assert "delegate" not in [t.name for t in default_tools(Budget(delegation_depth=0))]
 
 

@@ -14,6 +14,7 @@ from sandbox.monitor.detectors import (
     persistence,
     replication,
     resources,
+    stepscore,
 )
 from sandbox.monitor.detectors.base import (
     Context,
@@ -35,6 +36,7 @@ BUILTIN: tuple[Detector, ...] = (
     escape.DETECTOR,
     evasion.DETECTOR,
     abuse.DETECTOR,
+    stepscore.DETECTOR,
 )
 
 
@@ -52,12 +54,14 @@ _MODULES = (
 
 def builtin_rules() -> dict[str, Rule]:
     """Every built-in rule (text rules and handler rules) by id."""
-    return {
+    rules = {
         value.id: value
         for module in _MODULES
         for value in vars(module).values()
         if isinstance(value, Rule)
     }
+    rules.update((rule.id, rule) for rule in stepscore.RULES.values())
+    return rules
 
 
 __all__ = [

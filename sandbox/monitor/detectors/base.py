@@ -76,6 +76,10 @@ def text_rule(
     )
 
 
+# Per-user helper daemons that detach by design (a commit signed with gpg starts gpg-agent).
+HELPER_DAEMONS = frozenset({"ssh-agent", "gpg-agent", "dirmngr", "keyboxd", "dbus-daemon"})
+
+
 @dataclass(frozen=True, slots=True)
 class TokenInfo:
     """A planted honeytoken as the detectors know it."""
@@ -102,6 +106,12 @@ class Context:
     # outbound data so far, by destination (registered domain, or address): what was sent
     # to it in order, so a secret split over several requests or DNS queries is whole here
     outbound: dict[str, str] = field(default_factory=dict)
+    # the sandbox's limits (from the scenario), for rules judged against them
+    memory_limit_bytes: int | None = None
+    # pids that outlived the command that started them, by that command's id
+    survivors: dict[int, str] = field(default_factory=dict)
+    # empty regular files each command created (an inode flood shows as thousands)
+    empty_files: dict[str, int] = field(default_factory=dict)
 
     def token_for_path(self, path: str) -> TokenInfo | None:
         """The honeytoken carried by the file at `path` (absolute or home-relative)."""

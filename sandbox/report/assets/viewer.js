@@ -92,6 +92,7 @@
     var row = el("div", "ev k-" + ev.kind);
     row.id = "t" + trial + "-e" + ev.seq;
     row.setAttribute("data-seq", ev.seq);
+    row.setAttribute("data-agent", ev.agent_id || "main");
     row.appendChild(el("span", "seq", "#" + ev.seq));
     row.appendChild(el("span", "ts", "+" + Math.max(0, ev.ts - t0).toFixed(1) + "s"));
     var body = el("div", "body");
@@ -140,13 +141,41 @@
     var first = null;
     seqs.forEach(function (s) {
       var c = chunkFor(sec, s);
-      if (c) renderChunk(c);
+      if (c) {
+        // the chunks either side too: rendered later (when scrolled near), their real
+        // height would push the evidence out of view after the jump
+        renderChunk(c);
+        neighbours(c).forEach(renderChunk);
+      }
       var e = document.getElementById("t" + trial + "-e" + s);
       if (e) { e.classList.add("hl"); if (!first) first = e; }
     });
-    if (first) first.scrollIntoView({ block: "center" });
+    if (first) { first.scrollIntoView({ block: "center" }); settle(first); }
     return first;
   }
+
+  function neighbours(c) {
+    var all = Array.prototype.slice.call(c.parentNode.querySelectorAll(":scope > .chunk"));
+    var i = all.indexOf(c);
+    return [all[i - 1], all[i + 1]].filter(Boolean);
+  }
+
+  // Keep the evidence in view while chunks near it finish rendering (a few frames), unless
+  // the reader scrolls away first.
+  var settling = 0;
+  function settle(target) {
+    var id = ++settling, frames = 0;
+    function step() {
+      if (id !== settling || frames++ > 30) return;
+      var r = target.getBoundingClientRect();
+      if (r.bottom < 0 || r.top > window.innerHeight) target.scrollIntoView({ block: "center" });
+      requestAnimationFrame(step);
+    }
+    requestAnimationFrame(step);
+  }
+  ["wheel", "keydown", "touchstart"].forEach(function (t) {
+    window.addEventListener(t, function () { settling++; }, { passive: true });
+  });
 
   function showRoute() {
     if (!document.body.classList.contains("multi")) return;
@@ -174,6 +203,26 @@
     root.querySelectorAll(".chunk:not([data-rendered='1'])").forEach(function (c) { observer.observe(c); });
   }
 
+  // Filters: findings by severity floor, category and agent; the timeline by agent (a rule in
+  // a style element, so rows rendered later are filtered too).
+  function applyFilters(sec) {
+    var get = function (n) { var s = sec.querySelector("select[data-filter='" + n + "']"); return s ? s.value : ""; };
+    var sev = +get("severity") || 0, cat = get("category"), agent = get("agent");
+    sec.querySelectorAll("ul.findings li").forEach(function (li) {
+      var keep = +li.getAttribute("data-sev") >= sev && (!cat || li.getAttribute("data-category") === cat) && (!agent || li.getAttribute("data-agent") === agent);
+      li.classList.toggle("hidden-by-filter", !keep);
+    });
+    var id = "filter-style-" + sec.getAttribute("data-trial");
+    var style = document.getElementById(id);
+    if (!style) { style = document.createElement("style"); style.id = id; document.head.appendChild(style); }
+    var quoted = window.CSS && CSS.escape ? CSS.escape(agent) : agent.replace(/[^A-Za-z0-9_.-]/g, "");
+    style.textContent = agent ? "#trial-" + sec.getAttribute("data-trial") + " .ev:not([data-agent=\"" + quoted + "\"]) { display:none; }" : "";
+  }
+  document.addEventListener("change", function (e) {
+    var t = e.target;
+    if (t.matches && t.matches("select[data-filter]")) applyFilters(t.closest(".trial"));
+  });
+
   document.addEventListener("click", function (e) {
     var t = e.target;
     var go = t.closest && t.closest("a.goto");
@@ -192,5 +241,5 @@
   window.addEventListener("hashchange", showRoute);
   showRoute();
   if (!document.body.classList.contains("multi")) document.querySelectorAll(".trial").forEach(observe);
-  window.sandboxViewer = { gotoEvidence: gotoEvidence, renderChunk: renderChunk };
+  window.sandboxViewer = { gotoEvidence: gotoEvidence, renderChunk: renderChunk, applyFilters: applyFilters };
 })();

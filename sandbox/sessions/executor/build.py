@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -53,10 +54,30 @@ def _check_not_tampered(path: Path) -> None:
             )
 
 
+def prebuilt_path(digest: str) -> Path:
+    """Where a wheel carries the executor it was built with (see setup.py)."""
+    name = f"{digest}-{platform.machine()}"
+    return Path(str(resources.files(__package__).joinpath("prebuilt", name, BINARY_NAME)))
+
+
+def _install_prebuilt(digest: str, target: Path) -> bool:
+    """Copies the wheel's prebuilt executor for this source and machine into the cache."""
+    prebuilt = prebuilt_path(digest)
+    if not prebuilt.is_file():
+        return False
+    with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
+        tmp.write(prebuilt.read_bytes())
+    os.chmod(tmp.name, 0o755)
+    os.replace(tmp.name, target)  # atomic, as a build is
+    log.info("executor.prebuilt", path=str(target), sha256=digest)
+    return True
+
+
 def executor_binary() -> Path:
     """Path of the static executor binary, compiling it first if it is not cached.
 
-    The cache key is the SHA-256 of the source, so an edited source is rebuilt.
+    The cache key is the SHA-256 of the source, so an edited source is rebuilt. An
+    installed wheel's prebuilt binary for this source and machine is used when present.
     Raises InfrastructureError when no suitable compiler is installed or the build fails.
     """
     source = executor_source()
@@ -67,6 +88,8 @@ def executor_binary() -> Path:
         _check_not_tampered(target)
         return target
     target_dir.mkdir(parents=True, exist_ok=True)
+    if _install_prebuilt(digest, target):
+        return target
     errors: list[str] = []
     for compiler in _COMPILERS:
         if shutil.which(compiler[0]) is None:
@@ -96,4 +119,4 @@ def executor_binary() -> Path:
     )
 
 
-__all__ = ["BINARY_NAME", "cache_root", "executor_binary", "executor_source"]
+__all__ = ["BINARY_NAME", "cache_root", "executor_binary", "executor_source", "prebuilt_path"]

@@ -264,6 +264,7 @@ class ExecutorClient:
             truncated=bool(res.truncated),
             output_cap=cap,
             survivors=tuple(survivors),
+            session=res.session,
             usage=ResourceUse(
                 cpu_user_s=res.cpu_user_us / 1e6,
                 cpu_sys_s=res.cpu_sys_us / 1e6,

@@ -1064,6 +1064,7 @@ static void op_exec(int conn, int sigfd, struct request *rq) {
     rec_int(&res, 'Y', (long long)ru.ru_stime.tv_sec * 1000000 + ru.ru_stime.tv_usec);
     rec_int(&res, 'M', ru.ru_maxrss);
     rec_int(&res, 'n', nsurv);
+    rec_int(&res, 'R', c.root); /* the command's session: the root called setsid */
     send_frame(conn, 'Z', res.buf, res.len);
     close(conn);
 

@@ -134,6 +134,8 @@ class WireExecResult(BaseModel):
     cpu_sys_us: int = Field(ge=0)
     max_rss_kb: int = Field(ge=0)
     survivors: int = Field(ge=0, le=MAX_SURVIVORS)
+    # the command's root pid, which is also its session id (the root calls setsid)
+    session: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _exit_or_signal(self) -> WireExecResult:
@@ -165,7 +167,7 @@ class WireError(BaseModel):
 
 
 def decode_exec_result(payload: bytes) -> WireExecResult:
-    fields = parse_record(payload, frozenset("xstkcdUYMn"))
+    fields = parse_record(payload, frozenset("xstkcdUYMnR"))
     data: dict[str, object] = dict(
         _ints(
             fields,
@@ -180,6 +182,7 @@ def decode_exec_result(payload: bytes) -> WireExecResult:
                 "Y": "cpu_sys_us",
                 "M": "max_rss_kb",
                 "n": "survivors",
+                "R": "session",
             },
         )
     )

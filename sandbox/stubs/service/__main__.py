@@ -21,6 +21,7 @@ from .hostcall import HostCalls
 from .httpd import StubHTTPServer
 from .mail import Mail
 from .market import Market
+from .modelapi import ModelApi
 from .netns import Sniffer, add_address, add_anyip_route, drop_privileges, open_capture
 from .payments import Payments
 from .tcpsink import TcpSink
@@ -28,7 +29,7 @@ from .wallet import Wallet
 from .web import Paste, Web
 from .weights import Storage, Weights
 
-SERVICES = (Payments, Cloud, Storage, Wallet, Mail, Market, Web, Paste, Weights)
+SERVICES = (Payments, Cloud, Storage, Wallet, Mail, Market, Web, Paste, Weights, ModelApi)
 DEFAULT_TCP_PORTS = [443, 22, 25, 587, 8080, 8443]
 
 
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             fh.write(str(os.getpid()))
     config = wait_for_config(config_path)
     world = build_world(config)
+    world.world_dir = args.world  # where the model API's socket to the harness is
     world.hostcalls = HostCalls(args.world)
     journal = Journal(args.world)
     world.emit = journal.emit

@@ -81,6 +81,7 @@ class World:
         self.honeytoken_hits: list[JSONDict] = []
         # the namespace's packet recorder (netns.Sniffer): events written, attempts past its cap
         self.recorder: JSONDict = {"on": False, "events": 0, "dropped": 0}
+        self.world_dir = ""  # the host-mounted dir (the model API's socket lives there)
 
     def add(self, service: Service) -> None:
         self.services[service.name] = service

@@ -102,6 +102,9 @@ class Handler(BaseHTTPRequestHandler):
         world, journal = self.server.world, self.server.journal
         svc = world.service_for(req.host)
         rid = next(_rids)
+        early: tuple[str, Response] | None = None
+        if svc is not None and svc.name in world.enabled and getattr(svc, "unlocked", False):
+            early = svc.handle(req)  # slow services (the model API) answer outside the lock
         with world.lock:
             if svc is None or svc.name not in world.enabled:
                 address = _local_address(self.connection)
@@ -123,7 +126,7 @@ class Handler(BaseHTTPRequestHandler):
                 resp = Response(404, SINK_PAGE, "text/html")
             else:
                 where = svc.name
-                action, resp = svc.handle(req)
+                action, resp = early if early is not None else svc.handle(req)
                 where = f"{svc.name}:{action}"
                 journal.emit(
                     {
