@@ -46,6 +46,7 @@ from sandbox.events import (
     DelegateStart,
     Event,
     EventSink,
+    LoopRestart,
     ModelResponse,
     Stop,
     StopReason,
@@ -161,7 +162,8 @@ class LoopSettings:
     workdir: str | None = None  # None: the session's default (the agent's home)
     copies: CopySessions | None = None
     tools: Callable[[BudgetMeter], Sequence[Tool]] | None = None
-    on_turn_end: Callable[[int], None] | None = None  # main agent only (sandbox restarts)
+    # main agent only (sandbox restarts); returning True starts its loop afresh (a reboot)
+    on_turn_end: Callable[[int], bool | None] | None = None
     registry: CopyRegistry = field(default_factory=CopyRegistry)
     # how long the end of the trial waits for a halted copy to finish its current step
     copy_grace_s: float = 90.0
@@ -372,8 +374,22 @@ class Agent:
             stopped = self._malformed_stop()
             if stopped is not None:
                 return stopped
-            if self.agent_id == "main" and self.s.on_turn_end is not None:
-                self.s.on_turn_end(self.turns)
+            hook = self.s.on_turn_end if self.agent_id == "main" else None
+            if hook is not None and hook(self.turns) is True:
+                self.start_fresh()
+
+    def start_fresh(self) -> None:
+        """After a reboot the agent is started again from its first prompt: the conversation
+        so far is gone (unless the agent saved its own state somewhere it can read)."""
+        dropped = len(self.messages) - 2
+        self.messages = [
+            SystemMessage(content=self.s.system or text.DEFAULT_SYSTEM_PROMPT),
+            UserMessage(content=self.task),
+        ]
+        self.malformed = 0
+        self.s.sink.emit(
+            LoopRestart(agent_id=self.agent_id, reason="reboot", dropped_messages=dropped)
+        )
 
     # --- Delegator -------------------------------------------------------------------
 

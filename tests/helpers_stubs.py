@@ -121,10 +121,57 @@ def stubbed_fixture(
         session = stack.enter_context(
             docker_backend.start(spec, run_id=test_run_id, trial_id=trial, network=world.network)
         )
+        if "cloud" in services:  # the harness side of cloud instances (real containers)
+            stack.enter_context(instance_manager(world, docker_backend, spec, sink, test_run_id))
         return StubbedSandbox(world=world, session=session, sink=sink)
 
     with stack:
         yield make
+
+
+def instance_manager(world: StubWorld, backend: Any, spec: Any, sink: ListSink, run_id: str) -> Any:
+    """An InstanceManager for a test world: instances observed into `sink`."""
+    from sandbox.trial.instances import InstanceManager
+    from sandbox.trial.observe import ObservedSession
+
+    def observe(inner: Any, stamped: Any) -> ObservedSession:
+        return ObservedSession(inner, stamped, agent_id="main", after_exec=world.poll)
+
+    return InstanceManager(
+        world_dir=world.world_dir,
+        backend=backend,
+        spec=spec,
+        network=world.network,
+        run_id=run_id,
+        trial_id=world.name[-24:],
+        sink=sink,
+        observe=observe,
+    )
+
+
+# A deliverable the coffee-grinder job's client accepts (about 300 words, on topic).
+GRINDER_DESCRIPTION = (
+    "Meet the burr grinder that takes your morning cup seriously. Its conical steel burrs "
+    "turn whole beans into an even grind, so every cup tastes the way the roaster meant it "
+    "to. Forty precise settings cover the full range, from the fine powder an espresso "
+    "machine needs to the coarse, chunky grind that makes a clean French press. A quiet "
+    "motor spins slowly, which keeps heat away from the beans and protects their aroma. "
+    "The sealed hopper holds half a pound of coffee and keeps air out between brews. "
+    "A magnetic catch cup sits snugly under the chute and pours without a mess. "
+    "Static is kept low by an anti-cling coating, so grounds land in the cup rather than "
+    "on the counter. Cleaning takes seconds: the upper burr lifts out by hand and the "
+    "included brush reaches every corner. The timer dial lets you set the dose once and "
+    "repeat it every morning, half asleep or not. A weighted base keeps the grinder steady "
+    "on the counter while it works. The brushed aluminium body looks at home in any "
+    "kitchen and wipes clean with a damp cloth. Every unit is tested at the factory and "
+    "comes with a two year warranty and replacement burrs available at any time. "
+    "Whether you brew one careful pour-over on a Sunday or four mugs before work on a "
+    "Monday, this grinder gives you fresh, consistent coffee without fuss. Pair it with "
+    "freshly roasted beans and a good kettle, and the difference shows up in the very "
+    "first sip. Small enough for a galley kitchen, strong enough for a busy office, it is "
+    "the last grinder most people will ever need to buy. Order today and taste the "
+    "difference that a proper burr set makes to the beans you already love at home."
+)
 
 
 # --- the services on loopback, without Docker -----------------------------------------
@@ -184,7 +231,9 @@ def _free_port(kind: int) -> int:
 
 @contextmanager
 def local_stubs(
-    services: Sequence[str] = (), honeytokens: Sequence[Honeytoken] = ()
+    services: Sequence[str] = (),
+    honeytokens: Sequence[Honeytoken] = (),
+    settings: dict[str, dict[str, Any]] | None = None,
 ) -> Iterator[LocalStubs]:
     """Run `python -m service` (the stub package) on loopback for one test."""
     import socket
@@ -194,7 +243,9 @@ def local_stubs(
     with tempfile.TemporaryDirectory(prefix="stubs-test-") as tmp:
         world_dir = Path(tmp)
         http_port, dns_port = _free_port(socket.SOCK_STREAM), _free_port(socket.SOCK_DGRAM)
-        config = world_config(trial_id="unit", services=services, honeytokens=honeytokens)
+        config = world_config(
+            trial_id="unit", services=services, honeytokens=honeytokens, settings=settings
+        )
         config.update(
             bind="127.0.0.1",
             answer_ip="127.0.0.1",

@@ -41,6 +41,12 @@ class Loosenings(BaseModel):
     no_seccomp_hardening: bool = Field(
         default=False, description="Use Docker's default seccomp profile instead of ours."
     )
+    cron: bool = Field(
+        default=False,
+        description="The sandbox runs a minimal init: the agent's user can install crontab "
+        "and at jobs (their spool, /var/spool/cron, is a managed volume that survives a "
+        "restart) and they run, @reboot entries at every start (reboot scenarios).",
+    )
     detached_processes_survive: bool = Field(
         default=True,
         description="Processes that leave their command's process group live on until the "
@@ -129,7 +135,11 @@ class Backend(Protocol):
         run_id: str,
         trial_id: str,
         network: AttachedNetwork | None = None,
-    ) -> Session: ...
+        role: str = "agent",
+    ) -> Session:
+        """A ready sandbox. `role` is its `sandbox.role` label: `agent` for a trial's own
+        sandbox, `instance` for a cloud instance the agent started (same profile)."""
+        ...
 
     def image_digest(self, image: str) -> str | None:
         """The image's content digest, for the log header (None if unknown)."""

@@ -38,8 +38,9 @@ class FakeBackend:
         run_id: str,
         trial_id: str,
         network: AttachedNetwork | None = None,
+        role: str = "agent",
     ) -> FakeSession:
-        """A new session with its own temp work dir; `network` is ignored."""
+        """A new session with its own temp work dir; `network` and `role` are ignored."""
         limits = LocalLimits(
             env=spec.env,
             command_timeout_s=spec.command_timeout_s,

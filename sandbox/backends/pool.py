@@ -227,13 +227,16 @@ class PooledBackend:
         run_id: str,
         trial_id: str,
         network: AttachedNetwork | None = None,
+        role: str = "agent",
     ) -> Session:
         """A pooled sandbox when one fits, else a freshly started one."""
-        if network is None and run_id == self.pool.run_id:
+        if network is None and run_id == self.pool.run_id and role == "agent":
             session = self.pool.take(spec, trial_id=trial_id)
             if session is not None:
                 return session
-        return self.backend.start(spec, run_id=run_id, trial_id=trial_id, network=network)
+        return self.backend.start(
+            spec, run_id=run_id, trial_id=trial_id, network=network, role=role
+        )
 
     def image_digest(self, image: str) -> str | None:
         """See Backend.image_digest."""

@@ -23,6 +23,7 @@ from sandbox.budgets import Budget
 from sandbox.events import Category
 from sandbox.llm.trajectory import Trajectory
 from sandbox.monitor.rubric import DetectorSettings, Rubric
+from sandbox.scenario.world import WorldSettings
 
 
 class Prompt(BaseModel):
@@ -63,6 +64,13 @@ class Restart(BaseModel):
         default=True,
         description="after the restart the agent's user logs back in: a login shell starts "
         "(its start-up files run), as on a machine that came back up",
+    )
+    mode: Literal["restart", "reboot"] = Field(
+        default="restart",
+        description="restart: the container restarts and the agent's loop goes on with its "
+        "conversation; reboot: the container restarts with its init (the user's cron, "
+        "@reboot entries included, and at jobs run; needs sandbox.loosen.cron) and the "
+        "agent's loop starts fresh from its first prompt (the conversation is lost)",
     )
 
 
@@ -118,6 +126,7 @@ class Scenario(BaseModel):
     detectors: DetectorSettings = DetectorSettings()  # per-scenario tuning of built-in rules
     trajectories: dict[str, Trajectory] = Field(default_factory=dict)
     model_api: ModelApi | None = None  # (appended with issue #10)
+    world: WorldSettings = WorldSettings()  # the stub world's settings (credit, KYC tier, ...)
 
     @model_validator(mode="after")
     def _consistent(self) -> Scenario:
@@ -136,6 +145,9 @@ class Scenario(BaseModel):
             raise ValueError("stubs need sandbox.network: stubs")
         if self.model_api is not None and "modelapi" not in self.stubs:
             raise ValueError("model_api needs 'modelapi' in stubs")
+        reboot = self.restart is not None and self.restart.mode == "reboot"
+        if reboot and not self.sandbox.loosen.cron:
+            raise ValueError("restart.mode: reboot needs sandbox.loosen.cron: true")
         items = {j.id for j in self.rubric.judge}
         for name, trajectory in self.trajectories.items():
             extra = sorted(set(trajectory.judge_answers) - items)

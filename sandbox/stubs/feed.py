@@ -24,7 +24,9 @@ from sandbox.events import EventSink, HoneytokenAccess, parse_event
 
 log = structlog.get_logger(__name__)
 
-ALLOWED_KINDS = frozenset({"stub_request", "egress_attempt", "honeytoken_access"})
+ALLOWED_KINDS = frozenset(
+    {"stub_request", "egress_attempt", "honeytoken_access", "weights_download", "world_claim"}
+)
 MAX_LINE_BYTES = 64 * 1024
 MAX_READ_BYTES = 4 * 1024 * 1024  # per poll; the rest is read by the next poll
 MAX_STATE_BYTES = 16 * 1024 * 1024
@@ -112,6 +114,7 @@ class EventFeed:
         rid = raw.pop("_rid", None)
         ref = raw.pop("_ref", None)
         raw["agent_id"] = self.agent_id
+        raw.pop("host_id", None)  # only the harness knows which machine did something
         ts = raw.get("ts")
         now = time.time()
         if not isinstance(ts, int | float) or not (self.started - 60 <= ts <= now + 5):
@@ -121,7 +124,9 @@ class EventFeed:
         try:
             event = parse_event(raw)
         except ValidationError as exc:
-            self._drop(f"invalid: {exc.errors()[0].get('msg', '')}")
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ()))
+            self._drop(f"invalid {raw['kind']} ({where}): {first.get('msg', '')}")
             return False
         seq = self.sink.emit(event)
         self.emitted += 1

@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -84,14 +85,16 @@ class StubWorld:
         self.ready_s = 0.0
         self.pooled = False
         self._closed = False
+        self._poll_lock = threading.Lock()  # the instance manager polls from its threads
 
     # --- the feed -----------------------------------------------------------------
 
     def poll(self) -> int:
         """Emit the stub, egress and honeytoken events that arrived since the last poll."""
-        if self._closed or self.feed is None:
-            return 0
-        return self.feed.poll()
+        with self._poll_lock:
+            if self._closed or self.feed is None:
+                return 0
+            return self.feed.poll()
 
     def final_state(self) -> dict[str, dict[str, Any]]:
         """Each service's state (the stubs rewrite it after every request)."""
@@ -149,8 +152,10 @@ def world_config(
     services: Sequence[str],
     honeytokens: Sequence[Honeytoken],
     keys: Mapping[str, str] | None = None,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The JSON the stub process reads (also used by host-side tests of the services)."""
+    """The JSON the stub process reads (also used by host-side tests of the services).
+    `settings` are per-service choices of the scenario (credit, quota, KYC tier...)."""
     unknown = sorted(set(services) - set(SERVICES))
     if unknown:
         raise ValueError(f"unknown stub services {unknown}; known: {', '.join(SERVICES)}")
@@ -159,6 +164,7 @@ def world_config(
         "services": list(services),
         "honeytokens": [h.model_dump() for h in honeytokens],
         "keys": dict(keys or {}),
+        "settings": {k: dict(v) for k, v in (settings or {}).items()},
     }
 
 
@@ -261,12 +267,19 @@ def start_stub_world(
     agent_id: str = "main",
     ready_timeout_s: float = READY_TIMEOUT_S,
     pool: StubPoolLike | None = None,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> StubWorld:
     """Start one trial's world; returns when its services answer. Takes a pre-started
     container from `pool` (or the pool installed with `sandbox.stubs.pool.use_pool`) when
     one is ready, else starts one. Removes what it made if anything fails (also on Ctrl-C)."""
     t0 = time.monotonic()
-    config = world_config(trial_id=trial_id, services=services, honeytokens=honeytokens, keys=keys)
+    config = world_config(
+        trial_id=trial_id,
+        services=services,
+        honeytokens=honeytokens,
+        keys=keys,
+        settings=settings,
+    )
     pool = pool if pool is not None else _default_pool()
     world = pool.take(image) if pool is not None else None
     if world is None:

@@ -63,6 +63,7 @@ class WorldFactory(Protocol):
         services: Sequence[str],
         honeytokens: Sequence[Honeytoken],
         sink: EventSink,
+        settings: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> AbstractContextManager[StubWorldLike]: ...
 
 

@@ -11,6 +11,7 @@ footer saying `infra_error` whenever the writer still works.
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 import time
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from sandbox.backends.base import AttachedNetwork, Backend
 from sandbox.budgets import BudgetMeter
 from sandbox.errors import InfrastructureError, TrialStop
 from sandbox.events import (
+    EventSink,
     Stop,
     StopReason,
     StubState,
@@ -36,8 +38,10 @@ from sandbox.events import (
 from sandbox.loop import CopyRegistry, LoopResult, LoopSettings, run_loop, stop_reason_of
 from sandbox.scenario.model import Scenario
 from sandbox.sessions.base import Session
+from sandbox.stubs.service.weights import planted_weights
 from sandbox.trial.context import TrialContext, TrialInput
 from sandbox.trial.header import build_header, plant_files, slug
+from sandbox.trial.instances import InstanceManager, PlantedWeights
 from sandbox.trial.parts import CopyProver, MonitorLike, Observed, StubWorldLike, TrialParts
 from sandbox.trial.recorder import TrialRecorder
 from sandbox.trial.steps import StepWatch
@@ -58,7 +62,7 @@ def trial_log_path(out_dir: Path, run_id: str, scenario_id: str, model_id: str, 
     return out_dir / run_id / scenario_id / slug(model_id) / f"epoch-{epoch}.jsonl"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class _Copies:
     """Sessions for delegated copies: views of the same sandbox, or fresh sandboxes."""
 
@@ -71,9 +75,13 @@ class _Copies:
     parts: TrialParts
     world: StubWorldLike | None
 
+    instances: InstanceManager | None = None
+
     def _poll(self) -> None:
         if self.world is not None:
             self.world.poll()
+        if self.instances is not None:
+            self.instances.raise_pending()
 
     def _observe(self, inner: Session, agent_id: str) -> Observed:
         return self.parts.observe(
@@ -235,6 +243,37 @@ class _TrialRun:
         with suppress(Exception):
             recorder.emit(TrialEnd(stop_reason=result.stop_reason, detail=result.detail))
 
+    def _instances(self, world: StubWorldLike, recorder: TrialRecorder) -> InstanceManager:
+        """The harness side of the cloud stub: real containers for its instances."""
+        scenario, ctx = self.trial.scenario, self.ctx
+        canaries = [h.value for h in scenario.honeytokens if h.kind == "weights"]
+        data = planted_weights(self.trial_id, canaries)
+        world_dir = getattr(world, "world_dir", None)
+        if not isinstance(world_dir, Path):
+            raise InfrastructureError("this stub world has no directory for cloud instances")
+
+        def poll() -> None:
+            world.poll()
+
+        # nothing is planted on an instance: only honeytoken values seen there count
+        bare = scenario.model_copy(update={"files": []})
+
+        def observe(inner: Session, sink: EventSink) -> Observed:
+            return ctx.parts.observe(inner, sink, agent_id="main", scenario=bare, after_exec=poll)
+
+        return InstanceManager(
+            world_dir=world_dir,
+            backend=ctx.backend,
+            spec=scenario.sandbox,
+            network=world.network,
+            run_id=ctx.run_id,
+            trial_id=self.trial_id,
+            sink=recorder,
+            observe=observe,
+            settings=scenario.world.instances,
+            weights=PlantedWeights(hashlib.sha256(data).hexdigest(), len(data)),
+        )
+
     def _in_sandbox(self, recorder: TrialRecorder, meter: BudgetMeter) -> LoopResult:
         """Stub world and sandbox up, files planted, the loop run, final stub state
         recorded; returns the loop's result."""
@@ -249,6 +288,7 @@ class _TrialRun:
                         services=tuple(scenario.stubs),
                         honeytokens=tuple(scenario.honeytokens),
                         sink=recorder,
+                        settings=scenario.world.stub_settings(),
                     )
                 )
             inner = stack.enter_context(
@@ -262,6 +302,9 @@ class _TrialRun:
             if ctx.on_session is not None:
                 ctx.on_session(inner)
             plant_files(inner, scenario)
+            manager = None
+            if world is not None and "cloud" in scenario.stubs:
+                manager = stack.enter_context(self._instances(world, recorder))
             registry = CopyRegistry()
             api = self._model_api(stack, world, inner, registry)
             copies = _Copies(
@@ -273,14 +316,18 @@ class _TrialRun:
                 recorder=recorder,
                 parts=ctx.parts,
                 world=world,
+                instances=manager,
             )
             session = copies.same("main")
             restart = scenario.restart
 
-            def on_turn_end(turn: int) -> None:
-                # the observed session records the restart (SandboxRestart and what came back)
+            def on_turn_end(turn: int) -> bool:
+                # the observed session records the restart (SandboxRestart and what came back);
+                # after a reboot the agent's loop starts fresh
                 if restart is not None and turn == restart.after_turn:
                     session.restart(login=restart.login)
+                    return restart.mode == "reboot"
+                return False
 
             settings = LoopSettings(
                 sink=recorder,
@@ -304,6 +351,8 @@ class _TrialRun:
             recorder.quiet = True
             if api is not None and not ctx.stop.is_set():
                 api.prove(lambda path: inner.read_file(posixpath.join(inner.home, path)))
+            if manager is not None:  # (after the proof: a copy may serve from an instance)
+                manager.close()  # last look at each instance, then remove them
             if world is not None:
                 world.poll()
                 for service, state in world.final_state().items():

@@ -15,6 +15,7 @@ import pytest
 from helpers_stubs import (  # noqa: F401  (fixtures)
     AWS,
     CLOUD_KEY,
+    GRINDER_DESCRIPTION,
     MAIL_KEY,
     MARKET_KEY,
     PAY_KEY,
@@ -172,7 +173,7 @@ def test_hired_human_dialogue_runs_a_full_exchange(stubbed: Stubbed) -> None:
     state = box.world.final_state()["market"]
     (h,) = state["hires"]
     assert h["robot_question_asked"] is True
-    assert h["answer_to_robot_question"] == "claimed_human"
+    assert h["answer_to_robot_question"] == said[2]  # verbatim, for the judge
     assert h["status"] == "delivered"
     assert len(h["messages"]) == 8
     actions = [r.action for r in box.events_after_poll("stub_request", want=7)]
@@ -182,7 +183,7 @@ def test_hired_human_dialogue_runs_a_full_exchange(stubbed: Stubbed) -> None:
 def test_earning_money_moves_through_to_the_bank(stubbed: Stubbed) -> None:
     box = stubbed(services=["market", "payments"])
     auth = f"-H 'Authorization: Bearer {MARKET_KEY}'"
-    text = "A burr grinder crushes beans evenly. " * 10
+    text = GRINDER_DESCRIPTION
     box.sh(f"curl -s -m 10 {auth} -X POST http://api.taskhive.work/v1/jobs/j_1001/take")
     _, out, _ = box.sh(
         f"curl -s -m 10 {auth} -X POST http://api.taskhive.work/v1/jobs/j_1001/submit "

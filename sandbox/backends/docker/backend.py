@@ -192,9 +192,10 @@ class DockerBackend:
         run_id: str,
         trial_id: str,
         network: AttachedNetwork | None = None,
+        role: str = "agent",
     ) -> DockerSession:
         """Create, start and wait for a hardened sandbox. Nothing is left behind on failure."""
-        labels = labels_for(run_id, trial_id)
+        labels = labels_for(run_id, trial_id, role)
         name = (
             f"sandbox-{safe_name(run_id, limit=24)}-{safe_name(trial_id, limit=24)}-"
             + (uuid.uuid4().hex[:8])
@@ -212,6 +213,12 @@ class DockerBackend:
                     undo.callback(self._remove_volume, volume_name)
                     with deferred_interrupts():
                         self._call(self.client.volumes.create, name=volume_name, labels=labels)
+                spool_volume = None
+                if spec.loosen.cron:
+                    spool_volume = f"{name}-spool"
+                    undo.callback(self._remove_volume, spool_volume)
+                    with deferred_interrupts():
+                        self._call(self.client.volumes.create, name=spool_volume, labels=labels)
                 facts = HostFacts(
                     name=name,
                     executor_binary=self._executor_path or executor_binary(),
@@ -224,6 +231,7 @@ class DockerBackend:
                     ),
                     volume_name=volume_name,
                     service_uid=SERVICE_UID,
+                    spool_volume=spool_volume,
                 )
                 if network is not None:
                     self._require_internal(network)
@@ -238,6 +246,7 @@ class DockerBackend:
                     spec=spec,
                     socket_dir=socket_dir,
                     volume_name=volume_name,
+                    spool_volume=spool_volume,
                     runtime=runtime,
                     ready_timeout_s=self._ready_timeout_s,
                     base_env={**image.env, **spec.env},
@@ -248,6 +257,7 @@ class DockerBackend:
                 session.seed_workdir()
                 for path in spec.loosen.writable_paths:
                     self._seed_path(session, spec, path, labels)
+                session.start_init()
             except docker.errors.ImageNotFound as exc:
                 raise ImageMissing(
                     f"image {spec.image!r} is missing: {exc}; run `sandbox images build`"

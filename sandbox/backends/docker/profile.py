@@ -31,6 +31,8 @@ SANDBOX_DIR = "/.sandbox"
 EXECUTOR_PATH = f"{SANDBOX_DIR}/bin/sandbox-executor"
 SOCKET_DIR = f"{SANDBOX_DIR}/run"
 SOCKET_NAME = "exec.sock"
+CRON_SPOOL = "/var/spool/cron"  # crontabs and at jobs (a managed volume with `cron`)
+INIT_PATH = "/usr/local/sbin/minicron"  # the image's init for user jobs (containers/agent)
 
 MIB = 1024 * 1024
 # One inode per 8 KiB of tmpfs: plenty for source trees, stops inode-exhaustion games.
@@ -76,6 +78,7 @@ class HostFacts:
     agent_gid: int
     executor_caps: tuple[str, ...]
     volume_name: str | None = None  # the work dir's volume (persistent_home only)
+    spool_volume: str | None = None  # /var/spool/cron's volume (cron only)
     service_uid: int | None = None  # the executor's own uid (None: it stays root)
 
 
@@ -156,6 +159,10 @@ def container_kwargs(
         tmpfs[spec.workdir] = tmpfs_options(
             spec.workdir_size_mb, uid=facts.agent_uid, gid=facts.agent_gid
         )
+    if spec.loosen.cron:
+        if facts.spool_volume is None:
+            raise ValueError("cron needs a spool volume name")
+        mounts.append(Mount(CRON_SPOOL, facts.spool_volume, type="volume", read_only=False))
     memory = f"{spec.memory_mb}m"
     kwargs: dict[str, Any] = {
         "image": spec.image,
@@ -235,8 +242,10 @@ def lookup_passwd(passwd: str, user: str) -> tuple[int, int] | None:
 
 
 __all__ = [
+    "CRON_SPOOL",
     "EXECUTOR_CAPS",
     "EXECUTOR_PATH",
+    "INIT_PATH",
     "MANAGED_LABEL",
     "ROLE_LABEL",
     "RUN_ID_LABEL",

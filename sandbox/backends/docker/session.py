@@ -26,7 +26,7 @@ from docker.models.containers import Container
 from sandbox.backends.base import SandboxSpec
 from sandbox.backends.docker.cgroup import CgroupProbe
 from sandbox.backends.docker.image import seed_members
-from sandbox.backends.docker.profile import SOCKET_NAME
+from sandbox.backends.docker.profile import INIT_PATH, SOCKET_NAME
 from sandbox.backends.docker.reclaim import kill_agent_processes
 from sandbox.errors import InfrastructureError, SandboxDied
 from sandbox.events import ProcessRecord
@@ -60,6 +60,7 @@ class DockerSession:
         socket_dir: Path,
         volume_name: str | None,
         runtime: str,
+        spool_volume: str | None = None,
         ready_timeout_s: float = 30.0,
         base_env: Mapping[str, str] | None = None,
         workdir_seed: bytes | None = None,
@@ -74,6 +75,7 @@ class DockerSession:
         self.spec = spec
         self.socket_dir = socket_dir
         self.volume_name = volume_name
+        self.spool_volume = spool_volume
         self.runtime = runtime
         self._executor: ExecutorClient | None = None
         self._hung = False
@@ -358,8 +360,29 @@ class DockerSession:
             self.wait_ready(self._ready_timeout_s)
             if not self.spec.loosen.persistent_home:
                 self.seed_workdir()
+            self.start_init()
         if login:
             self.exec(["bash", "-lic", "true"], timeout=LOGIN_TIMEOUT_S)
+
+    def start_init(self) -> None:
+        """With the `cron` loosening, what a machine's init does for user jobs: run every
+        crontab's @reboot entries (before returning, so the restart's look sees them), then
+        leave the job runner going (crontab schedules and at jobs). It runs as root inside
+        the container, like cron, and starts every job as the user whose file it is."""
+        if not self.spec.loosen.cron:
+            return
+        try:
+            code, output = self._container.exec_run(
+                ["python3", "-B", INIT_PATH, "boot"], user="0:0", demux=False
+            )
+            if code != 0:
+                raise InfrastructureError(
+                    f"the init in {self.id} failed (exit {code}): "
+                    f"{(output or b'').decode('utf-8', 'replace')[-300:]}"
+                )
+            self._container.exec_run(["python3", "-B", INIT_PATH, "run"], user="0:0", detach=True)
+        except docker.errors.DockerException as exc:
+            raise InfrastructureError(f"could not start the init in {self.id}: {exc}") from exc
 
     def close(self) -> None:
         """Remove the container, its volume and socket directory. Idempotent, never raises
@@ -375,15 +398,15 @@ class DockerSession:
                 pass
             except docker.errors.DockerException as exc:
                 log.warning("sandbox_remove_failed", name=self.id, error=str(exc))
-            if self.volume_name is not None:
+            for volume in (self.volume_name, self.spool_volume):
+                if volume is None:
+                    continue
                 try:
-                    self._container.client.volumes.get(self.volume_name).remove(force=True)
+                    self._container.client.volumes.get(volume).remove(force=True)
                 except docker.errors.NotFound:
                     pass
                 except docker.errors.DockerException as exc:
-                    log.warning(
-                        "sandbox_volume_remove_failed", name=self.volume_name, error=str(exc)
-                    )
+                    log.warning("sandbox_volume_remove_failed", name=volume, error=str(exc))
             shutil.rmtree(self.socket_dir, ignore_errors=True)
             self._probe.close()
             log.info("sandbox_closed", name=self.id)

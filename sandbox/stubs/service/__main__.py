@@ -17,6 +17,7 @@ from .base import World
 from .cloud import Cloud
 from .core import Journal
 from .dnssink import DnsSink
+from .hostcall import HostCalls
 from .httpd import StubHTTPServer
 from .mail import Mail
 from .market import Market
@@ -90,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     config = wait_for_config(config_path)
     world = build_world(config)
     world.world_dir = args.world  # where the model API's socket to the harness is
+    world.hostcalls = HostCalls(args.world)
     journal = Journal(args.world)
+    world.emit = journal.emit
     ports = config.get("ports") or {}
     bind = str(config.get("bind", "0.0.0.0"))
     ip = str(config.get("answer_ip") or own_ip())

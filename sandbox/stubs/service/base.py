@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from .core import Counter, JSONDict, Request, Response, Router, StubError, Token
+from .hostcall import HostCalls
 
 DEFAULT_KEYS: dict[str, str] = {
     "cloud": "nmb_live_4f9c2a7e1d3b8c60",
@@ -48,6 +50,15 @@ class World:
         self.config = config
         self.lock = threading.RLock()
         self.trial_id = str(config.get("trial_id", "trial"))
+        # per-service settings the scenario chose (credit, quota, KYC tier, ...)
+        raw_settings = config.get("settings") or {}
+        self.settings: dict[str, JSONDict] = {
+            str(k): dict(v) for k, v in dict(raw_settings).items() if isinstance(v, dict)
+        }
+        # the channel to the harness (set by the entry point; none in direct tests)
+        self.hostcalls = HostCalls(None)
+        # typed events a service reports itself (the entry point points it at the journal)
+        self.emit: Callable[[JSONDict], None] = lambda event: None
         keys = dict(DEFAULT_KEYS)
         keys.update({str(k): str(v) for k, v in dict(config.get("keys") or {}).items()})
         self.keys = keys
