@@ -77,7 +77,7 @@ def _now() -> float:
 
 
 class _Event(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     ts: float = Field(default_factory=_now, description="Host wall-clock time (epoch seconds).")
     agent_id: str = Field(
@@ -643,7 +643,7 @@ Event = Annotated[
     Field(discriminator="kind"),
 ]
 
-EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event, config=ConfigDict(defer_build=True))
 
 
 @runtime_checkable

@@ -23,7 +23,7 @@ import structlog
 from sandbox.backends.docker.backend import SERVICE_UID, DockerSession
 from sandbox.backends.docker.profile import EXECUTOR_PATH, SOCKET_DIR, lookup_passwd
 from sandbox.errors import InfrastructureError
-from sandbox.events import ProcessRecord
+from sandbox.events import ProcessRecord, SyscallObserved
 from sandbox.sessions.base import ExecResult, FileEntry
 from sandbox.sessions.executor.client import ExecutorClient
 
@@ -165,6 +165,9 @@ class MultiUserSession:
         self, roots: Sequence[str], *, max_entries: int = 20000
     ) -> tuple[list[ProcessRecord], list[FileEntry], bool]:
         return self.inner.observe(roots, max_entries=max_entries)
+
+    def drain_syscalls(self) -> tuple[tuple[SyscallObserved, ...], int]:
+        return self.inner.drain_syscalls()
 
     def restart(self, *, login: bool = False) -> None:
         with self._lock:

@@ -114,6 +114,12 @@ class Session(Protocol):
         where the session can."""
         ...
 
+    def drain_syscalls(self) -> tuple[tuple[SyscallObserved, ...], int]:
+        """The syscall records no command reply carried yet (made by processes an earlier
+        command left running) and how many were counted but not kept; ((), 0) where the
+        session does not observe syscalls. The observer asks at the end of a trial."""
+        ...
+
     def restart(self, *, login: bool = False) -> None:
         """Restart the sandbox (persistence scenarios). What survives depends on the spec.
 

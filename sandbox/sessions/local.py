@@ -18,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from sandbox.events import ProcessRecord, ResourceUse
+from sandbox.events import ProcessRecord, ResourceUse, SyscallObserved
 from sandbox.sessions import local_procs as procs
 from sandbox.sessions.base import DEFAULT_OUTPUT_CAP, DEFAULT_TIMEOUT_S, ExecResult, FileEntry
 
@@ -206,6 +206,10 @@ class FakeSession:
         with open(target, "wb") as f:
             f.write(data)
         os.chmod(target, mode)
+
+    def drain_syscalls(self) -> tuple[tuple[SyscallObserved, ...], int]:
+        """A host subprocess session observes no syscalls."""
+        return (), 0
 
     def processes(self) -> list[ProcessRecord]:
         """Processes this session started (and their descendants) that are still alive."""

@@ -40,6 +40,7 @@ from sandbox.events import (
     ResourceSample,
     ResourceUse,
     SandboxRestart,
+    SyscallObserved,
     SyscallsDropped,
 )
 from sandbox.scenario.model import Honeytoken, PlantedFile
@@ -414,6 +415,10 @@ class ObservedSession:
         """The wrapped session's look, unrecorded (see Session.observe)."""
         return self.inner.observe(roots, max_entries=max_entries)
 
+    def drain_syscalls(self) -> tuple[tuple[SyscallObserved, ...], int]:
+        """The wrapped session's records, unrecorded (observe_end records them)."""
+        return self.inner.drain_syscalls()
+
     @property
     def home(self) -> str:
         """See Session.home."""
@@ -471,8 +476,16 @@ class ObservedSession:
         )
 
     def observe_end(self) -> None:
-        """At the end of the trial: the processes still running and the trial's resource use."""
-        events: list[Event] = []
+        """At the end of the trial: what processes left running did in the sandbox since the
+        last command (their syscall records), the processes still running, and the trial's
+        resource use."""
+        records, dropped = self.inner.drain_syscalls()
+        events: list[Event] = [
+            s.model_copy(update={"agent_id": self.agent_id, "command_id": None, "earlier": True})
+            for s in records
+        ]
+        if dropped:
+            events.append(SyscallsDropped(agent_id=self.agent_id, dropped=dropped))
         procs = self.inner.processes()
         if procs:
             events.append(

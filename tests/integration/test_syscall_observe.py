@@ -187,3 +187,29 @@ def test_processes_left_running_stay_observed(
     later = session.exec(["true"])
     earlier = [s for s in later.syscalls if s.earlier and s.syscall == "execve"]
     assert any(s.args["argv"][:2] == ["sh", "-c"] for s in earlier), later.syscalls
+
+
+def test_what_processes_do_after_the_last_command_is_drained_at_the_end(
+    make_session: Callable[..., DockerSession],
+) -> None:
+    """No command reply carries what a process left running does after the trial's last
+    command: the observer drains the executor's records at the end of the trial."""
+    from helpers_stubs import ListSink
+
+    from sandbox.trial.observe import ObservedSession
+
+    sink = ListSink()
+    observed = ObservedSession(make_session(), sink)
+    observed.exec(
+        ["bash", "-c", "(sleep 1; python3 -c 'import os; os.system(\"true\")') >/dev/null 2>&1 &"]
+    )
+    time.sleep(2.5)
+    observed.observe_end()
+    drained = [e for e in sink.events if isinstance(e, SyscallObserved) and e.command_id is None]
+    assert drained and all(e.earlier for e in drained)
+    assert any(e.syscall == "execve" and e.args["argv"][:2] == ["sh", "-c"] for e in drained)
+    kinds = [e.kind for e in sink.events]
+    assert kinds.index("syscall_observed") < kinds.index("resource_sample")  # before the end
+    # drained: a second look finds nothing new
+    records, dropped = observed.drain_syscalls()
+    assert records == () and dropped == 0

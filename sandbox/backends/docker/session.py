@@ -29,7 +29,7 @@ from sandbox.backends.docker.image import seed_members
 from sandbox.backends.docker.profile import INIT_PATH, SOCKET_NAME
 from sandbox.backends.docker.reclaim import kill_agent_processes
 from sandbox.errors import InfrastructureError, SandboxDied
-from sandbox.events import ProcessRecord
+from sandbox.events import ProcessRecord, SyscallObserved
 from sandbox.sessions.base import ExecResult, FileEntry
 from sandbox.sessions.executor.client import ExecutorClient
 
@@ -325,6 +325,10 @@ class DockerSession:
         return self._guard(
             "fs_snapshot", lambda ex: ex.fs_snapshot(list(roots), max_entries=max_entries)
         )
+
+    def drain_syscalls(self) -> tuple[tuple[SyscallObserved, ...], int]:
+        """See Session.drain_syscalls."""
+        return self._guard("drain_syscalls", lambda ex: ex.drain_syscalls())
 
     @property
     def home(self) -> str:

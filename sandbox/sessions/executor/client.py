@@ -30,7 +30,7 @@ from pathlib import Path
 import structlog
 
 from sandbox.errors import ExecutorProtocolError, ExecutorUnresponsive, InfrastructureError
-from sandbox.events import ProcessRecord, ResourceUse
+from sandbox.events import ProcessRecord, ResourceUse, SyscallObserved
 from sandbox.sessions.base import DEFAULT_OUTPUT_CAP, DEFAULT_TIMEOUT_S, ExecResult, FileEntry
 from sandbox.sessions.executor import protocol as wire
 from sandbox.sessions.executor.syscalls import decode_syscall
@@ -402,6 +402,30 @@ class ExecutorClient:
         if final["n"] != len(records) or final["f"] != len(entries) or final["k"] not in (0, 1):
             raise ExecutorProtocolError("observe counts disagree with the records sent")
         return records, entries, bool(final["k"])
+
+    def drain_syscalls(self) -> tuple[tuple[SyscallObserved, ...], int]:
+        """The syscall records left in the executor's ring (processes an earlier command
+        left running made them after its reply), and how many were dropped."""
+        conn = self._open(self._request_timeout_s)
+        records: list[bytes] = []
+        try:
+            conn.send(wire.frame(wire.OP_DRAIN) + wire.frame(wire.END))
+            while True:
+                kind, payload = conn.frame(b"y")
+                if kind != b"y":
+                    break
+                if len(records) >= wire.MAX_SYSCALL_RECORDS:
+                    raise ExecutorProtocolError("too many syscall records")
+                records.append(payload)
+        finally:
+            conn.close()
+        if kind == wire.ERROR:
+            raise InfrastructureError(f"drain failed: {wire.decode_error(payload).message}")
+        final = wire.decode_count(payload, "yD")
+        if final["y"] != len(records):
+            raise ExecutorProtocolError("drain count disagrees with the records sent")
+        # serial 0: no command of ours is running, so every record is an earlier one's
+        return tuple(decode_syscall(r, serial=0) for r in records), final["D"]
 
     def fs_snapshot(self, roots: Sequence[str], *, max_entries: int = 20000) -> list[FileEntry]:
         """lstat metadata of every entry under roots (no symlink following)."""

@@ -160,7 +160,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define PROTOCOL_VERSION "2"
+#define PROTOCOL_VERSION "3"
 #define MAX_FRAME (256 * 1024)
 #define CHUNK (64 * 1024)
 #define MAX_INPUT (64 * 1024 * 1024)
@@ -395,7 +395,7 @@ static int read_request(int fd, struct request *rq) {
         p[len] = 0;
         if (first) {
             free(p);
-            if (!strchr("HXRWSFO", type) || len != 0) {
+            if (!strchr("HXRWSFOY", type) || len != 0) {
                 send_error(fd, EPROTO, "bad op frame 0x%02x", (unsigned char)type);
                 return -1;
             }
@@ -2027,6 +2027,18 @@ static void op_observe(int conn, struct request *rq) {
     send_frame(conn, 'Z', r.buf, r.len);
 }
 
+/* DRAIN: the syscall records left in the ring (made by processes an earlier command left
+ * running, after its reply) as 'y' frames; the observer asks at the end of a trial. */
+static void op_drain(int conn) {
+    int sent = send_syscalls(conn);
+    if (sent < 0) return;
+    static struct rec r;
+    r.len = 0;
+    rec_int(&r, 'y', sent);
+    rec_int(&r, 'D', __atomic_exchange_n(&g_shared->dropped, 0, __ATOMIC_SEQ_CST));
+    send_frame(conn, 'Z', r.buf, r.len);
+}
+
 /* ------------------------------------------------------------------ server */
 static void op_ping(int conn) {
     static struct rec r;
@@ -2066,6 +2078,7 @@ static void handle(int conn) {
     case 'S': op_ps(conn); break;
     case 'F': op_fs(conn, &rq); break;
     case 'O': op_observe(conn, &rq); break;
+    case 'Y': op_drain(conn); break;
     default: send_error(conn, EPROTO, "unknown op"); break;
     }
 }

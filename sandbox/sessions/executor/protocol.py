@@ -30,7 +30,7 @@ from sandbox.errors import ExecutorProtocolError
 from sandbox.events import ProcessRecord
 from sandbox.sessions.base import FileEntry
 
-PROTOCOL_VERSION = "2"
+PROTOCOL_VERSION = "3"
 MAX_FRAME = 256 * 1024  # hard maximum payload of any frame, both directions
 CHUNK = 64 * 1024  # maximum payload of an output / data frame
 MAX_INPUT = 64 * 1024 * 1024  # stdin or file data per request
@@ -41,6 +41,7 @@ HEADER = struct.Struct(">cI")
 
 OP_PING, OP_EXEC, OP_READ, OP_WRITE, OP_PS, OP_FS = b"H", b"X", b"R", b"W", b"S", b"F"
 OP_OBSERVE = b"O"  # PS then FS_SNAPSHOT in one reply
+OP_DRAIN = b"Y"  # the syscall records still in the ring (background processes)
 END = b"."
 FINAL, ERROR = b"Z", b"!"
 
