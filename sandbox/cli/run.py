@@ -351,9 +351,16 @@ def _suite_runner(
     except ValueError as exc:
         raise ScenarioError(str(exc)) from exc
     try:
-        from sandbox.cluster.ray_exec import run_suite_on_ray
+        from sandbox.cluster.ray_exec import connect, run_suite_on_ray
     except ImportError as exc:
         raise ScenarioError(f"--cluster needs Ray: pip install 'sandbox[ray]' ({exc})") from exc
+    try:
+        connect(options.address)
+    except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ...
+        first = (str(exc).splitlines() or [""])[0]
+        raise DockerUnavailable(
+            f"--cluster: could not join the Ray cluster at {cluster}: {type(exc).__name__}: {first}"
+        ) from exc
 
     def on_cluster(
         plans: Sequence[TrialPlan], ctx: TrialContext, opts: SuiteOptions | None

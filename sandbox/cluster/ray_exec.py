@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -61,9 +62,21 @@ def ray_environment(address: str) -> dict[str, str]:
     return env
 
 
+def _reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast (Ray itself retries for minutes) when nothing listens at HOST:PORT."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise ConnectionError(f"nothing answers at {address} ({exc})") from exc
+
+
 def connect(address: str) -> None:
     """Join the cluster at `address` as its driver (once per process)."""
     check_address(address)
+    if address != "auto" and not address.startswith("ray://"):
+        _reachable(address)
     already = "ray" in sys.modules
     os.environ.update(ray_environment(address))
     import ray

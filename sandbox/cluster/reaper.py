@@ -82,6 +82,8 @@ def reap(run_id: str, trial_id: str, *, before: float | None = None) -> list[str
         removed.append(f"network {net['Name']}")
     tag = safe_name(trial_id, limit=20)
     for path in Path(tempfile.gettempdir()).glob(f"{socket_dir_prefix(run_id)}*-{tag}-*"):
+        if before is not None and path.stat().st_mtime > before:
+            continue  # a retry's, on this same host
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
             removed.append(f"directory {path}")

@@ -193,3 +193,37 @@ def test_worker_lost_mid_trial_is_retried_and_reaped(
     while _leftovers(docker_backend, run_id) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _leftovers(docker_backend, run_id) == [], "the lost attempt's sandbox was not reaped"
+
+
+def test_stop_on_the_driver_stops_the_clusters_trials(
+    cluster: LocalCluster, docker_backend: Any, tmp_path: Path
+) -> None:
+    from sandbox.cluster.policy import ClusterOptions
+    from sandbox.cluster.ray_exec import run_suite_on_ray
+
+    plans = plan_trials([(_slow(60), None)], epochs=3, trajectory="red")
+    run_id = new_run_id()
+    ctx = TrialContext(backend=docker_backend, out_dir=tmp_path, run_id=run_id)
+    box: dict[str, SuiteResult] = {}
+    options = ClusterOptions(address=cluster.address, interrupt_grace_s=2.0, stop_poll_s=0.2)
+    runner = threading.Thread(
+        target=lambda: box.update(r=run_suite_on_ray(plans, ctx, None, options))
+    )
+    runner.start()
+    deadline = time.monotonic() + 60
+    while not _leftovers(docker_backend, run_id) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _leftovers(docker_backend, run_id), "no trial started"
+    t0 = time.monotonic()
+    ctx.stop.set()  # what Ctrl-C does in `sandbox run`
+    runner.join(timeout=40)
+    assert not runner.is_alive()
+    assert time.monotonic() - t0 < 30  # not the 60 s the commands would take
+    result = box["r"]
+    stops = [r.outcome.summary.stop_reason.value if r.outcome else r.error for r in result.trials]
+    assert "interrupted" in stops, stops
+    assert all(s == "interrupted" or (s or "").startswith("interrupted") for s in stops), stops
+    deadline = time.monotonic() + 20
+    while _leftovers(docker_backend, run_id) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _leftovers(docker_backend, run_id) == []

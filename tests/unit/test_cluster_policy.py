@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -85,3 +86,18 @@ def test_the_local_path_loads_nothing_of_ray() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_bad_cluster_options_are_one_line_errors(tmp_path: Path) -> None:
+    scenario = Path(__file__).resolve().parents[2] / "scenarios" / "escape-probe.yaml"
+    base = [sys.executable, "-m", "sandbox.cli", "run", str(scenario), "--backend", "fake"]
+    base += ["--out", str(tmp_path)]
+    for extra, want in (
+        (["--cluster", "nowhere"], "--cluster: 'nowhere' is not auto"),
+        (["--cluster", "127.0.0.1:1", "--provider-limit", "x"], "--provider-limit: 'x'"),
+        (["--cluster", "127.0.0.1:1"], "could not join the Ray cluster at 127.0.0.1:1"),
+    ):
+        done = subprocess.run([*base, *extra], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, done.stderr
+        assert want in " ".join(done.stderr.split()), done.stderr
+        assert "Traceback" not in done.stderr
