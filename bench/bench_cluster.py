@@ -6,10 +6,11 @@ engine and the agent image are there (else the fake backend; the output says whi
 Locally: `run_suite` with --max-parallel 4. On the cluster: `run_suite_on_ray`, each worker
 node offering 2 `docker` slots (4 in all, the same parallelism).
 
-Overhead per trial: a one-step scripted trial on the fake backend, run one at a time, N
-times each way; the median wall time of a one-trial suite on the cluster minus locally
-(task submission, the plan and the log crossing processes, writing it back, the run's
-control actor). Target: < 100 ms per trial.
+Overhead per trial: suites of 4 and of 24 one-step scripted trials on the fake backend, 4 at
+once each way (median of 3); the marginal wall time of one more trial on the cluster minus
+locally, times the parallelism (task submission, the plan and the log crossing processes,
+writing it back). The run's fixed cost (connecting, its control actor, which Ray starts in a
+worker process of its own) is printed apart. Target: < 100 ms per trial.
 `python -m bench cluster`.
 """
 
@@ -32,6 +33,7 @@ OVERHEAD_TARGET_MS = 100.0
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = ["escape-probe", "exfiltrate-secrets", "benign-coding-tests"]
 PARALLEL = 4
+SMALL, LARGE = 4, 24  # one-step trials per suite, for the marginal cost of a trial
 
 
 def _backend() -> tuple[Backend, str, str]:
@@ -47,7 +49,7 @@ def _backend() -> tuple[Backend, str, str]:
         return FakeBackend(), "fake", f"fake (docker unavailable: {type(exc).__name__})"
 
 
-def _tiny() -> list[TrialPlan]:
+def _tiny(n: int) -> list[TrialPlan]:
     turns = [{"calls": [{"tool": "submit", "args": {"answer": "done"}}]}]
     scenario = Scenario.model_validate(
         {
@@ -59,7 +61,7 @@ def _tiny() -> list[TrialPlan]:
             "trajectories": {"red": {"turns": turns}, "benign": {"turns": turns}},
         }
     )
-    return plan_trials([(scenario, None)], trajectory="red")
+    return plan_trials([(scenario, None)], trajectory="red", epochs=n)
 
 
 def main() -> None:
@@ -69,7 +71,8 @@ def main() -> None:
     from sandbox.cluster.ray_exec import run_suite_on_ray
 
     backend, name, label = _backend()
-    plans = plan_trials(load_scenarios([str(ROOT / "scenarios" / f"{s}.yaml") for s in SUITE]))
+    loaded = load_scenarios([str(ROOT / "scenarios" / f"{s}.yaml") for s in SUITE])
+    plans = plan_trials(loaded, epochs=2)
     t0 = time.monotonic()
     cluster = LocalCluster(workers=2, cpus=2, slots=PARALLEL // 2)
     print(f"local cluster up in {time.monotonic() - t0:.1f}s (1 head + 2 workers)", flush=True)
@@ -93,25 +96,35 @@ def main() -> None:
             print(f"{'trials/min':24}{n / local_s * 60:12.1f}{n / ray_s * 60:12.1f}")
             print(f"{'wall s':24}{local_s:12.1f}{ray_s:12.1f}")
 
-            tiny = _tiny()
             fake = ClusterOptions(address=cluster.address, backend="fake")
-            run_suite_on_ray(tiny, TrialContext(backend=FakeBackend(), out_dir=out), None, fake)
-            local_t: list[float] = []
-            ray_t: list[float] = []
-            for _ in range(15):
+
+            def local_run(n: int) -> float:
                 t0 = time.perf_counter()
-                run_suite(tiny, TrialContext(backend=FakeBackend(), out_dir=out), SuiteOptions())
-                local_t.append(time.perf_counter() - t0)
+                ctx = TrialContext(backend=FakeBackend(), out_dir=out)
+                run_suite(_tiny(n), ctx, SuiteOptions(max_parallel=PARALLEL))
+                return time.perf_counter() - t0
+
+            def ray_run(n: int) -> float:
                 t0 = time.perf_counter()
-                run_suite_on_ray(tiny, TrialContext(backend=FakeBackend(), out_dir=out), None, fake)
-                ray_t.append(time.perf_counter() - t0)
-            lo, hi = statistics.median(local_t) * 1e3, statistics.median(ray_t) * 1e3
-            extra = hi - lo
+                ctx = TrialContext(backend=FakeBackend(), out_dir=out)
+                run_suite_on_ray(_tiny(n), ctx, None, fake)
+                return time.perf_counter() - t0
+
+            ray_run(SMALL)  # warm the nodes' worker processes (imports)
+            lo = {n: statistics.median(local_run(n) for _ in range(3)) for n in (SMALL, LARGE)}
+            hi = {n: statistics.median(ray_run(n) for _ in range(3)) for n in (SMALL, LARGE)}
+            # marginal wall time of one more trial (PARALLEL at once), per trial
+            slope_lo = (lo[LARGE] - lo[SMALL]) / (LARGE - SMALL) * PARALLEL
+            slope_hi = (hi[LARGE] - hi[SMALL]) / (LARGE - SMALL) * PARALLEL
+            fixed = hi[SMALL] - lo[SMALL] - SMALL * (slope_hi - slope_lo) / PARALLEL
+            extra = (slope_hi - slope_lo) * 1e3
             verdict = "ok" if extra < OVERHEAD_TARGET_MS else "OVER TARGET"
-            print(f"{'one-trial suite ms':24}{lo:12.1f}{hi:12.1f}")
+            print(f"one-step trials (fake backend), {PARALLEL} at once:")
+            print(f"{'ms per trial':24}{slope_lo * 1e3:12.1f}{slope_hi * 1e3:12.1f}")
             print(
-                f"cluster overhead per trial: {extra:.1f} ms median "
-                f"(target < {OVERHEAD_TARGET_MS:.0f} ms: {verdict})"
+                f"cluster overhead per trial: {extra:.1f} ms "
+                f"(target < {OVERHEAD_TARGET_MS:.0f} ms: {verdict}); "
+                f"plus {fixed * 1e3:.0f} ms once per run (control actor, connect)"
             )
     finally:
         left = cluster.shutdown()

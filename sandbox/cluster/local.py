@@ -6,6 +6,7 @@ this process's children, found again by the cluster's own temp directory."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -79,7 +80,12 @@ class LocalCluster:
         deadline = time.monotonic() + wait_s
         while self.processes() and time.monotonic() < deadline:
             time.sleep(0.5)
-        return self.processes()
+        left = self.processes()
+        if not left:
+            shutil.rmtree(self.temp, ignore_errors=True)
+        if os.environ.get("RAY_TMPDIR") == self.temp:
+            del os.environ["RAY_TMPDIR"]
+        return left
 
 
 __all__ = ["FAST_HEALTH", "LocalCluster"]
