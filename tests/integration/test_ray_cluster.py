@@ -227,3 +227,20 @@ def test_stop_on_the_driver_stops_the_clusters_trials(
     while _leftovers(docker_backend, run_id) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _leftovers(docker_backend, run_id) == []
+
+
+def test_the_cluster_stays_on_loopback(cluster: LocalCluster) -> None:
+    import shutil
+
+    if shutil.which("ss") is None:
+        pytest.skip("no ss (iproute2) to list sockets")
+    pids = {int(line.split()[0]) for line in cluster.processes()} | {os.getpid()}
+    assert len(pids) > 3
+    out = subprocess.run(["ss", "-tanpH"], capture_output=True, text=True, check=True).stdout
+    mine = [line for line in out.splitlines() if any(f"pid={p}," in line for p in pids)]
+    assert any(line.startswith("LISTEN") for line in mine)
+    for line in mine:
+        cols = line.split()
+        for addr in (cols[3], cols[4]) if not line.startswith("LISTEN") else (cols[3],):
+            host = addr.rpartition(":")[0].strip("[]").removeprefix("::ffff:")
+            assert host.startswith("127.") or host == "::1", line
