@@ -224,12 +224,14 @@ def run_remote(
         with _stop_watch(stop, is_stopped, sessions, job.interrupt_grace_s, job.stop_poll_s):
             model = limited(plan.make_model(), slot)
             judge = plan.make_judge() if plan.make_judge else None
+            steps = plan.make_step_monitor() if plan.make_step_monitor else None
             trial = TrialInput(
                 scenario=plan.scenario,
                 model=model,
                 epoch=plan.epoch,
                 trajectory=plan.trajectory,
                 judge=judge,
+                step_monitor=steps,
                 source=plan.source,
                 seed=plan.seed,
             )
