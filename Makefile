@@ -18,7 +18,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,inspect]'
+	$(BIN)/pip install -q -e '.[dev,inspect,ray]'
 	touch $(STAMP)
 
 # Base (debootstrap, needs root the first time), agent and stubs images; no registry used.

@@ -96,6 +96,7 @@ class TrialRecord:
     plan: TrialPlan
     outcome: TrialOutcome | None = None
     error: str | None = None  # when the trial could not even start (no log)
+    lost: list[str] = field(default_factory=list)  # attempts lost with their cluster node
 
 
 @dataclass
@@ -233,6 +234,8 @@ def _index_entry(run_dir: Path, rec: TrialRecord) -> dict[str, Any]:
         entry["wall_s"] = round(s.wall_s, 3)
     if rec.error:
         entry["error"] = rec.error
+    if rec.lost:
+        entry["lost"] = list(rec.lost)
     return entry
 
 
@@ -250,20 +253,17 @@ def seal_run(
         p = rec.plan
         log = rec.outcome.log_path if rec.outcome is not None else None
         if log is not None and log.is_file():
-            entries.append(
-                entry_for_log(
-                    run_dir, log, scenario_id=p.scenario.id, model=p.model_id, epoch=p.epoch
-                )
+            entry = entry_for_log(
+                run_dir, log, scenario_id=p.scenario.id, model=p.model_id, epoch=p.epoch
             )
         else:
-            entries.append(
-                ManifestEntry(
-                    scenario_id=p.scenario.id,
-                    model=p.model_id,
-                    epoch=p.epoch,
-                    status="failed" if rec.error or rec.outcome else "not_run",
-                )
+            entry = ManifestEntry(
+                scenario_id=p.scenario.id,
+                model=p.model_id,
+                epoch=p.epoch,
+                status="failed" if rec.error or rec.outcome else "not_run",
             )
+        entries.append(entry.model_copy(update={"lost": list(rec.lost)}) if rec.lost else entry)
     manifest = seal(run_id, entries, started_at=started, signer=signer, sandbox_version=__version__)
     write_manifest(run_dir, manifest)
     return manifest

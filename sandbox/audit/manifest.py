@@ -63,6 +63,9 @@ class ManifestEntry(_Model):
     sha256: str | None = None  # of the log file's bytes
     final_hash: str | None = None  # the log's last chain hash, for cross-reference
     status: EntryStatus = "done"
+    # attempts lost before this one (a cluster node or worker died mid-trial), one line
+    # each; left out of the root while empty, so manifests sealed before it still verify
+    lost: list[str] = Field(default_factory=list)
 
 
 class RunManifest(_Model):
@@ -80,9 +83,16 @@ class RunManifest(_Model):
     signature: Signature | None = None
 
 
+def _entry_body(entry: ManifestEntry) -> dict[str, object]:
+    body = entry.model_dump(mode="json")
+    if not body.get("lost"):
+        body.pop("lost", None)
+    return body
+
+
 def manifest_root(trials: Sequence[ManifestEntry]) -> str:
     """The root digest: SHA-256 over a domain tag and the canonical JSON of the entries."""
-    body = canonical_json([t.model_dump(mode="json") for t in trials])
+    body = canonical_json([_entry_body(t) for t in trials])
     return hashlib.sha256(_ROOT_DOMAIN + body.encode("utf-8", "surrogatepass")).hexdigest()
 
 

@@ -15,6 +15,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any
@@ -41,6 +42,7 @@ from sandbox.runner import (
     ModelOptions,
     SuiteOptions,
     SuiteResult,
+    TrialPlan,
     TrialRecord,
     load_scenarios,
     plan_trials,
@@ -196,6 +198,24 @@ def run(
     per_trial: Annotated[
         bool, typer.Option("--trials", help="End with one row per trial, not per scenario.")
     ] = False,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the trials on a Ray cluster: auto, HOST:PORT or ray://HOST:PORT "
+            "(needs `pip install 'sandbox[ray]'`; see the README).",
+        ),
+    ] = None,
+    cluster_retries: Annotated[
+        int,
+        typer.Option(min=0, help="With --cluster: attempts again for a trial whose node was lost."),
+    ] = 1,
+    provider_limit: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="With --cluster: PROVIDER=N, most model calls in flight for that provider "
+            "over the whole cluster (repeatable)."
+        ),
+    ] = None,
 ) -> None:
     """Run scenarios as trials; print where the logs are.
 
@@ -241,6 +261,7 @@ def run(
             monitor_threshold=monitor_threshold,
         )
         chosen = backend_option(backend)
+        suite = _suite_runner(cluster, backend, cluster_retries, provider_limit or [])
     except (ScenarioError, ModelSpecError, DockerUnavailable) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
@@ -277,12 +298,10 @@ def run(
                 def done(rec: TrialRecord) -> None:
                     progress.advance(task)
 
-                result = run_suite(
-                    plans, ctx, SuiteOptions(max_parallel=max_parallel, on_done=done)
-                )
+                result = suite(plans, ctx, SuiteOptions(max_parallel=max_parallel, on_done=done))
         else:  # a CI log: periodic lines, never silence
             lines = _Lines(console, len(plans))
-            result = run_suite(plans, ctx, SuiteOptions(max_parallel=max_parallel, on_done=lines))
+            result = suite(plans, ctx, SuiteOptions(max_parallel=max_parallel, on_done=lines))
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -308,6 +327,47 @@ def run(
             "or infrastructure error (see the stop column and the logs)"
         )
         raise typer.Exit(3)
+
+
+SuiteRunner = Callable[[Sequence[TrialPlan], TrialContext, SuiteOptions | None], SuiteResult]
+
+
+def _suite_runner(
+    cluster: str | None, backend: str, retries: int, limits: list[str]
+) -> SuiteRunner:
+    """The local thread pool, or (with --cluster) the Ray cluster: sandbox.cluster is
+    imported only then, so the local path loads nothing of Ray."""
+    if cluster is None:
+        return run_suite
+    from sandbox.cluster.policy import ClusterOptions, check_address, parse_provider_limits
+
+    try:
+        options = ClusterOptions(
+            address=check_address(cluster),
+            backend=backend,
+            retries=retries,
+            provider_limits=parse_provider_limits(limits),
+        )
+    except ValueError as exc:
+        raise ScenarioError(str(exc)) from exc
+    try:
+        from sandbox.cluster.ray_exec import connect, run_suite_on_ray
+    except ImportError as exc:
+        raise ScenarioError(f"--cluster needs Ray: pip install 'sandbox[ray]' ({exc})") from exc
+    try:
+        connect(options.address)
+    except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ...
+        first = (str(exc).splitlines() or [""])[0]
+        raise DockerUnavailable(
+            f"--cluster: could not join the Ray cluster at {cluster}: {type(exc).__name__}: {first}"
+        ) from exc
+
+    def on_cluster(
+        plans: Sequence[TrialPlan], ctx: TrialContext, opts: SuiteOptions | None
+    ) -> SuiteResult:
+        return run_suite_on_ray(plans, ctx, opts, options)
+
+    return on_cluster
 
 
 def _print_seal(console: Console, result: SuiteResult, ledger: Path | None) -> None:
