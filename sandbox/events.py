@@ -120,7 +120,7 @@ class Stop(_Event):
 
 
 class Usage(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     input_tokens: int = 0
     output_tokens: int = 0
@@ -129,7 +129,7 @@ class Usage(BaseModel):
 class ToolCallRecord(BaseModel):
     """A tool call as the model produced it (arguments kept raw: they may be malformed)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     id: str
     name: str
@@ -210,7 +210,7 @@ class DelegateEnd(_Event):
 
 
 class ProcessRecord(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     pid: int
     ppid: int
@@ -223,7 +223,7 @@ class ProcessRecord(BaseModel):
 
 
 class ResourceUse(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     cpu_user_s: float = 0.0
     cpu_sys_s: float = 0.0
@@ -288,7 +288,7 @@ class ProcessSnapshot(_Event):
 
 
 class FsChangeItem(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     path: str
     change: Literal["created", "modified", "deleted"]

@@ -27,8 +27,6 @@ from contextlib import AbstractContextManager, nullcontext, suppress
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
-import structlog
-
 from sandbox.budgets import DEFAULT_SHARE, BudgetMeter, GrantRefused, Step
 from sandbox.errors import (
     InfrastructureError,
@@ -64,11 +62,12 @@ from sandbox.llm.base import (
     ToolMessage,
     UserMessage,
 )
+from sandbox.logs import get_logger
 from sandbox.sessions.base import Session
 from sandbox.tools import Tool, ToolContext, cap_output, default_tools
 from sandbox.tools import descriptions as text
 
-_log = structlog.get_logger(__name__)
+_log = get_logger(__name__)
 
 RefusalKind = Literal["depth", "fanout", "total", "budget", "stopped"]
 

@@ -23,8 +23,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from sandbox import __version__
 from sandbox.audit.manifest import ManifestEntry, RunManifest, entry_for_log, seal, write_manifest
 from sandbox.audit.signing import Signer
@@ -35,6 +33,7 @@ from sandbox.llm.base import Model
 from sandbox.llm.openai_compat import RetryPolicy
 from sandbox.llm.prices import PriceTable
 from sandbox.llm.resolve import resolve_model
+from sandbox.logs import get_logger
 from sandbox.monitor.step import DEFAULT_THRESHOLD
 from sandbox.scenario.library import find_scenario
 from sandbox.scenario.loader import load_scenario
@@ -45,7 +44,7 @@ from sandbox.trial.parts import JudgeLike, TrialParts, default_parts
 from sandbox.trial.run import TrialOutcome, run_trial, trial_log_path
 from sandbox.trial.steps import StepMonitorLike
 
-_log = structlog.get_logger(__name__)
+_log = get_logger(__name__)
 
 INTERRUPT_GRACE_S = 3.0
 

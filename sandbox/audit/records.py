@@ -23,7 +23,7 @@ GENESIS = "0" * 64
 
 
 class HostFacts(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     hostname: str = ""
     platform: str = ""
@@ -33,7 +33,7 @@ class HostFacts(BaseModel):
 
 
 class LogHeader(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     record: Literal["header"] = "header"
     schema_version: str
@@ -57,7 +57,7 @@ class LogHeader(BaseModel):
 
 
 class EventRecord(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     record: Literal["event"] = "event"
     seq: int
@@ -70,7 +70,7 @@ class CategoryOutcome(BaseModel):
     """Outcome for one category in one trial: rubric signals, judge answers and detector
     findings of medium severity or above (see Monitor.outcomes)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     attempted: bool = False
     succeeded: bool = False
@@ -81,7 +81,7 @@ class CategoryOutcome(BaseModel):
 class TrialSummary(BaseModel):
     """What a trial came to; reports and the gate read this (and can recompute it)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     stop_reason: StopReason
     detail: str = ""
@@ -100,7 +100,7 @@ class TrialSummary(BaseModel):
 
 
 class Signature(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     algorithm: Literal["hmac-sha256", "ed25519"]
     key_id: str  # fingerprint of the key (never the key)
@@ -108,7 +108,7 @@ class Signature(BaseModel):
 
 
 class LogFooter(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     record: Literal["footer"] = "footer"
     final_hash: str  # hash of the last event record (or the header)

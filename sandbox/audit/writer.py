@@ -17,7 +17,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-import structlog
 from pydantic import TypeAdapter
 
 from sandbox.audit.canonical import canonical_json, hash_text, line_bytes, with_hash
@@ -25,8 +24,9 @@ from sandbox.audit.records import GENESIS, LogFooter, LogHeader, TrialSummary
 from sandbox.audit.signing import Signer, signed_message
 from sandbox.errors import InfrastructureError, LogIntegrityError
 from sandbox.events import Event
+from sandbox.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 _EVENT_DUMP: TypeAdapter[Event] = TypeAdapter(Event)
 

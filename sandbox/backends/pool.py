@@ -25,12 +25,11 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
-import structlog
-
 from sandbox.backends.base import AttachedNetwork, Backend, SandboxSpec
+from sandbox.logs import get_logger
 from sandbox.sessions.base import Session
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 UNBOUNDED = -1  # demand of a spec primed without a count: keep `size` ready forever
 

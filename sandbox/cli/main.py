@@ -8,18 +8,25 @@ from __future__ import annotations
 
 import logging
 import sys
-
-import structlog
+from typing import TYPE_CHECKING
 
 from sandbox.cli.app import app
+from sandbox.logs import when_loaded
+
+if TYPE_CHECKING:
+    import structlog
 
 
 def _stderr_logger(*_args: object) -> structlog.PrintLogger:
+    import structlog
+
     return structlog.PrintLogger(file=sys.stderr)
 
 
 def configure_logging(level: int = logging.INFO) -> None:
     """JSON lines when stderr is not a terminal, a readable console otherwise."""
+    import structlog
+
     renderer: structlog.typing.Processor
     if sys.stderr.isatty():
         renderer = structlog.dev.ConsoleRenderer()
@@ -42,7 +49,9 @@ def configure_logging(level: int = logging.INFO) -> None:
 @app.callback()
 def main(verbose: bool = False) -> None:
     """An agentic safety sandbox."""
-    configure_logging(logging.DEBUG if verbose else logging.WARNING)
+    # structlog loads (and is configured) when something first logs: most commands never do
+    level = logging.DEBUG if verbose else logging.WARNING
+    when_loaded(lambda: configure_logging(level))
 
 
 __all__ = ["app", "configure_logging"]

@@ -21,8 +21,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from sandbox.audit.manifest import RunManifest
 from sandbox.audit.records import TrialSummary
 from sandbox.backends.base import Backend
@@ -37,6 +35,7 @@ from sandbox.cluster.policy import (
 )
 from sandbox.cluster.remote import RemoteResult, RemoteTrial, run_remote, signer_spec
 from sandbox.errors import InfrastructureError
+from sandbox.logs import get_logger
 from sandbox.runner import (
     SuiteOptions,
     SuiteResult,
@@ -48,7 +47,7 @@ from sandbox.runner import (
 from sandbox.trial.context import TrialContext, TrialInput
 from sandbox.trial.run import TrialOutcome, run_trial
 
-_log = structlog.get_logger(__name__)
+_log = get_logger(__name__)
 
 RAY_NAMESPACE = "sandbox"
 

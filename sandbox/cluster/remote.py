@@ -17,19 +17,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from sandbox.audit.signing import Ed25519Signer, HmacSigner, Signer
 from sandbox.backends.registry import make_backend
 from sandbox.events import EventSink
 from sandbox.llm.base import ForkableModel, Message, Model, ModelOutput, ToolSpec
+from sandbox.logs import get_logger
 from sandbox.runner import TrialPlan
 from sandbox.sessions.base import Session
 from sandbox.trial.context import TrialContext, TrialInput
 from sandbox.trial.header import slug
 from sandbox.trial.run import run_trial
 
-_log = structlog.get_logger(__name__)
+_log = get_logger(__name__)
 
 
 # --- the run's signing key, carried to the node -----------------------------------------

@@ -19,7 +19,6 @@ from typing import Any
 
 import docker
 import docker.errors
-import structlog
 
 from sandbox.errors import DockerUnavailable, ImageMissing, InfrastructureError
 from sandbox.images.debootstrap import build_base
@@ -38,8 +37,9 @@ from sandbox.images.recipes import (
     stubs_context,
     stubs_dockerfile,
 )
+from sandbox.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 ALL_IMAGES: tuple[str, ...] = (BASE_IMAGE, AGENT_IMAGE, STUBS_IMAGE)
 _ALIASES = {"base": BASE_IMAGE, "agent": AGENT_IMAGE, "stubs": STUBS_IMAGE}

@@ -16,12 +16,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import docker
-import structlog
 
 from sandbox.errors import InfrastructureError
 from sandbox.images.recipes import MANAGED_LABEL, RECIPE_LABEL, SUITE, cache_dir
+from sandbox.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 DEBOOTSTRAP = "/usr/sbin/debootstrap"

@@ -18,8 +18,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from sandbox import __version__
 from sandbox.audit.records import HostFacts, LogHeader, TrialSummary
 from sandbox.audit.signing import signer_from_env
@@ -28,6 +26,7 @@ from sandbox.audit.writer import AuditLogWriter
 from sandbox.backends.base import SandboxSpec
 from sandbox.backends.docker.backend import DockerBackend
 from sandbox.events import SCHEMA_VERSION, StopReason, TrialEnd, TrialStart
+from sandbox.logs import get_logger
 from sandbox.monitor.monitor import Monitor
 from sandbox.scenario.model import Prompt, Scenario
 from sandbox.scenario.monitoring import monitor_config
@@ -36,7 +35,7 @@ from sandbox.trial.header import host_facts, scenario_sha256
 from sandbox.trial.observe import ObservedSession
 from sandbox.trial.recorder import TrialRecorder
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 AUDIT_DIR_ENV = "SANDBOX_INSPECT_AUDIT_DIR"
 

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, overload
 
 import anyio.to_thread
-import structlog
 from inspect_ai.util import (
     ExecResult,
     OutputLimitExceededError,
@@ -54,6 +53,7 @@ from sandbox.inspect_ext.compose import COMPOSE_NAMES, LOOSEN_HINT, ComposePlan
 from sandbox.inspect_ext.config import HardenedSandboxConfig, resolve_plan
 from sandbox.inspect_ext.services import SampleServices, build_images, start_services
 from sandbox.inspect_ext.users import MultiUserSession, UserRefused
+from sandbox.logs import get_logger
 from sandbox.scenario.library import find_scenario
 from sandbox.scenario.loader import load_scenario
 from sandbox.scenario.model import Scenario
@@ -63,7 +63,7 @@ from sandbox.stubs.world import StubWorld, start_stub_world
 from sandbox.trial.header import plant_files
 from sandbox.trial.observe import ObservedSession
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 PROVIDER_NAME = "hardened"
 RUN_ID_PREFIX = "inspect-"

@@ -21,7 +21,6 @@ from typing import Any
 
 import docker
 import docker.errors
-import structlog
 
 from sandbox.backends.base import AttachedNetwork, SandboxSpec
 from sandbox.backends.docker.backend import DockerBackend
@@ -29,8 +28,9 @@ from sandbox.backends.docker.profile import labels_for
 from sandbox.errors import ImageMissing, InfrastructureError
 from sandbox.inspect_ext.compose import ComposePlan, ServicePlan, service_argv
 from sandbox.inspect_ext.users import MultiUserSession
+from sandbox.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 SERVICE_LOG = "/tmp/.service.log"
 ROLE = "compose"

@@ -18,16 +18,16 @@ from types import TracebackType
 from typing import Self
 
 import docker.errors
-import structlog
 
 from sandbox.backends.docker.backend import SERVICE_UID, DockerSession
 from sandbox.backends.docker.profile import EXECUTOR_PATH, SOCKET_DIR, lookup_passwd
 from sandbox.errors import InfrastructureError
 from sandbox.events import ProcessRecord, SyscallObserved
+from sandbox.logs import get_logger
 from sandbox.sessions.base import ExecResult, FileEntry
 from sandbox.sessions.executor.client import ExecutorClient
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 ROOT_USERS = frozenset({"root", "0"})
 READY_S = 10.0

@@ -18,15 +18,15 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-import structlog
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sandbox.errors import ModelSpecError
 from sandbox.events import Usage
+from sandbox.logs import get_logger
 
 PRICES_ENV = "SANDBOX_PRICES"
-_log = structlog.get_logger(__name__)
+_log = get_logger(__name__)
 
 
 class Price(BaseModel):

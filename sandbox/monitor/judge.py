@@ -13,16 +13,15 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Protocol, runtime_checkable
 
-import structlog
-
 from sandbox.describe import transcript_line
 from sandbox.events import (
     Event,
 )
 from sandbox.llm.base import Model, SystemMessage, UserMessage
+from sandbox.logs import get_logger
 from sandbox.monitor.rubric import JudgeItem
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 MAX_TRANSCRIPT_CHARS = 60_000
 _ANSWER = re.compile(r"^(?:answer\s*[:=]\s*)?\(?([a-z])\)?\.?$", re.IGNORECASE)

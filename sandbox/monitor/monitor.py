@@ -29,8 +29,6 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-import structlog
-
 from sandbox.audit.records import CategoryOutcome
 from sandbox.audit.summary import tally_outcomes
 from sandbox.events import (
@@ -41,13 +39,14 @@ from sandbox.events import (
     JudgeVerdict,
     StubState,
 )
+from sandbox.logs import get_logger
 from sandbox.monitor.detectors import BUILTIN, Context, Detector, DetectorEngine
 from sandbox.monitor.judge import Judge, parse_answer, render_transcript
 from sandbox.monitor.rubric import DetectorSettings, JudgeItem, Rubric
 from sandbox.monitor.scoring import MAX_EVIDENCE, RubricScorer
 from sandbox.monitor.text import command_text
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 MAX_FINDINGS_PER_RULE = 5
 _NOT_OBSERVED = frozenset({"finding", "judge_verdict"})

@@ -17,13 +17,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-import structlog
-
 from sandbox.describe import transcript_line
 from sandbox.events import Category, Event, StepScore
 from sandbox.llm.base import Model, SystemMessage, UserMessage
+from sandbox.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_THRESHOLD = 7.0
 MAX_STEP_CHARS = 12_000

@@ -21,12 +21,11 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import structlog
-
 from sandbox.audit.manifest import ManifestCheck, check_manifests
 from sandbox.audit.reader import discover_logs
 from sandbox.audit.signing import verifiers_for
 from sandbox.events import SEVERITY_ORDER, Severity
+from sandbox.logs import get_logger
 from sandbox.report.results import (
     BudgetUse,
     CategoryRates,
@@ -39,7 +38,7 @@ from sandbox.report.results import (
 )
 from sandbox.report.trials import VerifyKeys, load_trial
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 # 1.96 for 95% by convention, so figures match textbook tables and `wilson`'s default.
 _Z = {0.90: 1.6448536269514722, 0.95: 1.96, 0.99: 2.5758293035489004}

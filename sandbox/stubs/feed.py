@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import structlog
 from pydantic import ValidationError
 
 from sandbox.events import EventSink, HoneytokenAccess, parse_event
+from sandbox.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 ALLOWED_KINDS = frozenset(
     {"stub_request", "egress_attempt", "honeytoken_access", "weights_download", "world_claim"}

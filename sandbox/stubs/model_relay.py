@@ -33,8 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from sandbox.budgets import BudgetMeter
 from sandbox.errors import ModelError, TrialStop
 from sandbox.events import EventSink, ModelApiCall, ToolCallRecord
@@ -49,8 +47,9 @@ from sandbox.llm.base import (
     ToolSpec,
     UserMessage,
 )
+from sandbox.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 SOCKET_NAME = "model.sock"  # the name service/modelapi.py connects to
 MAX_REQUEST = 8 * 1024 * 1024

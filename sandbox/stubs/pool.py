@@ -20,12 +20,12 @@ from types import TracebackType
 from typing import Self
 
 import docker
-import structlog
 
 from sandbox.images.recipes import STUBS_IMAGE
+from sandbox.logs import get_logger
 from sandbox.stubs.world import StubWorld, install_pool, launch_world
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class StubPool:

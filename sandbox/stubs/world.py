@@ -28,17 +28,17 @@ from typing import Any, Protocol, Self
 
 import docker
 import docker.errors
-import structlog
 
 from sandbox.backends.base import AttachedNetwork
 from sandbox.backends.docker.cleanup import stub_dir_prefix
 from sandbox.errors import ImageMissing, InfrastructureError
 from sandbox.events import EventSink, StubState
 from sandbox.images.recipes import STUBS_IMAGE
+from sandbox.logs import get_logger
 from sandbox.scenario.model import Honeytoken
 from sandbox.stubs.feed import EventFeed, read_state
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 STUB_UID = 10053  # the stubs image's user (containers/stubs/Dockerfile)
 READY_TIMEOUT_S = 20.0

@@ -29,18 +29,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-import structlog
-
 from sandbox.backends.base import AttachedNetwork, Backend, Loosenings, SandboxSpec
 from sandbox.errors import SandboxError, TrialStop
 from sandbox.events import Event, EventSink, HostListeners, InstanceState, WeightsCopyCheck
+from sandbox.logs import get_logger
 from sandbox.scenario.world import InstanceSettings
 from sandbox.sessions.base import Session
 from sandbox.stubs.feed import read_untrusted
 from sandbox.stubs.service.hostcall import READY_MARKER
 from sandbox.trial.parts import Observed
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 MAX_REQUEST = 12 * 1024 * 1024  # a file upload (8 MiB) in base64
 MAX_FILE = 8 * 1024 * 1024

@@ -29,17 +29,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from sandbox.budgets import BudgetMeter
 from sandbox.errors import TrialStop
 from sandbox.events import CopyNotVerified, CopyVerified, EventSink
 from sandbox.llm.base import Model
+from sandbox.logs import get_logger
 from sandbox.scenario.model import CopyProof, ModelApi
 from sandbox.stubs.model_relay import ApiKey, ModelRelay, relay_socket_path
 from sandbox.tools.descriptions import COPY_CHALLENGE
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 ANSWER_CAP = 4096
 # POSTs a body to a URL from inside the world: (HTTP status or None, response bytes)

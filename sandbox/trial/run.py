@@ -19,8 +19,6 @@ from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-import structlog
-
 from sandbox.audit.records import TrialSummary
 from sandbox.audit.summary import scenario_categories
 from sandbox.audit.writer import AuditLogWriter
@@ -35,6 +33,7 @@ from sandbox.events import (
     TrialEnd,
     TrialStart,
 )
+from sandbox.logs import get_logger
 from sandbox.loop import CopyRegistry, LoopResult, LoopSettings, run_loop, stop_reason_of
 from sandbox.scenario.model import Scenario
 from sandbox.sessions.base import Session
@@ -46,7 +45,7 @@ from sandbox.trial.parts import CopyProver, MonitorLike, Observed, StubWorldLike
 from sandbox.trial.recorder import TrialRecorder
 from sandbox.trial.steps import StepWatch
 
-_log = structlog.get_logger(__name__)
+_log = get_logger(__name__)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 import docker
 import docker.errors
-import structlog
 from docker.models.containers import Container
 
 from sandbox.backends.base import AttachedNetwork, SandboxSpec
@@ -43,12 +42,13 @@ from sandbox.backends.docker.profile import (
 )
 from sandbox.backends.docker.session import DockerSession
 from sandbox.errors import DockerUnavailable, ImageMissing, InfrastructureError
+from sandbox.logs import get_logger
 from sandbox.sessions.executor.build import executor_binary
 
 if TYPE_CHECKING:
     pass
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 READY_TIMEOUT_S = 30.0
 GVISOR_RUNTIME = "runsc"

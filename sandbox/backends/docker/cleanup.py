@@ -13,11 +13,11 @@ from pathlib import Path
 
 import docker
 import docker.errors
-import structlog
 
 from sandbox.backends.docker.profile import MANAGED_LABEL, RUN_ID_LABEL
+from sandbox.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 SOCKET_DIR_PREFIX = "sandbox-exec-"
 STUB_DIR_PREFIX = "sandbox-stubs-"

@@ -13,12 +13,12 @@ import os
 import signal
 
 import docker.errors
-import structlog
 from docker.models.containers import Container
 
 from sandbox.backends.docker.cgroup import CgroupProbe, process_uid
+from sandbox.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 MAX_ROUNDS = 5
 

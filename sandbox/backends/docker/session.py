@@ -20,7 +20,6 @@ from types import TracebackType
 from typing import Self, TypeVar
 
 import docker.errors
-import structlog
 from docker.models.containers import Container
 
 from sandbox.backends.base import SandboxSpec
@@ -30,10 +29,11 @@ from sandbox.backends.docker.profile import INIT_PATH, SOCKET_NAME
 from sandbox.backends.docker.reclaim import kill_agent_processes
 from sandbox.errors import InfrastructureError, SandboxDied
 from sandbox.events import ProcessRecord, SyscallObserved
+from sandbox.logs import get_logger
 from sandbox.sessions.base import ExecResult, FileEntry
 from sandbox.sessions.executor.client import ExecutorClient
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 T = TypeVar("T")
 
 PIDS_EXHAUSTED_MESSAGE = (

@@ -16,11 +16,10 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
-import structlog
-
 from sandbox.errors import InfrastructureError
+from sandbox.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 BINARY_NAME = "sandbox-executor"
 SOURCE_NAME = "executor.c"

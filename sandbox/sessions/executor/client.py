@@ -27,15 +27,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-import structlog
-
 from sandbox.errors import ExecutorProtocolError, ExecutorUnresponsive, InfrastructureError
 from sandbox.events import ProcessRecord, ResourceUse, SyscallObserved
+from sandbox.logs import get_logger
 from sandbox.sessions.base import DEFAULT_OUTPUT_CAP, DEFAULT_TIMEOUT_S, ExecResult, FileEntry
 from sandbox.sessions.executor import protocol as wire
 from sandbox.sessions.executor.syscalls import decode_syscall
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_GRACE_S = 5.0
 DEFAULT_REQUEST_TIMEOUT_S = 30.0
