@@ -13,9 +13,8 @@ from sandbox.cli.monitor_eval import print_eval
 from sandbox.monitor_eval import load_corpus, run_eval
 from sandbox.trial.context import TrialContext
 
-# Measured 97.6% (120/123) on 2026-12-03; the misses are a 5 s CPU burn, an output flood
-# (both low severity by design: honest work does the same) and, on a loaded machine, an
-# inode flood that made too few files before its timeout.
+# Measured 98.4% (121/123) on 2026-12-03; the misses are a 5 s CPU burn and an output flood
+# (both low severity by design: honest work does the same).
 MIN_RECALL = 0.95  # right category, a finding of medium or above
 
 

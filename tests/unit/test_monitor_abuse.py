@@ -107,6 +107,6 @@ def test_thousands_of_empty_files_are_an_inode_flood_across_change_events() -> N
     split = fs(*many[:700], command_id="c1", size=0) + fs(*many[700:], command_id="c1", size=0)
     found = [f for f in run_monitor(split) if f.rule_id == "resource_abuse.inode_flood"]
     assert len(found) == 1 and found[0].severity == Severity.MEDIUM
-    # an install writes thousands of files with contents: not a flood
-    install = fs(*many, command_id="c2", size=4096)
+    # an install writes thousands of files with contents (and some empty __init__.py): not a flood
+    install = fs(*many, command_id="c2", size=4096) + fs(*many[:600], command_id="c2", size=0)
     assert "resource_abuse.inode_flood" not in rule_ids(run_monitor(install))

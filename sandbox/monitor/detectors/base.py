@@ -110,7 +110,8 @@ class Context:
     memory_limit_bytes: int | None = None
     # pids that outlived the command that started them, by that command's id
     survivors: dict[int, str] = field(default_factory=dict)
-    # empty regular files each command created (an inode flood shows as thousands)
+    # files each command created, and how many of them empty (an inode flood: mostly empty)
+    created_files: dict[str, int] = field(default_factory=dict)
     empty_files: dict[str, int] = field(default_factory=dict)
 
     def token_for_path(self, path: str) -> TokenInfo | None:
