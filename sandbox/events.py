@@ -151,7 +151,7 @@ class ModelResponse(_Event):
     reasoning: str | None = None
     tool_calls: tuple[ToolCallRecord, ...] = ()
     finish_reason: str | None = None
-    usage: Usage = Usage()
+    usage: Usage = Field(default_factory=Usage)
     cost_usd: float = 0.0
     latency_s: float = 0.0
     retry_wait_s: float = 0.0
@@ -454,7 +454,7 @@ class ModelApiCall(_Event):
     served_by: str = ""  # the model that answered (the model under test) or "" when refused
     status: int = 200
     error: str | None = None
-    usage: Usage = Usage()
+    usage: Usage = Field(default_factory=Usage)
     cost_usd: float = 0.0
     latency_s: float = 0.0
     n_messages: int = 0

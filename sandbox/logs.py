@@ -15,8 +15,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entrant: a configuration may itself log
 _pending: Callable[[], None] | None = None
+_ready = False  # structlog is loaded and any pending configuration ran
 
 
 def when_loaded(configure: Callable[[], None]) -> None:
@@ -30,13 +31,17 @@ def when_loaded(configure: Callable[[], None]) -> None:
 
 
 def _structlog() -> Any:
-    global _pending
+    global _pending, _ready
     import structlog
 
-    with _lock:
-        configure, _pending = _pending, None
-    if configure is not None:
-        configure()
+    if not _ready:
+        # Every thread that logs first waits here until the configuration has run: one
+        # that went ahead would log through structlog's defaults (debug lines included).
+        with _lock:
+            configure, _pending = _pending, None
+            if configure is not None:
+                configure()
+            _ready = True
     return structlog
 
 

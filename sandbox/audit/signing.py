@@ -17,16 +17,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
-
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from sandbox.audit.canonical import canonical_json
 from sandbox.audit.records import Signature
 from sandbox.errors import SigningKeyError
+
+if TYPE_CHECKING:  # cryptography loads with the first Ed25519 key (HMAC and unsigned do not)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
 HMAC_KEY_ENV = "SANDBOX_AUDIT_HMAC_KEY"
 HMAC_KEY_FILE_ENV = "SANDBOX_AUDIT_HMAC_KEY_FILE"
@@ -124,6 +127,8 @@ def read_hmac_key(path: Path) -> bytes:
 
 def ed25519_key_id(public: Ed25519PublicKey) -> str:
     """Fingerprint of an Ed25519 public key: SHA-256 of its raw bytes, shortened."""
+    from cryptography.hazmat.primitives import serialization
+
     raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return "ed25519:" + hashlib.sha256(raw).hexdigest()[:16]
 
@@ -137,6 +142,9 @@ def _read(path: Path, what: str) -> bytes:
 
 def load_ed25519_private(path: Path) -> Ed25519PrivateKey:
     """Load an unencrypted PKCS#8 PEM Ed25519 private key."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     data = _read(path, "Ed25519 private key")
     try:
         key = serialization.load_pem_private_key(data, password=None)
@@ -149,6 +157,10 @@ def load_ed25519_private(path: Path) -> Ed25519PrivateKey:
 
 def load_ed25519_public(path: Path) -> Ed25519PublicKey:
     """Load an Ed25519 public key (PEM SubjectPublicKeyInfo; a private key PEM also works)."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     data = _read(path, "Ed25519 public key")
     try:
         key = serialization.load_pem_public_key(data)
@@ -199,6 +211,8 @@ class Ed25519Verifier:
 
     def verify(self, signature: Signature, message: bytes) -> bool:
         """True when the signature is a valid Ed25519 signature of the message by this key."""
+        from cryptography.exceptions import InvalidSignature
+
         if signature.algorithm != self.algorithm:
             return False
         try:
@@ -226,6 +240,9 @@ def generate_hmac_key(path: Path) -> str:
 
 def generate_ed25519_key(path: Path) -> tuple[Path, str]:
     """Write a new Ed25519 private key (0600) and PATH.pub; return (public path, key_id)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -240,6 +257,20 @@ def generate_ed25519_key(path: Path) -> tuple[Path, str]:
     _write_secret(path, pem)
     pub_path.write_bytes(pub_pem)
     return pub_path, ed25519_key_id(key.public_key())
+
+
+@dataclass(frozen=True)
+class VerifyKeys:
+    """Keys to check log signatures with (none: signatures are left unchecked)."""
+
+    hmac_key: bytes | None = None
+    public_key: Path | None = None
+
+    @classmethod
+    def from_files(cls, hmac_key_file: Path | None, public_key: Path | None) -> VerifyKeys:
+        """Read an HMAC key file (raw bytes, surrounding whitespace stripped)."""
+        key = read_hmac_key(hmac_key_file) if hmac_key_file is not None else None
+        return cls(hmac_key=key, public_key=public_key)
 
 
 def verifiers_for(
@@ -300,6 +331,7 @@ __all__ = [
     "SignatureVerifier",
     "Signer",
     "SigningKeyError",
+    "VerifyKeys",
     "generate_ed25519_key",
     "generate_hmac_key",
     "hmac_key_id",

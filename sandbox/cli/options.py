@@ -27,7 +27,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -38,14 +38,15 @@ from sandbox.audit.signing import (
     HMAC_KEY_ENV,
     HMAC_KEY_FILE_ENV,
     Signer,
+    VerifyKeys,
     load_ed25519_public,
     signer_from_env,
     signer_from_file,
 )
-from sandbox.backends.base import Backend
-from sandbox.backends.registry import make_backend
 from sandbox.errors import SigningKeyError
-from sandbox.report.trials import VerifyKeys
+
+if TYPE_CHECKING:  # each command imports what it uses: these load when first called
+    from sandbox.backends.base import Backend
 
 HmacKeyOpt = Annotated[
     Path | None,
@@ -227,6 +228,8 @@ def out_dir_or_exit(console: Console, out: Path) -> Path:
 
 def backend_option(name: str) -> Backend:
     """The backend named by a `--backend` option (an unknown name is a usage error)."""
+    from sandbox.backends.registry import make_backend
+
     try:
         return make_backend(name)
     except ValueError as exc:

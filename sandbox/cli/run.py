@@ -84,27 +84,46 @@ def _stop_of(rec: TrialRecord) -> str:
     return "failed to start" if rec.error else "not run"
 
 
+SEVERITIES = ("critical", "high", "medium", "low")
+SEVERITY_HEADS = {"critical": "crit", "high": "high", "medium": "med", "low": "low"}
+
+
 def _summary_table(result: SuiteResult) -> Table:
-    """One row per scenario x model: how its trials stopped and what they found. Narrow
-    enough for 80 columns whatever the number of trials; no column is cut."""
+    """One row per scenario x model: its trials (n), how they stopped and what they found.
+    Fits 80 columns whatever the number of trials: findings are one narrow column per
+    severity (summed over the trials), `flag` the trials with one of medium or above."""
     groups: dict[tuple[str, str], list[TrialRecord]] = {}
     for rec in result.trials:
         groups.setdefault((rec.plan.scenario.id, rec.plan.model_id), []).append(rec)
-    table = Table(title=f"run {result.run_id}")
-    for col in ("scenario", "model", "trials", "stopped", "findings"):
-        table.add_column(col, overflow="fold")
+    table = Table(title=f"run {result.run_id}", box=None, padding=(0, 1, 0, 0), header_style="bold")
+    table.add_column("scenario", overflow="fold")
+    table.add_column("model", overflow="fold")
+    table.add_column("n", justify="right", no_wrap=True)
+    table.add_column("stopped", overflow="fold")
+    table.add_column("flag", justify="right", no_wrap=True)
+    for sev in SEVERITIES:
+        table.add_column(SEVERITY_HEADS[sev], justify="right", no_wrap=True)
     for (sid, model), recs in groups.items():
         stops = Counter(_stop_of(r) for r in recs)
-        sev: Counter[str] = Counter()
+        sev_counts: Counter[str] = Counter()
+        flagged = 0
         for r in recs:
             if r.outcome is not None:
-                sev.update(r.outcome.summary.findings_by_severity)
+                found = r.outcome.summary.findings_by_severity
+                sev_counts.update(found)
+                flagged += any(found.get(s) for s in SEVERITIES[:3])
+        stopped = (
+            next(iter(stops))
+            if len(stops) == 1
+            else ", ".join(f"{k} {v}" for k, v in stops.most_common())
+        )
         table.add_row(
             sid,
             model,
             str(len(recs)),
-            ", ".join(f"{k} {v}" for k, v in sorted(stops.items())),
-            ", ".join(f"{k} {v}" for k, v in sorted(sev.items())) or "-",
+            stopped,
+            str(flagged) if flagged else "-",
+            *(str(sev_counts[s]) if sev_counts[s] else "-" for s in SEVERITIES),
         )
     return table
 

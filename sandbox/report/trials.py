@@ -8,13 +8,12 @@ statistics.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from sandbox.audit.reader import iter_events, read_footer, read_header
 from sandbox.audit.records import LogHeader, TrialSummary
-from sandbox.audit.signing import read_hmac_key
+from sandbox.audit.signing import VerifyKeys
 from sandbox.audit.summary import scenario_categories, summary_from_events
 from sandbox.audit.verify import INCOMPLETE_KINDS, verify_log
 from sandbox.events import StopReason
@@ -47,20 +46,6 @@ def _verify(path: Path, keys: VerifyKeys) -> tuple[str | None, str | None, str |
         return report.first_problem() or "verification failed", report.signature, report.key_id
     more = f" (+{len(tamper) - 1} more)" if len(tamper) > 1 else ""
     return f"{first.kind}: {first.message}{more}", report.signature, report.key_id
-
-
-@dataclass(frozen=True)
-class VerifyKeys:
-    """Keys to check log signatures with (none: signatures are left unchecked)."""
-
-    hmac_key: bytes | None = None
-    public_key: Path | None = None
-
-    @classmethod
-    def from_files(cls, hmac_key_file: Path | None, public_key: Path | None) -> VerifyKeys:
-        """Read an HMAC key file (raw bytes, surrounding whitespace stripped)."""
-        key = read_hmac_key(hmac_key_file) if hmac_key_file is not None else None
-        return cls(hmac_key=key, public_key=public_key)
 
 
 def load_trial(path: Path, *, root: Path, keys: VerifyKeys | None = None) -> TrialResult:

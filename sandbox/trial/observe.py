@@ -16,10 +16,13 @@ the command that caused them.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import itertools
 import posixpath
+import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Literal, Self
@@ -97,6 +100,49 @@ def is_detached(proc: ProcessRecord, session: int | None = None) -> bool:
     return proc.pid in (proc.sid, proc.pgid) or (session is not None and proc.sid != session)
 
 
+class _InFlight:
+    """Commands running in one sandbox, across every agent observing it. A parent and its
+    copies share the sandbox: what one copy's running command starts (or execs, or leaves
+    as a zombie) is not a survivor of another's command that just ended."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.running = 0
+        self.ticks = 0  # one per command start and end, anyone's
+
+    def enter(self) -> None:
+        with self._lock:
+            self.running += 1
+            self.ticks += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self.running -= 1
+            self.ticks += 1
+
+    def others_since(self, ticks: int, own: int) -> bool:
+        """Whether a command other than ours ran at some time since `ticks` (our own
+        command, if any, made `own` ticks)."""
+        with self._lock:
+            return self.running > 0 or self.ticks - ticks > own
+
+
+_IN_FLIGHT: dict[int, _InFlight] = {}
+_IN_FLIGHT_LOCK = threading.Lock()
+
+
+def _in_flight_of(inner: Session) -> _InFlight:
+    """The command tally shared by every observer of `inner` (dropped with it)."""
+    with _IN_FLIGHT_LOCK:
+        found = _IN_FLIGHT.get(id(inner))
+        if found is None:
+            found = _IN_FLIGHT[id(inner)] = _InFlight()
+            # a session that is not weak-referenceable keeps its tally (a few bytes)
+            with contextlib.suppress(TypeError):
+                weakref.finalize(inner, _IN_FLIGHT.pop, id(inner), None)
+        return found
+
+
 def _file_keys(entries: Sequence[FileEntry]) -> dict[str, _FileKey]:
     return {e.path: (e.type, e.size, e.mode, e.mtime_ns) for e in entries}
 
@@ -127,6 +173,8 @@ class ObservedSession:
         self.watch_roots = tuple(watch_roots)
         self.after_exec = after_exec
         self._ids = itertools.count(1)
+        self._in_flight = _in_flight_of(inner)
+        self._ticks = 0  # the tally's ticks at our last look
         self._values = [(h.id, h.value.encode("utf-8")) for h in honeytokens if len(h.value) >= 6]
         self._paths = self._honeytoken_paths(planted, self.workdir)
         self._procs: dict[int, ProcessRecord] | None = None
@@ -187,9 +235,19 @@ class ObservedSession:
                 timeout_s=timeout,
             )
         )
-        result = self.inner.exec(
-            argv, timeout=timeout, stdin=stdin, cwd=cwd, env=env, user=user, output_cap=output_cap
-        )
+        self._in_flight.enter()
+        try:
+            result = self.inner.exec(
+                argv,
+                timeout=timeout,
+                stdin=stdin,
+                cwd=cwd,
+                env=env,
+                user=user,
+                output_cap=output_cap,
+            )
+        finally:
+            self._in_flight.leave()
         stdout, stdout_b64 = _text_and_raw(result.stdout)
         stderr, stderr_b64 = _text_and_raw(result.stderr)
         result_seq = self.sink.emit(
@@ -242,6 +300,7 @@ class ObservedSession:
         return events
 
     def _baseline(self) -> None:
+        self._ticks = self._in_flight.ticks
         self._procs, self._files, _ = self._look()
         self._stale_fs = False
 
@@ -267,8 +326,12 @@ class ObservedSession:
     ) -> list[Event]:
         """Process and file-system changes since the last snapshot, as events."""
         t0 = time.perf_counter()
+        others = self._in_flight.others_since(self._ticks, own=2 if when == "after" else 0)
+        self._ticks = self._in_flight.ticks
         procs_now, files_now, truncated = self._look()
         before_procs = self._procs or {}
+        if others and when == "after":
+            procs_now = self._defer_others(before_procs, procs_now, survivors)
         before_files = self._files if self._files is not None else files_now
         events: list[Event] = []
         new = sorted(pid for pid in procs_now if pid not in before_procs)
@@ -324,6 +387,27 @@ class ObservedSession:
         self._procs, self._files = procs_now, files_now
         self.overhead_s.append(time.perf_counter() - t0)
         return events
+
+    @staticmethod
+    def _defer_others(
+        before: Mapping[int, ProcessRecord],
+        now: Mapping[int, ProcessRecord],
+        survivors: Sequence[ProcessRecord],
+    ) -> dict[int, ProcessRecord]:
+        """The process table as this command's observation may judge it while another
+        agent's command ran alongside: a process new or changed since our last look that
+        is not one of our command's survivors (the executor lists every one of them) may be
+        that command's work. It keeps its old state (or stays unseen), so it is judged by
+        its own command's observation, by ours once nothing else ran, or at trial end."""
+        own = {p.pid for p in survivors}
+        kept: dict[int, ProcessRecord] = {}
+        for pid, proc in now.items():
+            old = before.get(pid)
+            if pid in own or (old is not None and _identity(old) == _identity(proc)):
+                kept[pid] = proc
+            elif old is not None:
+                kept[pid] = old
+        return kept
 
     # --- honeytokens -------------------------------------------------------------------------
 

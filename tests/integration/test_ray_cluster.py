@@ -37,7 +37,8 @@ os.environ.update({"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CL
 ray = pytest.importorskip("ray")  # the optional extra: sandbox[ray]
 
 ROOT = Path(__file__).resolve().parents[2]
-SCENARIOS = ["escape-probe", "exfiltrate-secrets"]
+# the whole scenario library, every trajectory: the cluster must find what a local run finds
+SCENARIOS = sorted(p.stem for p in (ROOT / "scenarios").glob("*.yaml"))
 
 
 @pytest.fixture(scope="module")

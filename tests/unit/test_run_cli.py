@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -92,3 +93,34 @@ def test_a_run_where_no_trial_ran_exits_3(tmp_path: Path) -> None:
     # the scripted run of the same scenario still exits 0
     ok = sandbox("s.yaml", "--backend", "fake", "--out", "out", cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr
+
+
+def test_the_end_table_fits_80_columns(tmp_path: Path) -> None:
+    """One line per scenario x model at 80 columns, ids whole, whatever the trial count."""
+    sid = "a-long-scenario-id-abcdef"  # 25 characters (the library's longest is 21)
+    (tmp_path / "s.yaml").write_text(SCENARIO.replace("cli-demo", sid))
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sandbox.cli",
+            "run",
+            "s.yaml",
+            "--backend",
+            "fake",
+            "--epochs",
+            "3",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "COLUMNS": "80"},
+    )
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    rows = [line.split() for line in lines if line.startswith(sid)]
+    assert sorted(r[1] for r in rows) == ["scripted:benign", "scripted:red"], p.stdout
+    assert all(r[2:4] == ["3", "submitted"] for r in rows), p.stdout
