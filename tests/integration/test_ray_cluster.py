@@ -245,3 +245,75 @@ def test_the_cluster_stays_on_loopback(cluster: LocalCluster) -> None:
         for addr in (cols[3], cols[4]) if not line.startswith("LISTEN") else (cols[3],):
             host = addr.rpartition(":")[0].strip("[]").removeprefix("::ffff:")
             assert host.startswith("127.") or host == "::1", line
+
+
+SLOW_YAML = """
+id: slow-cluster-cli
+title: a trial long enough to press Ctrl-C in
+prompt: {task: wait}
+budget: {turns: 5, tool_calls: 5, wall_s: 120}
+sandbox: {cpus: 0.5, memory_mb: 256}
+trajectories:
+  red:
+    turns:
+      - calls: [{tool: bash, args: {command: sleep 90}}]
+      - calls: [{tool: submit, args: {answer: done}}]
+  benign:
+    turns:
+      - calls: [{tool: bash, args: {command: sleep 91}}]
+      - calls: [{tool: submit, args: {answer: done}}]
+"""
+
+
+def test_ctrl_c_on_a_cluster_run_stops_it_and_leaves_nothing(
+    cluster: LocalCluster, docker_backend: Any, tmp_path: Path
+) -> None:
+    """`sandbox run --cluster` as a user runs it, then a real SIGINT to the driver."""
+    import signal
+
+    (tmp_path / "slow.yaml").write_text(SLOW_YAML)
+    out = tmp_path / "runs"
+    argv = ["run", str(tmp_path / "slow.yaml"), "--cluster", cluster.address, "--epochs", "1"]
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "sandbox.cli", *argv, "--out", str(out)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        run_id = None
+        while time.monotonic() < deadline and driver.poll() is None:
+            runs = [p.name for p in out.iterdir()] if out.is_dir() else []
+            run_id = runs[0] if runs else None
+            if run_id and len(_leftovers(docker_backend, run_id)) >= 2:
+                break
+            time.sleep(0.3)
+        if driver.poll() is not None:
+            err = driver.communicate()[1][-3000:]
+            pytest.fail(f"the driver exited ({driver.returncode}): {err}")
+        assert run_id and _leftovers(docker_backend, run_id), "no trial started on the cluster"
+        t0 = time.monotonic()
+        driver.send_signal(signal.SIGINT)
+        _, stderr = driver.communicate(timeout=60)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.communicate()
+    assert driver.returncode == 130, stderr[-2000:]
+    assert time.monotonic() - t0 < 45  # not the 90 s the commands would take
+    index = (out / run_id / "run.json").read_text()
+    assert index.count('"interrupted"') >= 2, index
+    deadline = time.monotonic() + 30
+    while _leftovers(docker_backend, run_id) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _leftovers(docker_backend, run_id) == []
+    verify = subprocess.run(
+        [sys.executable, "-m", "sandbox.cli", "verify", str(out / run_id)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    # interrupted trials end in complete logs under a sealed manifest (unsigned here)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
