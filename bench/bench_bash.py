@@ -5,6 +5,8 @@ measured interleaved.
 Figures (printed, never asserted):
 * `DockerSession.exec(["true"])`: min / median;
 * the `bash` tool's round trip for `:` (BashTool.call, what the agent loop runs): min / median;
+* `bash -c :` with the image's `LANG=C.UTF-8` against `LANG` emptied (the executor's
+  `LC_CTYPE=C.UTF-8` only), on this checkout's executor: what that variable costs bash;
 * CPU per trivial command (`true`), all processes counted: this process (the client), the
   sandbox's cgroup (executor, command) and the fuse-overlayfs daemon serving the sandbox's
   root when the engine runs one (found by the container's merged directory).
@@ -148,6 +150,9 @@ def main() -> None:
             true_ms: dict[str, list[float]] = {name: [] for name in sessions}
             bash_ms: dict[str, list[float]] = {name: [] for name in sessions}
             cpu: dict[str, list[tuple[float, float, float]]] = {name: [] for name in sessions}
+            after = sessions["after (this)"]
+            locale_ms: dict[str, list[float]] = {"image LANG": [], "LANG emptied": []}
+            envs = {"image LANG": None, "LANG emptied": {"LANG": ""}}
             for session in sessions.values():  # warm-up
                 sample(lambda s=session: s.exec(["true"]), 20)
             for _ in range(ROUNDS):
@@ -160,6 +165,11 @@ def main() -> None:
                     )
                     bash_ms[name] += sample(lambda c=ctx: tool.call({"command": ":"}, c), PER_ROUND)
                     cpu[name].append(cpu_per_command_ms(session, PER_ROUND))
+                for label, env in envs.items():
+                    locale_ms[label] += sample(
+                        lambda e=env: after.exec(["bash", "-c", ":"], env=e, timeout=30),
+                        PER_ROUND // 2,
+                    )
             print(f"bench_bash: {ROUNDS}x{PER_ROUND} calls per route, interleaved")
             for name in sessions:
                 t, b = true_ms[name], bash_ms[name]
@@ -175,6 +185,11 @@ def main() -> None:
                     f"  {'':14s} CPU per `true`: client {client:.3f} + cgroup {group:.3f}"
                     f" + fuse daemon {fuse:.3f} = {client + group + fuse:.3f} ms"
                     f" (target <= {TARGET_CPU_MS})"
+                )
+            for label, values in locale_ms.items():
+                print(
+                    f"  bash -c : ({label}): min {min(values):.3f}"
+                    f" median {statistics.median(values):.3f} ms"
                 )
         finally:
             for session in sessions.values():

@@ -106,3 +106,18 @@ def test_path_search_skips_what_the_agent_cannot_execute(agent_session: DockerSe
     assert setup.ok, setup
     res = agent_session.exec(["prog"], env={"PATH": "/tmp/a:/tmp/b"})
     assert res.stdout == b"b\n", res
+
+
+def test_a_command_cannot_reach_its_handlers_memory(agent_session: DockerSession) -> None:
+    # The handler's memory was shared with this command's process until its exec.
+    res = agent_session.exec(
+        [
+            "bash",
+            "-c",
+            "for f in mem environ maps; do head -c1 /proc/$PPID/$f >/dev/null 2>&1 "
+            "&& echo $f readable; done; grep -c . /proc/$PPID/status",
+        ]
+    )
+    *readable, status_lines = res.stdout.decode().split("\n")[:-1]
+    assert readable == [], res
+    assert int(status_lines) > 0  # the handler was there: its status is public, not its memory

@@ -1455,6 +1455,9 @@ static const char *spawn_resolve(struct spawn *s) {
 static int spawn_forward(void *arg) {
     struct spawn *s = arg;
     int fd = -1;
+    /* It shares the handler's memory: it must not outlive the command child. */
+    syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    if ((pid_t)syscall(SYS_getppid) != s->pid) return 1;
     if (syscall(SYS_read, s->helper_sync, &fd, sizeof fd) != (long)sizeof fd || fd < 0) return 1;
     return send_listener(s->obs_fd, fd, s->pid, s->serial) < 0 ? 2 : 0;
 }
@@ -1675,6 +1678,7 @@ static void op_exec(int conn, int sigfd, struct request *rq) {
         return;
     }
     if (c.root < 0) { send_error(conn, errno, "fork: %s", strerror(errno)); return; }
+    if (stalled) kill_tree(&c); /* its listener helper too (same process group) */
     close(pin[0]);
     close(pout[1]);
     close(perr[1]);
