@@ -1337,8 +1337,8 @@ static int env_overridden(char **env, int envc, const char *name, size_t nlen) {
 /* ------------------------------------------------------------------ spawn
  * The command child is cloned with CLONE_VM and a stack of its own: no page tables are
  * copied (most of what fork cost), the handler's memory is shared until the child's
- * execve. So the child runs nothing but system calls (through syscall(2): no locks, no
- * malloc, no stdio, no errno-based libc state it could leave half-changed) on data the
+ * execve. So the child runs nothing but system calls (made directly: no locks, no
+ * malloc, no stdio, no libc state written, not even errno) on data the
  * handler prepared before the clone (struct spawn), then execs. The handler is not
  * suspended (no CLONE_VFORK): it waits on a close-on-exec pipe, at most until the
  * command's deadline, so a child stopped before its exec (once it has the agent's uid the
@@ -1376,49 +1376,75 @@ static int g_utf8_ctype;
 static struct sc_filter g_filter[64 + MAX_DENY];
 static int g_filter_len = -1;
 
+/* The child's system calls: made directly (x86_64), so that no libc state is written --
+ * not even errno, which lives in the thread area the child shares with the handler. The
+ * error of the last failed call is kept in g_spawn_err, which only the child (and its
+ * listener helper, whose errors nobody reads) writes and reads. */
+static long g_spawn_err;
+#if defined(__x86_64__)
+static long raw_call(long n, long a, long b, long c, long d, long e, long f) {
+    register long r10 __asm__("r10") = d;
+    register long r8 __asm__("r8") = e;
+    register long r9 __asm__("r9") = f;
+    long ret;
+    __asm__ volatile("syscall"
+                     : "=a"(ret)
+                     : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
+                     : "rcx", "r11", "memory");
+    if (ret < 0 && ret > -4096) { g_spawn_err = -ret; return -1; }
+    return ret;
+}
+#else
+static long raw_call(long n, long a, long b, long c, long d, long e, long f) {
+    long ret = syscall(n, a, b, c, d, e, f);
+    if (ret < 0) g_spawn_err = errno;
+    return ret;
+}
+#endif
+#define RAW_(n, a, b, c, d, e, f, ...) \
+    raw_call((long)(n), (long)(a), (long)(b), (long)(c), (long)(d), (long)(e), (long)(f))
+#define RAW(...) RAW_(__VA_ARGS__, 0, 0, 0, 0, 0, 0, 0)
+#define SP_ERR() (g_spawn_err ? (int)g_spawn_err : EPERM)
+
 static void spawn_fail(const struct spawn *s, int stage, long err, int code) {
     int msg[2] = {stage, (int)err};
-    syscall(SYS_write, s->report_fd, msg, sizeof msg);
-    syscall(SYS_exit_group, code);
+    RAW(SYS_write, s->report_fd, msg, sizeof msg);
+    RAW(SYS_exit_group, code);
     for (;;) {}
 }
 
-/* errno of a failed raw syscall (syscall(2) returned -1), without trusting errno's
- * storage to be the child's own: syscall() sets it in the shared thread area, which only
- * this task uses until exec. */
-#define SP_ERR() (errno ? errno : EPERM)
 
 /* In the command child: become u with no capabilities whatsoever (system calls only).
- * Returns -1 + errno. */
+ * Returns -1 (the error in g_spawn_err). */
 static int spawn_drop_privileges(const struct user *u) {
     if (g_privileged) {
-        if (syscall(SYS_setgroups, 0, NULL) < 0) return -1;
-        if (syscall(SYS_setresgid, u->gid, u->gid, u->gid) < 0) return -1;
+        if (RAW(SYS_setgroups, 0, NULL) < 0) return -1;
+        if (RAW(SYS_setresgid, u->gid, u->gid, u->gid) < 0) return -1;
         for (int cap = 0; cap < 64; cap++) {
-            if (syscall(SYS_prctl, PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) {
-                if (errno == EINVAL) break;
+            if (RAW(SYS_prctl, PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) {
+                if (g_spawn_err == EINVAL) break;
                 return -1;
             }
         }
-        syscall(SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
-        if (syscall(SYS_prctl, PR_SET_KEEPCAPS, 0, 0, 0, 0) < 0) return -1;
-        if (syscall(SYS_setresuid, u->uid, u->uid, u->uid) < 0) return -1;
+        RAW(SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+        if (RAW(SYS_prctl, PR_SET_KEEPCAPS, 0, 0, 0, 0) < 0) return -1;
+        if (RAW(SYS_setresuid, u->uid, u->uid, u->uid) < 0) return -1;
         /* Switching away from uid 0 clears permitted/effective; clear every set
          * explicitly anyway (needed when the target is root itself), then verify. */
         struct cap_header h = {CAP_VERSION_3, 0};
         struct cap_data d[2] = {{0, 0, 0}, {0, 0, 0}};
-        if (syscall(SYS_capset, &h, d) < 0) return -1;
+        if (RAW(SYS_capset, &h, d) < 0) return -1;
         uid_t r = 1, e = 1, sv = 1;
-        if (syscall(SYS_getresuid, &r, &e, &sv) < 0 || r != u->uid || e != u->uid || sv != u->uid) {
-            errno = EPERM;
+        if (RAW(SYS_getresuid, &r, &e, &sv) < 0 || r != u->uid || e != u->uid || sv != u->uid) {
+            g_spawn_err = EPERM;
             return -1;
         }
         h.pid = 0;
-        if (syscall(SYS_capget, &h, d) < 0) return -1;
+        if (RAW(SYS_capget, &h, d) < 0) return -1;
         for (int i = 0; i < 2; i++)
-            if (d[i].effective || d[i].permitted || d[i].inheritable) { errno = EPERM; return -1; }
+            if (d[i].effective || d[i].permitted || d[i].inheritable) { g_spawn_err = EPERM; return -1; }
     }
-    return syscall(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ? -1 : 0;
+    return RAW(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ? -1 : 0;
 }
 
 /* The program execvp would run for argv[0] (PATH lookup done here, so that the command's
@@ -1438,15 +1464,15 @@ static const char *spawn_resolve(struct spawn *s) {
             if (dl) s->resolved[at++] = '/';
             memcpy(s->resolved + at, name, nl + 1);
             struct stat st;
-            if (syscall(SYS_newfstatat, AT_FDCWD, s->resolved, &st, 0) == 0 && S_ISREG(st.st_mode)) {
-                if (syscall(SYS_faccessat, AT_FDCWD, s->resolved, X_OK, 0) == 0) return s->resolved;
+            if (RAW(SYS_newfstatat, AT_FDCWD, s->resolved, &st, 0) == 0 && S_ISREG(st.st_mode)) {
+                if (RAW(SYS_faccessat, AT_FDCWD, s->resolved, X_OK, 0) == 0) return s->resolved;
                 eacces = 1;
             }
         }
         if (!colon) break;
         p = colon + 1;
     }
-    errno = eacces ? EACCES : ENOENT;
+    g_spawn_err = eacces ? EACCES : ENOENT;
     return NULL;
 }
 
@@ -1456,83 +1482,84 @@ static int spawn_forward(void *arg) {
     struct spawn *s = arg;
     int fd = -1;
     /* It shares the handler's memory: it must not outlive the command child. */
-    syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-    if ((pid_t)syscall(SYS_getppid) != s->pid) return 1;
-    if (syscall(SYS_read, s->helper_sync, &fd, sizeof fd) != (long)sizeof fd || fd < 0) return 1;
+    RAW(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    if ((pid_t)RAW(SYS_getppid) != s->pid) return 1;
+    if (RAW(SYS_read, s->helper_sync, &fd, sizeof fd) != (long)sizeof fd || fd < 0) return 1;
     return send_listener(s->obs_fd, fd, s->pid, s->serial) < 0 ? 2 : 0;
 }
 
 /* observe_self with system calls only: installs the filter, the helper hands the listener
  * over (once the filter is in place our own sendmsg would wait for the very listener it
- * carries). Returns -1 + errno. */
+ * carries). Returns -1 (the error in g_spawn_err). */
 static int spawn_observe(struct spawn *s) {
     static char stack[16 * 1024] __attribute__((aligned(16)));
     int sync[2];
-    if (s->prog.len == 0) { errno = EINVAL; return -1; }
-    if (syscall(SYS_pipe2, sync, O_CLOEXEC) < 0) return -1;
+    if (s->prog.len == 0) { g_spawn_err = EINVAL; return -1; }
+    if (RAW(SYS_pipe2, sync, O_CLOEXEC) < 0) return -1;
     s->helper_sync = sync[0];
-    s->pid = (pid_t)syscall(SYS_getpid);
+    s->pid = (pid_t)RAW(SYS_getpid);
     pid_t helper = clone(spawn_forward, stack + sizeof stack, CLONE_VM | CLONE_FILES | SIGCHLD, s);
-    if (helper < 0) { int e = errno; syscall(SYS_close, sync[0]); syscall(SYS_close, sync[1]); errno = e; return -1; }
-    int lfd = (int)syscall(SYS_seccomp, SC_SET_MODE_FILTER, SC_FLAG_NEW_LISTENER, &s->prog);
-    int e = errno;
-    long w = syscall(SYS_write, sync[1], &lfd, sizeof lfd);
+    if (helper < 0) { g_spawn_err = errno; RAW(SYS_close, sync[0]); RAW(SYS_close, sync[1]); return -1; }
+    int lfd = (int)RAW(SYS_seccomp, SC_SET_MODE_FILTER, SC_FLAG_NEW_LISTENER, &s->prog);
+    long e = g_spawn_err;
+    long w = RAW(SYS_write, sync[1], &lfd, sizeof lfd);
     int st = 0;
-    while (syscall(SYS_wait4, helper, &st, 0, NULL) < 0 && errno == EINTR) {}
-    syscall(SYS_close, sync[0]);
-    syscall(SYS_close, sync[1]);
-    if (lfd < 0) { errno = e; return -1; }
-    syscall(SYS_close, lfd);
-    if (w != (long)sizeof lfd || !WIFEXITED(st) || WEXITSTATUS(st) != 0) { errno = EPIPE; return -1; }
+    while (RAW(SYS_wait4, helper, &st, 0, NULL) < 0 && g_spawn_err == EINTR) {}
+    RAW(SYS_close, sync[0]);
+    RAW(SYS_close, sync[1]);
+    if (lfd < 0) { g_spawn_err = e; return -1; }
+    RAW(SYS_close, lfd);
+    if (w != (long)sizeof lfd || !WIFEXITED(st) || WEXITSTATUS(st) != 0) { g_spawn_err = EPIPE; return -1; }
     return 0;
 }
 
 /* The command child (see "spawn"): never returns. */
 static int spawn_child(void *arg) {
     struct spawn *s = arg;
-    syscall(SYS_setsid);
+    g_spawn_err = 0;
+    RAW(SYS_setsid);
     /* Default dispositions and an empty mask (the kernel's sigaction: 8-byte mask). */
     struct { void *handler; unsigned long flags; void *restorer; unsigned long mask; } dfl = {0};
     for (int sig = 1; sig <= 64; sig++)
-        if (sig != SIGKILL && sig != SIGSTOP) syscall(SYS_rt_sigaction, sig, &dfl, NULL, 8);
+        if (sig != SIGKILL && sig != SIGSTOP) RAW(SYS_rt_sigaction, sig, &dfl, NULL, 8);
     unsigned long none = 0;
-    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, 8);
+    RAW(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, 8);
     /* The report pipe and the channel go above the standard fds first, then 0-2, 3
      * (the channel, until the listener is handed over) and 4 (report, close-on-exec). */
-    int rep = (int)syscall(SYS_fcntl, s->report_fd, F_DUPFD_CLOEXEC, 10);
-    if (rep < 0) syscall(SYS_exit_group, 126);
+    int rep = (int)RAW(SYS_fcntl, s->report_fd, F_DUPFD_CLOEXEC, 10);
+    if (rep < 0) RAW(SYS_exit_group, 126);
     s->report_fd = rep;
-    int obs = s->obs_fd >= 0 ? (int)syscall(SYS_fcntl, s->obs_fd, F_DUPFD_CLOEXEC, 10) : -1;
+    int obs = s->obs_fd >= 0 ? (int)RAW(SYS_fcntl, s->obs_fd, F_DUPFD_CLOEXEC, 10) : -1;
     if (s->obs_fd >= 0 && obs < 0) spawn_fail(s, SP_DUP, SP_ERR(), 126);
-    if (syscall(SYS_dup3, s->in_fd, 0, 0) < 0 || syscall(SYS_dup3, s->out_fd, 1, 0) < 0 ||
-        syscall(SYS_dup3, s->err_fd, 2, 0) < 0 || syscall(SYS_dup3, rep, 4, O_CLOEXEC) < 0)
+    if (RAW(SYS_dup3, s->in_fd, 0, 0) < 0 || RAW(SYS_dup3, s->out_fd, 1, 0) < 0 ||
+        RAW(SYS_dup3, s->err_fd, 2, 0) < 0 || RAW(SYS_dup3, rep, 4, O_CLOEXEC) < 0)
         spawn_fail(s, SP_DUP, SP_ERR(), 126);
     s->report_fd = 4;
     if (obs >= 0) {
-        if (syscall(SYS_dup3, obs, 3, O_CLOEXEC) < 0) spawn_fail(s, SP_DUP, SP_ERR(), 126);
+        if (RAW(SYS_dup3, obs, 3, O_CLOEXEC) < 0) spawn_fail(s, SP_DUP, SP_ERR(), 126);
         s->obs_fd = 3;
     } else {
-        syscall(SYS_close, 3);
+        RAW(SYS_close, 3);
     }
-    if (syscall(SYS_close_range, 5U, ~0U, 0) < 0)
-        for (long fd = 5; fd < s->max_fd; fd++) syscall(SYS_close, fd);
-    syscall(SYS_umask, 022);
+    if (RAW(SYS_close_range, 5U, ~0U, 0) < 0)
+        for (long fd = 5; fd < s->max_fd; fd++) RAW(SYS_close, fd);
+    RAW(SYS_umask, 022);
     if (spawn_drop_privileges(s->u) < 0) spawn_fail(s, SP_PRIV, SP_ERR(), 126);
     if (s->cwd && *s->cwd) {
         /* A relative cwd is relative to the user's home (like read/write paths). */
-        if (s->cwd[0] != '/' && syscall(SYS_chdir, s->u->home) < 0) spawn_fail(s, SP_HOME, SP_ERR(), 126);
-        if (syscall(SYS_chdir, s->cwd) < 0) spawn_fail(s, SP_CWD, SP_ERR(), 126);
-    } else if (syscall(SYS_chdir, s->u->home) < 0 && syscall(SYS_chdir, "/") < 0) {
+        if (s->cwd[0] != '/' && RAW(SYS_chdir, s->u->home) < 0) spawn_fail(s, SP_HOME, SP_ERR(), 126);
+        if (RAW(SYS_chdir, s->cwd) < 0) spawn_fail(s, SP_CWD, SP_ERR(), 126);
+    } else if (RAW(SYS_chdir, s->u->home) < 0 && RAW(SYS_chdir, "/") < 0) {
         spawn_fail(s, SP_HOME_QUIET, SP_ERR(), 126);
     }
     const char *prog = spawn_resolve(s);
-    if (!prog) spawn_fail(s, SP_RESOLVE, errno, errno == ENOENT ? 127 : 126);
+    if (!prog) spawn_fail(s, SP_RESOLVE, g_spawn_err, g_spawn_err == ENOENT ? 127 : 126);
     if (s->obs_fd >= 0) {
         if (spawn_observe(s) < 0) spawn_fail(s, SP_OBSERVE, SP_ERR(), 126);
-        syscall(SYS_close, 3);
+        RAW(SYS_close, 3);
     }
-    syscall(SYS_execve, prog, s->argv, s->envp);
-    int e = errno;
+    RAW(SYS_execve, prog, s->argv, s->envp);
+    int e = SP_ERR();
     spawn_fail(s, SP_EXEC, e, e == ENOENT ? 127 : 126);
     return 126;
 }
