@@ -32,7 +32,7 @@ class CgroupProbe:
     def __init__(self, container_id: str, cgroup_parent: str = "") -> None:
         self.unified = not (CGROUP_ROOT / "memory").is_dir()
         self._dirs: dict[str, Path | None] = {}
-        self._fds: dict[Path, int] = {}
+        self._fds: dict[tuple[str, str], int] = {}
         self._relative = _relative_dirs(container_id, cgroup_parent) if container_id else []
 
     def _dir(self, controller: str) -> Path | None:
@@ -52,31 +52,32 @@ class CgroupProbe:
         # Files stay open and are re-read with pread: ~1 us instead of ~30 us per read,
         # which matters on the per-command path. A stale descriptor (the cgroup was
         # recreated by a restart) is reopened once.
-        directory = self._dir(controller)
-        if directory is None:
-            return None
-        path = directory / name
+        # Keyed by (controller, name): no Path is built on the per-command path.
+        key = (controller, name)
         for _ in range(2):
-            fd = self._fds.get(path)
+            fd = self._fds.get(key)
             try:
                 if fd is None:
-                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-                    self._fds[path] = fd
+                    directory = self._dir(controller)
+                    if directory is None:
+                        return None
+                    fd = os.open(directory / name, os.O_RDONLY | os.O_CLOEXEC)
+                    self._fds[key] = fd
                 return os.pread(fd, 65536, 0).decode("ascii", "replace")
             except OSError:
-                self._forget(path)
+                self._forget(key)
         return None
 
-    def _forget(self, path: Path) -> None:
-        fd = self._fds.pop(path, None)
+    def _forget(self, key: tuple[str, str]) -> None:
+        fd = self._fds.pop(key, None)
         if fd is not None:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
     def close(self) -> None:
         """Close the cached file descriptors (the probe still works afterwards)."""
-        for path in list(self._fds):
-            self._forget(path)
+        for key in list(self._fds):
+            self._forget(key)
 
     def _read_int(self, controller: str, name: str) -> int | None:
         text = self._read(controller, name)

@@ -39,6 +39,10 @@ log = get_logger(__name__)
 DEFAULT_GRACE_S = 5.0
 DEFAULT_REQUEST_TIMEOUT_S = 30.0
 DEFAULT_MAX_READ = 64 * 1024 * 1024
+_RECV_SIZE = 64 * 1024
+_EXEC_OP = wire.frame(wire.OP_EXEC)
+_NO_OBSERVE = wire.int_field(b"y", 0)
+_END = wire.frame(wire.END)
 
 
 class _Connection:
@@ -48,11 +52,13 @@ class _Connection:
         self._deadline = deadline
         self._on_hang = on_hang
         self._sock = _connect(path, max(0.05, deadline - time.monotonic()))
+        self._buf = bytearray()  # received and not yet taken from position _pos on
+        self._pos = 0
 
     def close(self) -> None:
         self._sock.close()
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes | bytearray) -> None:
         self._sock.settimeout(self._remaining())
         try:
             self._sock.sendall(data)
@@ -75,32 +81,37 @@ class _Connection:
                 log.warning("executor.on_hang_failed", error=str(exc))
         raise ExecutorUnresponsive("the executor did not answer before the host-side deadline")
 
-    def _recv_exact(self, n: int) -> bytes:
-        buf = bytearray(n)
-        view = memoryview(buf)
-        got = 0
-        while got < n:
+    def _fill(self, need: int) -> None:
+        """Receives until at least `need` bytes past the read position are buffered (one
+        recv usually brings a whole small reply: header and payload together)."""
+        while len(self._buf) - self._pos < need:
             self._sock.settimeout(self._remaining())
             try:
-                k = self._sock.recv_into(view[got:], n - got)
+                chunk = self._sock.recv(max(_RECV_SIZE, need - (len(self._buf) - self._pos)))
             except TimeoutError:
                 self._hang()
             except OSError as exc:
                 raise ExecutorUnresponsive(f"executor connection failed: {exc}") from exc
-            if k == 0:
+            if not chunk:
                 raise ExecutorProtocolError("the executor closed the connection mid-reply")
-            got += k
-        return bytes(buf)
+            if self._pos:
+                del self._buf[: self._pos]
+                self._pos = 0
+            self._buf += chunk
 
     def frame(self, allowed: bytes) -> tuple[bytes, bytes]:
         """Receives one frame whose type must be in `allowed` (plus final/error)."""
-        kind, length = wire.HEADER.unpack(self._recv_exact(wire.HEADER.size))
+        self._fill(wire.HEADER.size)
+        kind, length = wire.HEADER.unpack_from(self._buf, self._pos)
         if kind not in allowed and kind not in (wire.FINAL, wire.ERROR):
             raise ExecutorProtocolError(f"unexpected frame type {kind!r}")
         limit = wire.CHUNK if kind in b"oeb" else wire.MAX_FRAME
         if length > limit:
             raise ExecutorProtocolError(f"frame {kind!r} of {length} bytes exceeds {limit}")
-        return kind, self._recv_exact(length) if length else b""
+        self._fill(wire.HEADER.size + length)
+        start = self._pos + wire.HEADER.size
+        self._pos = start + length
+        return kind, bytes(self._buf[start : self._pos]) if length else b""
 
 
 def _connect(path: Path, timeout: float) -> socket.socket:
@@ -215,29 +226,32 @@ class ExecutorClient:
         if timeout_s <= 0:
             raise ValueError(f"timeout must be positive, got {timeout_s}")
         cap = DEFAULT_OUTPUT_CAP if output_cap is None else output_cap
-        parts = [wire.frame(wire.OP_EXEC)]
-        parts += [wire.text_field(b"a", arg, "argument") for arg in argv]
+        request = bytearray(_EXEC_OP)
+        for arg in argv:
+            wire.add_text(request, b"a", arg, "argument")
         for name, value in (env or {}).items():
             if not name or "=" in name:
                 raise ValueError(f"invalid environment variable name {name!r}")
-            parts.append(wire.text_field(b"e", f"{name}={value}", "environment"))
+            wire.add_text(request, b"e", f"{name}={value}", "environment")
         if cwd:
-            parts.append(wire.text_field(b"d", cwd, "cwd"))
+            wire.add_text(request, b"d", cwd, "cwd")
         if user:
-            parts.append(wire.text_field(b"u", user, "user"))
-        parts.append(wire.int_field(b"t", max(1, round(timeout_s * 1000))))
-        parts.append(wire.int_field(b"c", cap))
+            wire.add_text(request, b"u", user, "user")
+        request += wire.int_field(b"t", max(1, round(timeout_s * 1000)))
+        request += wire.int_field(b"c", cap)
         if not observe_syscalls:
-            parts.append(wire.int_field(b"y", 0))
-        parts += wire.data_frames(b"i", stdin or b"")
-        parts.append(wire.frame(wire.END))
+            request += _NO_OBSERVE
+        if stdin:
+            for part in wire.data_frames(b"i", stdin):
+                request += part
+        request += _END
 
         conn = self._open(timeout_s + self._grace_s)
         out, err = bytearray(), bytearray()
         survivors: list[ProcessRecord] = []
         records: list[bytes] = []
         try:
-            conn.send(b"".join(parts))
+            conn.send(request)
             while True:
                 kind, payload = conn.frame(b"oery")
                 if kind in (b"o", b"e"):

@@ -100,8 +100,8 @@
  * ----------------------------------------------------------------- processes
  * main server (root, subreaper) -- accepts, forks one handler per connection,
  *   reaps every orphan that ends up with it.
- * handler (root, subreaper) -- reads the request; for EXEC forks the command
- *   child, which calls setsid, drops to the agent's uid/gid, empties every
+ * handler (root, subreaper) -- reads the request; for EXEC clones the command
+ *   child (CLONE_VM, see "spawn"), which calls setsid, drops to the agent's uid/gid, empties every
  *   capability set and the bounding set, sets no_new_privs, closes other fds and
  *   execs. Because the handler is a subreaper, every descendant of the command
  *   (even after setsid / double fork) stays below the handler, so a timeout or
@@ -492,6 +492,39 @@ static int passwd_lookup(const char *by_name, uid_t by_uid, struct user *u) {
     return -1;
 }
 
+/* /etc/passwd is read once, by the main server at start, for the agent and root; a handler
+ * reads it again only if the file changed since (a stat per command instead of opening and
+ * parsing it: a root command under --allow-root may edit it). */
+static struct {
+    int valid;
+    struct stat sig;
+    int found[2];
+    struct user u[2];                /* [0] the agent, [1] root */
+} g_pw;
+
+static int passwd_same(const struct stat *a, const struct stat *b) {
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+/* passwd_lookup(NULL, uid, u) through the cache. */
+static int passwd_cached(uid_t uid, struct user *u) {
+    int slot = uid == g_agent_uid ? 0 : uid == 0 ? 1 : -1;
+    struct stat st;
+    if (slot < 0 || stat("/etc/passwd", &st) < 0) return passwd_lookup(NULL, uid, u);
+    if (!g_pw.valid || !passwd_same(&st, &g_pw.sig)) {
+        for (int i = 0; i < 2; i++) {
+            memset(&g_pw.u[i], 0, sizeof g_pw.u[i]);
+            g_pw.found[i] = passwd_lookup(NULL, i == 0 ? g_agent_uid : 0, &g_pw.u[i]) == 0;
+        }
+        g_pw.sig = st;
+        g_pw.valid = 1;
+    }
+    if (!g_pw.found[slot]) return -1;
+    *u = g_pw.u[slot];
+    return 0;
+}
+
 /* Resolves the requested user: the agent (default) or root when allowed. */
 static int resolve_user(const char *req, struct user *u, char *err, size_t errlen) {
     long long num = -1;
@@ -506,7 +539,7 @@ static int resolve_user(const char *req, struct user *u, char *err, size_t errle
             return -1;
         }
         memset(u, 0, sizeof *u);
-        if (passwd_lookup(NULL, 0, u) < 0) {
+        if (passwd_cached(0, u) < 0) {
             snprintf(u->name, sizeof u->name, "root");
             snprintf(u->home, sizeof u->home, "/root");
             snprintf(u->shell, sizeof u->shell, "/bin/sh");
@@ -516,7 +549,7 @@ static int resolve_user(const char *req, struct user *u, char *err, size_t errle
         return 0;
     }
     memset(u, 0, sizeof *u);
-    if (passwd_lookup(NULL, g_agent_uid, u) < 0) {
+    if (passwd_cached(g_agent_uid, u) < 0) {
         snprintf(u->name, sizeof u->name, "%u", (unsigned)g_agent_uid);
         snprintf(u->home, sizeof u->home, "/");
         snprintf(u->shell, sizeof u->shell, "/bin/sh");
@@ -542,43 +575,6 @@ static void close_from(int lowfd) {
     long max = (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
                 rl.rlim_cur < 65536) ? (long)rl.rlim_cur : 65536;
     for (long fd = lowfd; fd < max; fd++) close((int)fd);
-}
-
-/* In a forked child: become u with no capabilities whatsoever. Returns -1 + errno. */
-static int drop_privileges(const struct user *u) {
-    if (g_privileged) {
-        if (setgroups(0, NULL) < 0) return -1;
-        if (setresgid(u->gid, u->gid, u->gid) < 0) return -1;
-        /* Empty the bounding set (needs CAP_SETPCAP, still held here). */
-        for (int cap = 0; cap < 64; cap++) {
-            if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) {
-                if (errno == EINVAL) break; /* past the last capability */
-                return -1;
-            }
-        }
-        prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
-        if (prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) < 0) return -1;
-        if (setresuid(u->uid, u->uid, u->uid) < 0) return -1;
-        /* Switching away from uid 0 clears permitted/effective; clear every set
-         * explicitly anyway (needed when the target is root itself). */
-        struct cap_header h = {CAP_VERSION_3, 0};
-        struct cap_data d[2];
-        memset(d, 0, sizeof d);
-        if (syscall(SYS_capset, &h, d) < 0) return -1;
-        /* Verify rather than trust. */
-        uid_t r, e, s;
-        if (getresuid(&r, &e, &s) < 0 || r != u->uid || e != u->uid || s != u->uid) {
-            errno = EPERM;
-            return -1;
-        }
-        h.pid = 0;
-        if (syscall(SYS_capget, &h, d) < 0) return -1;
-        for (int i = 0; i < 2; i++) {
-            if (d[i].effective || d[i].permitted || d[i].inheritable) { errno = EPERM; return -1; }
-        }
-    }
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) return -1;
-    return 0;
 }
 
 static void reset_signals(void) {
@@ -1044,8 +1040,8 @@ static int build_filter(struct sc_filter *out, int max) {
     return g_plen;
 }
 
-/* Sends the listener fd to the main server with the command's pid and serial. */
-static int send_listener(int lfd, pid_t pid, long long serial) {
+/* Sends the listener fd to the main server (over chan) with the command's pid and serial. */
+static int send_listener(int chan, int lfd, pid_t pid, long long serial) {
     struct { pid_t pid; long long serial; } msg = {pid, serial};
     struct iovec io = {&msg, sizeof msg};
     union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } c;
@@ -1062,46 +1058,8 @@ static int send_listener(int lfd, pid_t pid, long long serial) {
     cm->cmsg_len = CMSG_LEN(sizeof(int));
     memcpy(CMSG_DATA(cm), &lfd, sizeof lfd);
     ssize_t r;
-    do r = sendmsg(g_obs_chan[1], &m, MSG_NOSIGNAL); while (r < 0 && errno == EINTR);
+    do r = sendmsg(chan, &m, MSG_NOSIGNAL); while (r < 0 && errno == EINTR);
     return r < 0 ? -1 : 0;
-}
-
-/* The helper of observe_self: waits for the listener's fd number, forwards it, ends. */
-static struct forward { int sync; pid_t pid; long long serial; } g_forward;
-static int forward_listener(void *unused) {
-    (void)unused;
-    int fd;
-    if (read(g_forward.sync, &fd, sizeof fd) != (ssize_t)sizeof fd || fd < 0) return 1;
-    return send_listener(fd, g_forward.pid, g_forward.serial) < 0 ? 2 : 0;
-}
-
-/* In the command child: installs the filter and hands its listener to the main server.
- * Once the filter is in place our own sendmsg would wait for the very listener it carries,
- * so a helper cloned just before (CLONE_FILES: it shares our descriptor table, and it is
- * not under the filter) forwards it, then exits; nothing else runs in it. Returns -1 + errno. */
-static int observe_self(long long serial) {
-    static struct sc_filter f[64 + MAX_DENY];
-    int n = build_filter(f, (int)(sizeof f / sizeof f[0]));
-    if (n < 0 || g_obs_chan[1] < 0) { errno = EINVAL; return -1; }
-    struct sc_fprog prog = {(unsigned short)n, f};
-    int sync[2];
-    if (pipe2(sync, O_CLOEXEC) < 0) return -1;
-    /* CLONE_VM too: no page tables to copy; the helper runs on a stack of its own. */
-    static char stack[64 * 1024] __attribute__((aligned(16)));
-    g_forward = (struct forward){sync[0], getpid(), serial};
-    pid_t helper = clone(forward_listener, stack + sizeof stack, CLONE_VM | CLONE_FILES | SIGCHLD, NULL);
-    if (helper < 0) { int e = errno; close(sync[0]); close(sync[1]); errno = e; return -1; }
-    int lfd = (int)syscall(SYS_seccomp, SC_SET_MODE_FILTER, SC_FLAG_NEW_LISTENER, &prog);
-    int e = errno;
-    ssize_t w = write(sync[1], &lfd, sizeof lfd);
-    int st = 0;
-    while (waitpid(helper, &st, 0) < 0 && errno == EINTR) {}
-    close(sync[0]);
-    close(sync[1]);
-    if (lfd < 0) { errno = e; return -1; }
-    close(lfd);
-    if (w != (ssize_t)sizeof lfd || !WIFEXITED(st) || WEXITSTATUS(st) != 0) { errno = EPIPE; return -1; }
-    return 0;
 }
 
 /* ---- the listener side (main server only) ---- */
@@ -1376,59 +1334,322 @@ static int env_overridden(char **env, int envc, const char *name, size_t nlen) {
     return 0;
 }
 
-/* The command child: never returns. */
-/* The program execvp would run for name (PATH lookup done here, so that the command's
- * own exec is a single execve: the listener skips exactly that one). */
-static const char *resolve_exec(const char *name, const char *path, char *out, size_t len) {
-    if (strchr(name, '/')) return name;
+/* ------------------------------------------------------------------ spawn
+ * The command child is cloned with CLONE_VM and a stack of its own: no page tables are
+ * copied (most of what fork cost), the handler's memory is shared until the child's
+ * execve. So the child runs nothing but system calls (made directly: no locks, no
+ * malloc, no stdio, no libc state written, not even errno) on data the
+ * handler prepared before the clone (struct spawn), then execs. The handler is not
+ * suspended (no CLONE_VFORK): it waits on a close-on-exec pipe, at most until the
+ * command's deadline, so a child stopped before its exec (once it has the agent's uid the
+ * agent may signal it) cannot hang the handler: it is killed. The handler touches nothing
+ * the child uses until that pipe says "exec'd" (EOF: the new program has its own memory)
+ * or "failed" (a stage and errno, then the child exits), or the child is dead.
+ * While the child has the agent's ids it still shares the handler's memory; that memory is
+ * not dumpable (the kernel clears the flag when the child's ids change, before the new ids
+ * are visible), so no agent process can read or write it (/proc/PID/mem and
+ * process_vm_writev need ptrace access, ptrace needs CAP_SYS_PTRACE then). */
+enum { SP_OK = 0, SP_DUP, SP_PRIV, SP_HOME, SP_HOME_QUIET, SP_CWD, SP_RESOLVE, SP_OBSERVE, SP_EXEC };
+
+struct spawn {
+    const struct user *u;
+    char *const *argv;
+    char *const *envp;
+    const char *search;              /* the PATH argv[0] is looked up in */
+    const char *cwd;                 /* NULL or "": the home (or /) */
+    int in_fd, out_fd, err_fd;
+    int obs_fd;                      /* the main server's channel, -1: not observed */
+    int report_fd;
+    long max_fd;                     /* for closing without close_range */
+    struct sc_fprog prog;
+    long long serial;
+    int helper_sync;                 /* the listener helper's pipe (read end) */
+    pid_t pid;                       /* the child's own pid (for the listener's record) */
+    char resolved[PATH_MAX];
+};
+
+/* LC_CTYPE=C.UTF-8 in the base environment, only where that locale exists (see
+ * locale_init). */
+static int g_utf8_ctype;
+
+/* Filter of every observed command: built once (at start) from the deny list. */
+static struct sc_filter g_filter[64 + MAX_DENY];
+static int g_filter_len = -1;
+
+/* The child's system calls: made directly (x86_64), so that no libc state is written --
+ * not even errno, which lives in the thread area the child shares with the handler. The
+ * error of the last failed call is kept in g_spawn_err, which only the child (and its
+ * listener helper, whose errors nobody reads) writes and reads. */
+static long g_spawn_err;
+#if defined(__x86_64__)
+static long raw_call(long n, long a, long b, long c, long d, long e, long f) {
+    register long r10 __asm__("r10") = d;
+    register long r8 __asm__("r8") = e;
+    register long r9 __asm__("r9") = f;
+    long ret;
+    __asm__ volatile("syscall"
+                     : "=a"(ret)
+                     : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
+                     : "rcx", "r11", "memory");
+    if (ret < 0 && ret > -4096) { g_spawn_err = -ret; return -1; }
+    return ret;
+}
+#else
+static long raw_call(long n, long a, long b, long c, long d, long e, long f) {
+    long ret = syscall(n, a, b, c, d, e, f);
+    if (ret < 0) g_spawn_err = errno;
+    return ret;
+}
+#endif
+#define RAW_(n, a, b, c, d, e, f, ...) \
+    raw_call((long)(n), (long)(a), (long)(b), (long)(c), (long)(d), (long)(e), (long)(f))
+#define RAW(...) RAW_(__VA_ARGS__, 0, 0, 0, 0, 0, 0, 0)
+#define SP_ERR() (g_spawn_err ? (int)g_spawn_err : EPERM)
+
+static void spawn_fail(const struct spawn *s, int stage, long err, int code) {
+    int msg[2] = {stage, (int)err};
+    RAW(SYS_write, s->report_fd, msg, sizeof msg);
+    RAW(SYS_exit_group, code);
+    for (;;) {}
+}
+
+
+/* In the command child: become u with no capabilities whatsoever (system calls only).
+ * Returns -1 (the error in g_spawn_err). */
+static int spawn_drop_privileges(const struct user *u) {
+    if (g_privileged) {
+        if (RAW(SYS_setgroups, 0, NULL) < 0) return -1;
+        if (RAW(SYS_setresgid, u->gid, u->gid, u->gid) < 0) return -1;
+        for (int cap = 0; cap < 64; cap++) {
+            if (RAW(SYS_prctl, PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) {
+                if (g_spawn_err == EINVAL) break;
+                return -1;
+            }
+        }
+        RAW(SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+        if (RAW(SYS_prctl, PR_SET_KEEPCAPS, 0, 0, 0, 0) < 0) return -1;
+        if (RAW(SYS_setresuid, u->uid, u->uid, u->uid) < 0) return -1;
+        /* Switching away from uid 0 clears permitted/effective; clear every set
+         * explicitly anyway (needed when the target is root itself), then verify. */
+        struct cap_header h = {CAP_VERSION_3, 0};
+        struct cap_data d[2] = {{0, 0, 0}, {0, 0, 0}};
+        if (RAW(SYS_capset, &h, d) < 0) return -1;
+        uid_t r = 1, e = 1, sv = 1;
+        if (RAW(SYS_getresuid, &r, &e, &sv) < 0 || r != u->uid || e != u->uid || sv != u->uid) {
+            g_spawn_err = EPERM;
+            return -1;
+        }
+        h.pid = 0;
+        if (RAW(SYS_capget, &h, d) < 0) return -1;
+        for (int i = 0; i < 2; i++)
+            if (d[i].effective || d[i].permitted || d[i].inheritable) { g_spawn_err = EPERM; return -1; }
+    }
+    return RAW(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ? -1 : 0;
+}
+
+/* The program execvp would run for argv[0] (PATH lookup done here, so that the command's
+ * own exec is a single execve: the listener skips exactly that one). System calls only;
+ * it runs after the chdir and as the agent (faccessat checks the real ids). */
+static const char *spawn_resolve(struct spawn *s) {
+    const char *name = s->argv[0];
+    size_t nl = strlen(name);
+    if (memchr(name, '/', nl)) return name;
     int eacces = 0;
-    for (const char *p = path; p && *p;) {
+    for (const char *p = s->search; p && *p;) {
         const char *colon = strchr(p, ':');
         size_t dl = colon ? (size_t)(colon - p) : strlen(p);
-        if (snprintf(out, len, "%.*s%s%s", (int)dl, p, dl ? "/" : "", name) < (int)len) {
+        if (dl + 1 + nl < sizeof s->resolved) {
+            memcpy(s->resolved, p, dl);
+            size_t at = dl;
+            if (dl) s->resolved[at++] = '/';
+            memcpy(s->resolved + at, name, nl + 1);
             struct stat st;
-            if (stat(out, &st) == 0 && S_ISREG(st.st_mode)) {
-                if (access(out, X_OK) == 0) return out;
+            if (RAW(SYS_newfstatat, AT_FDCWD, s->resolved, &st, 0) == 0 && S_ISREG(st.st_mode)) {
+                if (RAW(SYS_faccessat, AT_FDCWD, s->resolved, X_OK, 0) == 0) return s->resolved;
                 eacces = 1;
             }
         }
         if (!colon) break;
         p = colon + 1;
     }
-    errno = eacces ? EACCES : ENOENT;
+    g_spawn_err = eacces ? EACCES : ENOENT;
     return NULL;
 }
 
-static void exec_child(struct request *rq, const struct user *u, int in_fd, int out_fd,
-                       int err_fd, long long serial) {
-    setsid();
-    reset_signals();
-    if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0) _exit(126);
-    int observe = rq->observe && g_obs_chan[1] >= 0;
-    if (observe) {
-        if (dup2(g_obs_chan[1], 3) < 0) _exit(126);
-        g_obs_chan[1] = 3;
-        close_from(4);
+/* The listener helper (CLONE_VM|CLONE_FILES, not under the filter): waits for the
+ * listener's fd number, forwards it to the main server, ends. */
+static int spawn_forward(void *arg) {
+    struct spawn *s = arg;
+    int fd = -1;
+    /* It shares the handler's memory: it must not outlive the command child. */
+    RAW(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    if ((pid_t)RAW(SYS_getppid) != s->pid) return 1;
+    if (RAW(SYS_read, s->helper_sync, &fd, sizeof fd) != (long)sizeof fd || fd < 0) return 1;
+    return send_listener(s->obs_fd, fd, s->pid, s->serial) < 0 ? 2 : 0;
+}
+
+/* observe_self with system calls only: installs the filter, the helper hands the listener
+ * over (once the filter is in place our own sendmsg would wait for the very listener it
+ * carries). Returns -1 (the error in g_spawn_err). */
+static int spawn_observe(struct spawn *s) {
+    static char stack[16 * 1024] __attribute__((aligned(16)));
+    int sync[2];
+    if (s->prog.len == 0) { g_spawn_err = EINVAL; return -1; }
+    if (RAW(SYS_pipe2, sync, O_CLOEXEC) < 0) return -1;
+    s->helper_sync = sync[0];
+    s->pid = (pid_t)RAW(SYS_getpid);
+    pid_t helper = clone(spawn_forward, stack + sizeof stack, CLONE_VM | CLONE_FILES | SIGCHLD, s);
+    if (helper < 0) { g_spawn_err = errno; RAW(SYS_close, sync[0]); RAW(SYS_close, sync[1]); return -1; }
+    int lfd = (int)RAW(SYS_seccomp, SC_SET_MODE_FILTER, SC_FLAG_NEW_LISTENER, &s->prog);
+    long e = g_spawn_err;
+    long w = RAW(SYS_write, sync[1], &lfd, sizeof lfd);
+    int st = 0;
+    while (RAW(SYS_wait4, helper, &st, 0, NULL) < 0 && g_spawn_err == EINTR) {}
+    RAW(SYS_close, sync[0]);
+    RAW(SYS_close, sync[1]);
+    if (lfd < 0) { g_spawn_err = e; return -1; }
+    RAW(SYS_close, lfd);
+    if (w != (long)sizeof lfd || !WIFEXITED(st) || WEXITSTATUS(st) != 0) { g_spawn_err = EPIPE; return -1; }
+    return 0;
+}
+
+/* The command child (see "spawn"): never returns. */
+static int spawn_child(void *arg) {
+    struct spawn *s = arg;
+    g_spawn_err = 0;
+    RAW(SYS_setsid);
+    /* Default dispositions and an empty mask (the kernel's sigaction: 8-byte mask). */
+    struct { void *handler; unsigned long flags; void *restorer; unsigned long mask; } dfl = {0};
+    for (int sig = 1; sig <= 64; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP) RAW(SYS_rt_sigaction, sig, &dfl, NULL, 8);
+    unsigned long none = 0;
+    RAW(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, 8);
+    /* The report pipe and the channel go above the standard fds first, then 0-2, 3
+     * (the channel, until the listener is handed over) and 4 (report, close-on-exec). */
+    int rep = (int)RAW(SYS_fcntl, s->report_fd, F_DUPFD_CLOEXEC, 10);
+    if (rep < 0) RAW(SYS_exit_group, 126);
+    s->report_fd = rep;
+    int obs = s->obs_fd >= 0 ? (int)RAW(SYS_fcntl, s->obs_fd, F_DUPFD_CLOEXEC, 10) : -1;
+    if (s->obs_fd >= 0 && obs < 0) spawn_fail(s, SP_DUP, SP_ERR(), 126);
+    if (RAW(SYS_dup3, s->in_fd, 0, 0) < 0 || RAW(SYS_dup3, s->out_fd, 1, 0) < 0 ||
+        RAW(SYS_dup3, s->err_fd, 2, 0) < 0 || RAW(SYS_dup3, rep, 4, O_CLOEXEC) < 0)
+        spawn_fail(s, SP_DUP, SP_ERR(), 126);
+    s->report_fd = 4;
+    if (obs >= 0) {
+        if (RAW(SYS_dup3, obs, 3, O_CLOEXEC) < 0) spawn_fail(s, SP_DUP, SP_ERR(), 126);
+        s->obs_fd = 3;
     } else {
-        close_from(3);
+        RAW(SYS_close, 3);
     }
-    umask(022);
-    if (drop_privileges(u) < 0) {
-        dprintf(2, "sandbox-executor: cannot drop privileges: %s\n", strerror(errno));
-        _exit(126);
+    if (RAW(SYS_close_range, 5U, ~0U, 0) < 0)
+        for (long fd = 5; fd < s->max_fd; fd++) RAW(SYS_close, fd);
+    RAW(SYS_umask, 022);
+    if (spawn_drop_privileges(s->u) < 0) spawn_fail(s, SP_PRIV, SP_ERR(), 126);
+    if (s->cwd && *s->cwd) {
+        /* A relative cwd is relative to the user's home (like read/write paths). */
+        if (s->cwd[0] != '/' && RAW(SYS_chdir, s->u->home) < 0) spawn_fail(s, SP_HOME, SP_ERR(), 126);
+        if (RAW(SYS_chdir, s->cwd) < 0) spawn_fail(s, SP_CWD, SP_ERR(), 126);
+    } else if (RAW(SYS_chdir, s->u->home) < 0 && RAW(SYS_chdir, "/") < 0) {
+        spawn_fail(s, SP_HOME_QUIET, SP_ERR(), 126);
     }
+    const char *prog = spawn_resolve(s);
+    if (!prog) spawn_fail(s, SP_RESOLVE, g_spawn_err, g_spawn_err == ENOENT ? 127 : 126);
+    if (s->obs_fd >= 0) {
+        if (spawn_observe(s) < 0) spawn_fail(s, SP_OBSERVE, SP_ERR(), 126);
+        RAW(SYS_close, 3);
+    }
+    RAW(SYS_execve, prog, s->argv, s->envp);
+    int e = SP_ERR();
+    spawn_fail(s, SP_EXEC, e, e == ENOENT ? 127 : 126);
+    return 126;
+}
+
+/* What the child could not do, on the command's stderr (the messages of the fork path). */
+static void spawn_explain(const struct spawn *s, int stage, int e, int err_fd) {
+    const char *name = s->argv[0];
+    switch (stage) {
+    case SP_PRIV: dprintf(err_fd, "sandbox-executor: cannot drop privileges: %s\n", strerror(e)); break;
+    case SP_HOME: dprintf(err_fd, "sandbox-executor: cd %s: %s\n", s->u->home, strerror(e)); break;
+    case SP_CWD: dprintf(err_fd, "sandbox-executor: cd %s: %s\n", s->cwd, strerror(e)); break;
+    case SP_RESOLVE: dprintf(err_fd, "sandbox-executor: %s: %s\n", name, strerror(e)); break;
+    case SP_OBSERVE:
+        dprintf(err_fd, "sandbox-executor: cannot start the syscall observer: %s\n", strerror(e));
+        break;
+    case SP_EXEC:
+        if (s->obs_fd >= 0 && e == ENOSYS)
+            dprintf(err_fd, "sandbox-executor: %s: the syscall observer did not take the command\n", name);
+        else
+            dprintf(err_fd, "sandbox-executor: %s: %s\n", name, strerror(e));
+        break;
+    default: break; /* SP_DUP, SP_HOME_QUIET: exit 126 without a word, as before */
+    }
+}
+
+/* Starts the command child; returns its pid (or -1 + errno, nothing started). Writes the
+ * child's failure, if any, to err_fd (the write end of the command's stderr pipe, still
+ * open here). *stalled: the child did not get to its exec before the deadline and was
+ * killed. */
+static pid_t spawn_command(struct spawn *s, long long deadline_ms, int err_fd, int *stalled) {
+    static char stack[64 * 1024] __attribute__((aligned(16)));
+    int rp[2];
+    *stalled = 0;
+    if (pipe2(rp, O_CLOEXEC) < 0) return -1;
+    s->report_fd = rp[1];
+    struct rlimit rl;
+    s->max_fd = (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+                 rl.rlim_cur < 65536) ? (long)rl.rlim_cur : 65536;
+    pid_t pid = clone(spawn_child, stack + sizeof stack, CLONE_VM | SIGCHLD, s);
+    int e = errno;
+    close(rp[1]);
+    if (pid < 0) { close(rp[0]); errno = e; return -1; }
+    int msg[2] = {0, 0};
+    size_t got = 0;
+    for (;;) {
+        long long left = deadline_ms - now_ms();
+        struct pollfd p = {rp[0], POLLIN, 0};
+        int r = poll(&p, 1, left < 0 ? 0 : left > 1000 ? 1000 : (int)left);
+        if (r < 0 && errno == EINTR) continue;
+        if (r == 0 && left > 0) continue;
+        if (r <= 0) {
+            /* Stopped (or starved) before its exec: it must be gone before we go on. */
+            kill(pid, SIGKILL);
+            siginfo_t si;
+            while (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT) < 0 && errno == EINTR) {}
+            *stalled = 1;
+            break;
+        }
+        ssize_t n = read(rp[0], (char *)msg + got, sizeof msg - got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break; /* EOF: exec'd (or dead) */
+        got += (size_t)n;
+        if (got == sizeof msg) {
+            /* The child exits right after its report: wait for it to let go of our memory. */
+            siginfo_t si;
+            while (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT) < 0 && errno == EINTR) {}
+            spawn_explain(s, msg[0], msg[1], err_fd);
+            break;
+        }
+    }
+    close(rp[0]);
+    return pid;
+}
+/* Fills the spawn for one EXEC (everything the child needs, prepared here: it only makes
+ * system calls). The environment: the base entries unless the request names them, then
+ * the request's. */
+static void spawn_prepare(struct spawn *sp, struct request *rq, const struct user *u, int in_fd,
+                          int out_fd, int err_fd, int obs_fd, long long serial) {
     static char buf[6][PATH_MAX + 16];
-    char *base[7];
+    static char *envp[MAX_ENV + 8];
+    char *base[8];
     int nb = 0;
     snprintf(buf[0], sizeof buf[0], "PATH=%s", BASE_PATH);
     snprintf(buf[1], sizeof buf[1], "HOME=%s", u->home);
     snprintf(buf[2], sizeof buf[2], "USER=%s", u->name);
     snprintf(buf[3], sizeof buf[3], "LOGNAME=%s", u->name);
     snprintf(buf[4], sizeof buf[4], "SHELL=%s", u->shell);
-    snprintf(buf[5], sizeof buf[5], "LANG=C.UTF-8");
-    for (int i = 0; i < 6; i++) base[nb++] = buf[i];
+    for (int i = 0; i < 5; i++) base[nb++] = buf[i];
+    if (g_utf8_ctype) base[nb++] = "LC_CTYPE=C.UTF-8";
     base[nb++] = "TERM=dumb";
-    char *envp[MAX_ENV + 8];
     int ne = 0;
     for (int i = 0; i < nb; i++) {
         size_t nl = strcspn(base[i], "=");
@@ -1436,44 +1657,21 @@ static void exec_child(struct request *rq, const struct user *u, int in_fd, int 
     }
     for (int i = 0; i < rq->envc; i++) envp[ne++] = rq->env[i];
     envp[ne] = NULL;
-    if (rq->cwd && *rq->cwd) {
-        /* A relative cwd is relative to the user's home (like read/write paths). */
-        if (rq->cwd[0] != '/' && chdir(u->home) < 0) {
-            dprintf(2, "sandbox-executor: cd %s: %s\n", u->home, strerror(errno));
-            _exit(126);
-        }
-        if (chdir(rq->cwd) < 0) {
-            dprintf(2, "sandbox-executor: cd %s: %s\n", rq->cwd, strerror(errno));
-            _exit(126);
-        }
-    } else if (chdir(u->home) < 0 && chdir("/") < 0) {
-        _exit(126);
-    }
-    environ = envp;
     rq->argv[rq->argc] = NULL;
     const char *search = BASE_PATH;
     for (int i = 0; i < ne; i++) if (strncmp(envp[i], "PATH=", 5) == 0) search = envp[i] + 5;
-    static char resolved[PATH_MAX];
-    const char *prog = resolve_exec(rq->argv[0], search, resolved, sizeof resolved);
-    if (!prog) {
-        int e = errno;
-        dprintf(2, "sandbox-executor: %s: %s\n", rq->argv[0], strerror(e));
-        _exit(e == ENOENT ? 127 : 126);
-    }
-    if (observe) {
-        if (observe_self(serial) < 0) {
-            dprintf(2, "sandbox-executor: cannot start the syscall observer: %s\n", strerror(errno));
-            _exit(126);
-        }
-        close(3);
-    }
-    execve(prog, rq->argv, envp);
-    int e = errno;
-    if (observe && e == ENOSYS)
-        dprintf(2, "sandbox-executor: %s: the syscall observer did not take the command\n", rq->argv[0]);
-    else
-        dprintf(2, "sandbox-executor: %s: %s\n", rq->argv[0], strerror(e));
-    _exit(e == ENOENT ? 127 : 126);
+    *sp = (struct spawn){0};
+    sp->u = u;
+    sp->argv = rq->argv;
+    sp->envp = envp;
+    sp->search = search;
+    sp->cwd = rq->cwd;
+    sp->in_fd = in_fd;
+    sp->out_fd = out_fd;
+    sp->err_fd = err_fd;
+    sp->obs_fd = obs_fd;
+    sp->prog = (struct sc_fprog){(unsigned short)(g_filter_len > 0 ? g_filter_len : 0), g_filter};
+    sp->serial = serial;
 }
 
 static void set_nonblock(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK); }
@@ -1495,7 +1693,10 @@ static void op_exec(int conn, int sigfd, struct request *rq) {
     int observed = rq->observe && g_obs_chan[1] >= 0;
     long long t0 = now_ns();
     struct cmd c = {0, 1, 0, 0};
-    c.root = fork();
+    static struct spawn sp;
+    spawn_prepare(&sp, rq, &u, pin[0], pout[1], perr[1], observed ? g_obs_chan[1] : -1, serial);
+    int stalled = 0;
+    c.root = spawn_command(&sp, now_ms() + rq->timeout_ms, perr[1], &stalled);
     if (c.root < 0 && errno == EAGAIN) {
         /* The agent filled the process table: empty it and refuse this command with a
          * notice (the agent learns its processes were killed); the next one runs. */
@@ -1504,7 +1705,7 @@ static void op_exec(int conn, int sigfd, struct request *rq) {
         return;
     }
     if (c.root < 0) { send_error(conn, errno, "fork: %s", strerror(errno)); return; }
-    if (c.root == 0) exec_child(rq, &u, pin[0], pout[1], perr[1], serial);
+    if (stalled) kill_tree(&c); /* its listener helper too (same process group) */
     close(pin[0]);
     close(pout[1]);
     close(perr[1]);
@@ -1518,8 +1719,8 @@ static void op_exec(int conn, int sigfd, struct request *rq) {
     if (rq->data_len == 0) { close(in_fd); in_fd = -1; }
     long long deadline = now_ms() + rq->timeout_ms, drain_deadline = 0;
     long long total = 0;
-    int timed_out = 0, truncated = 0, host_gone = 0;
-    long long killed_at = 0;
+    int timed_out = stalled, truncated = 0, host_gone = 0;
+    long long killed_at = stalled ? now_ms() : 0;
     static char buf[CHUNK];
 
     for (;;) {
@@ -2149,6 +2350,22 @@ static int become_service_user(uid_t uid) {
     return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 }
 
+/* The base environment's locale: LC_CTYPE=C.UTF-8 (UTF-8 text; every other category is the
+ * C locale, which C.UTF-8 equals there anyway), and only where the image has that locale:
+ * glibc's compiled C.utf8, or musl (built in). Not LANG=C.UTF-8: glibc then loads all twelve
+ * categories, each after a failed open under the unnormalised name (`bash -c :` makes 58 file
+ * system calls instead of 22 -- each a FUSE request under fuse-overlayfs), and where the
+ * locale is missing every bash warns that it cannot set it. An image or request that sets
+ * LANG or LC_* keeps its own (they come after the base entries). */
+static void locale_init(void) {
+    static const char *const marks[] = {"/usr/lib/locale/C.utf8/LC_CTYPE",
+                                        "/usr/lib/locale/C.UTF-8/LC_CTYPE",
+                                        "/lib/ld-musl-x86_64.so.1", "/lib/ld-musl-aarch64.so.1"};
+    struct stat st;
+    for (size_t i = 0; i < sizeof marks / sizeof marks[0]; i++)
+        if (stat(marks[i], &st) == 0) { g_utf8_ctype = 1; return; }
+}
+
 int main(int argc, char **argv) {
     const char *sock = NULL;
     long long uid = -1, gid = -1, service = -1;
@@ -2186,6 +2403,10 @@ int main(int argc, char **argv) {
                     -1, 0);
     if (g_shared == MAP_FAILED) { logmsg("mmap: %s", strerror(errno)); return 1; }
     obs_init();
+    g_filter_len = build_filter(g_filter, (int)(sizeof g_filter / sizeof g_filter[0]));
+    locale_init();
+    struct user warm;
+    passwd_cached(g_agent_uid, &warm); /* fills the cache every handler inherits */
     signal(SIGPIPE, SIG_IGN);
     prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     sigset_t set;

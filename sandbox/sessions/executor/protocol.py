@@ -64,6 +64,17 @@ def text_field(kind: bytes, value: str, what: str) -> bytes:
     return frame(kind, raw)
 
 
+def add_text(buf: bytearray, kind: bytes, value: str, what: str) -> None:
+    """Appends a text_field frame to buf (the request is built in one buffer)."""
+    raw = value.encode("utf-8", "surrogateescape")
+    if b"\0" in raw:
+        raise ValueError(f"{what} contains a NUL byte: {value!r}")
+    if len(raw) > MAX_FRAME:
+        raise ValueError(f"field too long ({len(raw)} bytes; the limit is {MAX_FRAME})")
+    buf += HEADER.pack(kind, len(raw))
+    buf += raw
+
+
 def int_field(kind: bytes, value: int) -> bytes:
     """A non-negative integer parameter frame."""
     if value < 0:
@@ -174,30 +185,55 @@ class WireError(BaseModel):
     message: str = Field(max_length=4096)
 
 
+# EXEC result keys and field names: the record is split and its integers read in one pass
+# (every one is non-negative), then validated once (the hot path of every command).
+_EXEC_FIELDS: dict[int, str] = {
+    ord(key): name
+    for key, name in {
+        "x": "exit_code",
+        "s": "signal",
+        "t": "timed_out",
+        "k": "truncated",
+        "c": "cap",
+        "d": "duration_ns",
+        "U": "cpu_user_us",
+        "Y": "cpu_sys_us",
+        "M": "max_rss_kb",
+        "n": "survivors",
+        "R": "session",
+        "q": "serial",
+        "o": "observed",
+        "y": "syscalls",
+        "D": "syscalls_dropped",
+    }.items()
+}
+_FIELD_HEAD = struct.Struct(">I")
+
+
 def decode_exec_result(payload: bytes) -> WireExecResult:
-    fields = parse_record(payload, frozenset("xstkcdUYMnRqoyD"))
-    data: dict[str, object] = dict(
-        _ints(
-            fields,
-            {
-                "x": "exit_code",
-                "s": "signal",
-                "t": "timed_out",
-                "k": "truncated",
-                "c": "cap",
-                "d": "duration_ns",
-                "U": "cpu_user_us",
-                "Y": "cpu_sys_us",
-                "M": "max_rss_kb",
-                "n": "survivors",
-                "R": "session",
-                "q": "serial",
-                "o": "observed",
-                "y": "syscalls",
-                "D": "syscalls_dropped",
-            },
-        )
-    )
+    """The EXEC result record; ExecutorProtocolError on an unknown, repeated or malformed
+    field, or values the model refuses."""
+    data: dict[str, object] = {}
+    pos, end = 0, len(payload)
+    unpack = _FIELD_HEAD.unpack_from
+    while pos < end:
+        if end - pos < 5:
+            raise ExecutorProtocolError("truncated field header in record")
+        key = payload[pos]
+        (length,) = unpack(payload, pos + 1)
+        pos += 5
+        if length > end - pos:
+            raise ExecutorProtocolError("field length runs past the end of the record")
+        name = _EXEC_FIELDS.get(key)
+        if name is None:
+            raise ExecutorProtocolError(f"unexpected field {chr(key)!r} in record")
+        if name in data:
+            raise ExecutorProtocolError(f"repeated field {chr(key)!r} in record")
+        raw = payload[pos : pos + length]
+        if not 0 < length <= 19 or not raw.isdigit():
+            raise ExecutorProtocolError(f"not an integer: {raw[:40]!r}")
+        data[name] = int(raw)
+        pos += length
     return _validate(WireExecResult, data)
 
 
