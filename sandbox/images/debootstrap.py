@@ -177,7 +177,7 @@ def import_rootfs(client: docker.DockerClient, root: Path, *, image: str, recipe
         changes = [
             f"LABEL {MANAGED_LABEL}=true {RECIPE_LABEL}={recipe_sha} sandbox.role=base",
             "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "ENV LANG=C.UTF-8",
+            "ENV LC_CTYPE=C.UTF-8",
             'CMD ["/bin/bash"]',
         ]
         client.api.import_image_from_file(
