@@ -19,7 +19,7 @@ from structlog.testing import capture_logs
 
 from sandbox.backends.base import Loosenings, SandboxSpec
 from sandbox.backends.docker.backend import DockerBackend
-from sandbox.backends.docker.sharedtree import TREE_META, image_key
+from sandbox.backends.docker.sharedtree import TREE_META
 from sandbox.errors import InfrastructureError
 
 pytestmark = pytest.mark.docker
@@ -57,12 +57,15 @@ def test_the_sandbox_reads_the_shared_tree_read_only(
     with capture_logs() as logs, start(tree_backend, agent_image, test_run_id) as session:
         mounts = mountinfo(session)
         image_id = tree_backend.client.images.get(agent_image).id
-        tree = tree_backend._trees.root / image_key(str(image_id)) / "tree"
-        for point in ("/usr/lib", "/usr/bin", "/usr/local", "/etc"):
+        tree = tree_backend._trees.tree_dir(str(image_id)) / "tree"
+        for point in ("/usr", "/etc"):
             root, options = mounts[point]
             assert root.endswith(f"{tree}{point}"), (point, root)
             assert options.split(",")[0] == "ro"
-        assert "/usr/sbin" not in mounts  # the engine's init lands there
+        # the engine's init, mounted again over the tree's empty placeholder; it runs as pid 1
+        assert mounts["/usr/sbin/docker-init"][1].split(",")[0] == "ro"
+        assert (tree / "usr/sbin/docker-init").stat().st_size == 0
+        assert session.read_file("/proc/1/cmdline").startswith(b"/sbin/docker-init\0")
         # the same file as on the host: one page cache for every sandbox
         inode = session.exec(["stat", "-L", "-c", "%i", "/usr/bin/bash"]).stdout.decode().strip()
         assert int(inode) == (tree / "usr/bin/bash").stat().st_ino
@@ -85,7 +88,7 @@ def test_the_sandbox_reads_the_shared_tree_read_only(
         assert session.exec(["sh", "-c", "echo x > /tmp/f && echo y > ~/g"]).ok
     started = [e for e in logs if e["event"] == "sandbox_started"]
     assert started and started[0]["rootfs"] == "shared-tree"
-    assert "/usr/lib" in started[0]["shared_dirs"]
+    assert {"/usr", "/etc"} <= set(started[0]["shared_dirs"])
     # the tree's directory: root's alone, complete (its metadata names the image)
     info = tree.parent.stat()
     assert info.st_uid == 0 and stat.S_IMODE(info.st_mode) == 0o700
@@ -115,7 +118,7 @@ def test_two_sandboxes_mount_the_same_tree(
         sources = []
         for session in (one, two):
             inspected = tree_backend.client.api.inspect_container(session.container_id)
-            sources.append({m["Destination"]: m["Source"] for m in inspected["Mounts"]}["/usr/lib"])
+            sources.append({m["Destination"]: m["Source"] for m in inspected["Mounts"]}["/usr"])
         assert sources[0] == sources[1]
         assert one.exec(["true"]).ok and two.exec(["true"]).ok
 
@@ -127,7 +130,7 @@ def test_off_and_writable_root_keep_the_image_layer(
     assert off.rootfs_route(SandboxSpec()) == "image-layer"
     with capture_logs() as logs, start(off, agent_image, test_run_id) as session:
         mounts = mountinfo(session)
-        assert "/usr/lib" not in mounts and "/etc" not in mounts
+        assert not {"/usr", "/usr/lib", "/etc"} & set(mounts)
         assert session.exec(["python3", "-c", "pass"]).ok
     assert [e["rootfs"] for e in logs if e["event"] == "sandbox_started"] == ["image-layer"]
     assert not (tmp_path / "none").exists()
@@ -140,8 +143,8 @@ def test_cleanup_removes_only_trees_no_container_mounts(
 ) -> None:
     root = tree_backend._trees.root
     with start(tree_backend, agent_image, test_run_id) as session:
-        used = root / image_key(str(tree_backend.client.images.get(agent_image).id))
-        stale = root / ("cd" * 32)
+        used = tree_backend._trees.tree_dir(str(tree_backend.client.images.get(agent_image).id))
+        stale = root / ("cd" * 32)  # an older format's name: no suffix
         (stale / "tree/usr").mkdir(parents=True)
         (stale / TREE_META).write_text("{}")
         removed = tree_backend._trees.remove_unused(tree_backend.client)

@@ -62,14 +62,17 @@ def test_merged_usr_symlinks_are_not_mounted_and_the_engine_init_stays_on_the_la
 ) -> None:
     tree = merged_usr_tree(tmp_path)
     assert tree.dirs == ("usr", "etc", "opt")
-    shared = tree.dirs_for(["/home/agent", "/tmp", "/.sandbox"])
+    shared = tree.dirs_for(["/home/agent", "/tmp", "/.sandbox"], init_mounted=False)
     # /sbin/docker-init is /usr/sbin/docker-init here: /usr is shared by its subdirectories
     assert shared == ("usr/bin", "usr/lib", "usr/local", "etc", "opt")
+    # with the init mounted again on top, /usr goes whole
+    assert tree.dirs_for(["/home/agent"], init_mounted=True) == ("usr", "etc", "opt")
+    assert tree.init_mount(Path("/host/tini")) == ("/usr/sbin/docker-init", "/host/tini")
 
 
 def test_a_sandbox_mount_inside_a_shared_directory_splits_it(tmp_path: Path) -> None:
     tree = merged_usr_tree(tmp_path)
-    shared = tree.dirs_for(["/usr/local/lib/site", "/etc", "/home/agent"])
+    shared = tree.dirs_for(["/usr/local/lib/site", "/etc", "/home/agent"], init_mounted=True)
     assert "etc" not in shared and "usr/local" not in shared
     assert "usr/local/lib/site" not in shared and "usr/bin" in shared and "opt" in shared
 

@@ -49,6 +49,7 @@ from sandbox.backends.docker.sharedtree import (
     Route,
     Setting,
     TreeStore,
+    engine_init_binary,
     setting_from_env,
     tree_enabled,
 )
@@ -97,6 +98,7 @@ class DockerBackend:
         self._runtimes: dict[str, Any] | None = None
         self._server_version: str | None = None
         self._storage_driver = ""
+        self._init_binary: str | None = None
         self._warned: set[str] = set()
         self._image_cache: dict[tuple[str, str], ImageFacts] = {}
 
@@ -114,6 +116,7 @@ class DockerBackend:
             self._runtimes = dict(info.get("Runtimes") or {})
             self._server_version = str(info.get("ServerVersion") or "") or None
             self._storage_driver = str(info.get("Driver") or "")
+            self._init_binary = str(info.get("InitBinary") or "") or None
         return self._runtimes
 
     def server_version(self) -> str | None:
@@ -159,7 +162,11 @@ class DockerBackend:
         own = [spec.workdir, "/tmp", SANDBOX_DIR, *spec.loosen.writable_paths]
         if spec.loosen.cron:
             own.append(CRON_SPOOL)
-        return tuple((f"/{d}", str(tree.path / d)) for d in tree.dirs_for(own))
+        init = engine_init_binary(self._init_binary)
+        shared = tuple(
+            (f"/{d}", str(tree.path / d)) for d in tree.dirs_for(own, init_mounted=init is not None)
+        )
+        return shared if init is None else (*shared, tree.init_mount(init))
 
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:

@@ -11,8 +11,8 @@ the sandbox's own mounts (the work dir, a writable path, the cron spool) stays o
 layer, so those mounts land where they always did. Where the engine uses kernel overlay2
 nothing changes; see README "Security model" for the argument.
 
-Layout: `<root>/<image id hex>/tree/` (the image's root) and `.../image.json`, both written in
-a staging directory that is renamed into place, so a tree that exists is complete.
+Layout: `<root>/<image id hex>-v<format>/tree/` (the image's root) and `.../image.json`, both
+written in a staging directory that is renamed into place, so a tree that exists is complete.
 """
 
 from __future__ import annotations
@@ -48,16 +48,22 @@ SETTING_ENV = "SANDBOX_SHARED_TREE"  # auto (default) | on | off
 TREE_META = "image.json"
 # Top-level directories that hold the image's programs, libraries and configuration.
 CANDIDATES = ("usr", "etc", "opt", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
-# The engine mounts its init here after our mounts: it must stay on the container's layer.
-ENGINE_INIT = ("/sbin/docker-init",)
-# Files the engine mounts over in every container (after ours, so they stay the engine's).
-# On the image's layer it creates a missing one in the container's own layer; a read-only
-# bind cannot have one created in it, so the tree gets the same empty file up front.
-ENGINE_MOUNTPOINTS = ("etc/hosts", "etc/hostname", "etc/resolv.conf")
+# The engine mounts its init here *before* our mounts (a bind over its directory would hide
+# it): either we mount the same binary again on top (see `init_mount`) or /sbin stays on the
+# container's layer.
+ENGINE_INIT = "/sbin/docker-init"
+# Files the engine or we mount over in every container (after the tree's directories). On
+# the image's layer the engine creates a missing one in the container's own layer; a
+# read-only bind cannot have one created in it, so the tree gets the same empty file.
+ENGINE_MOUNTPOINTS = ("sbin/docker-init", "etc/hosts", "etc/hostname", "etc/resolv.conf")
 STAGING_PREFIX = ".staging-"
 TRASH_PREFIX = ".trash-"
 STALE_STAGING_S = 3600.0  # an extraction this old was abandoned (its process died)
+# Bumped whenever what a tree holds changes (its directory name carries it, so a checkout
+# never mounts a tree an older one built differently; full cleanups remove the old ones).
+TREE_FORMAT = 2
 _HEX = re.compile(r"^[0-9a-f]{12,64}$")
+_TREE_NAME = re.compile(r"^[0-9a-f]{12,64}(-v[0-9]+)?$")
 
 Setting = Literal["auto", "on", "off"]
 Route = Literal["shared-tree", "image-layer"]
@@ -103,13 +109,15 @@ class SharedTree:
     path: Path  # the image's root directory on the host
     dirs: tuple[str, ...]  # real top-level directories among CANDIDATES, e.g. ("usr", "etc")
 
-    def dirs_for(self, own_mounts: Iterable[str]) -> tuple[str, ...]:
+    def dirs_for(self, own_mounts: Iterable[str], *, init_mounted: bool) -> tuple[str, ...]:
         """The directories (relative paths) to share with a sandbox that mounts `own_mounts`
-        itself. Nothing is mounted over a path the sandbox or the engine mounts something at
-        (the engine's init lands in /sbin, i.e. /usr/sbin on merged-usr images): a directory
-        holding such a path is shared by its subdirectories instead, those holding one again
-        split, the one that is such a path left on the image's layer."""
-        covered = {self._resolved(p) for p in (*own_mounts, *ENGINE_INIT) if p.strip("/")}
+        itself. Nothing is mounted over a path the sandbox mounts something at, nor over the
+        engine's init (in /sbin, i.e. /usr/sbin on merged-usr images) unless we mount the
+        init there ourselves (`init_mounted`): a directory holding such a path is shared by
+        its subdirectories instead, those holding one again split, the one that is such a
+        path left on the image's layer."""
+        extra = () if init_mounted else (ENGINE_INIT,)
+        covered = {self._resolved(p) for p in (*own_mounts, *extra) if p.strip("/")}
         shared: list[str] = []
 
         def visit(relative: str) -> None:
@@ -126,6 +134,11 @@ class SharedTree:
         for top in self.dirs:
             visit(top)
         return tuple(shared)
+
+    def init_mount(self, init_binary: Path) -> tuple[str, str]:
+        """(sandbox path, host path) of a read-only bind of the engine's init binary at the
+        place the engine puts it, for a sandbox whose /sbin comes from the tree."""
+        return f"/{self._resolved(ENGINE_INIT)}", str(init_binary)
 
     def _resolved(self, path: str) -> str:
         """`path` relative to the tree, a symlinked first component (merged usr) followed."""
@@ -192,6 +205,19 @@ def _extract(
             client.api.remove_container(name, force=True)
 
 
+def engine_init_binary(name: str | None) -> Path | None:
+    """The host file of the engine's init (`docker info` InitBinary, looked up like the
+    engine does on PATH), when it is a root-owned regular file nobody else may write."""
+    found = shutil.which(name or "docker-init")
+    if found is None:
+        return None
+    path = Path(found).resolve()
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != 0 or info.st_mode & 0o022:
+        return None
+    return path
+
+
 def _inside(tree: Path, relative: str) -> Path:
     """`relative` in the tree, its first component followed if it is a symlink (merged usr:
     /sbin -> usr/sbin); an absolute link target is taken as rooted at the tree."""
@@ -238,6 +264,10 @@ class TreeStore:
                 "by root and writable by nobody else"
             )
 
+    def tree_dir(self, image_id: str) -> Path:
+        """Where the tree of `image_id` is (its root in `tree/`, its metadata beside it)."""
+        return self.root / f"{image_key(image_id)}-v{TREE_FORMAT}"
+
     def get(
         self, client: docker.DockerClient, image_id: str, *, labels: Mapping[str, str]
     ) -> SharedTree:
@@ -250,7 +280,7 @@ class TreeStore:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:
             self._check_root()
-            final = self.root / key
+            final = self.tree_dir(image_id)
             if not (final / TREE_META).is_file():
                 self._build(client, image_id, final, labels)
             tree = SharedTree(
@@ -314,7 +344,7 @@ class TreeStore:
             if name.startswith((STAGING_PREFIX, TRASH_PREFIX)):
                 if now - path.lstat().st_mtime < STALE_STAGING_S:
                     continue  # a build in progress elsewhere
-            elif name in in_use or not _HEX.match(name):
+            elif name in in_use or not _TREE_NAME.match(name):
                 continue
             trash = self.root / f"{TRASH_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
             try:
@@ -323,7 +353,7 @@ class TreeStore:
                 continue
             shutil.rmtree(trash, ignore_errors=True)
             with self._lock:
-                self._known.pop(name, None)
+                self._known.pop(name.partition("-")[0], None)
             removed.append(f"shared tree {path}")
         return removed
 
@@ -337,6 +367,7 @@ __all__ = [
     "Setting",
     "SharedTree",
     "TreeStore",
+    "engine_init_binary",
     "image_key",
     "setting_from_env",
     "tree_enabled",
