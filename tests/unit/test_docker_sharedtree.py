@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.backends.base import SandboxSpec
+from sandbox.backends.base import Loosenings, SandboxSpec
 from sandbox.backends.docker import sharedtree
+from sandbox.backends.docker.backend import DockerBackend
 from sandbox.backends.docker.profile import HostFacts, container_kwargs, labels_for
 from sandbox.backends.docker.runtimes import choose_runtime, gvisor_problem, host_uds_mode
 from sandbox.backends.docker.sharedtree import SharedTree, image_key, setting_from_env, tree_enabled
@@ -184,3 +185,33 @@ def test_explicit_runsc_without_host_uds_is_refused_with_the_fix() -> None:
         choose_runtime("runsc", {"runc": {}})
     assert gvisor_problem({"runsc": {"runtimeArgs": ["--host-uds", "all"]}}) is None
     assert choose_runtime("runc", opened) == ("runc", None)
+
+
+class FakeEngine:
+    """Just enough of a DockerClient for the backend's engine facts."""
+
+    def __init__(self, driver: str, runtimes: dict[str, object]) -> None:
+        self._info = {"Driver": driver, "Runtimes": runtimes, "ServerVersion": "20.10.24"}
+
+    def info(self) -> dict[str, object]:
+        return self._info
+
+
+def backend_on(driver: str, runtimes: dict[str, object] | None = None) -> DockerBackend:
+    engine = FakeEngine(driver, runtimes or {"runc": {"path": "runc"}})
+    return DockerBackend(engine, shared_tree="auto")  # type: ignore[arg-type]
+
+
+def test_the_backend_reads_the_driver_and_runtimes_from_the_engine() -> None:
+    spec = SandboxSpec()
+    fuse = backend_on("fuse-overlayfs")
+    expected = "shared-tree" if os.geteuid() == 0 else "image-layer"
+    assert fuse.rootfs_route(spec) == expected
+    assert fuse.rootfs_route(SandboxSpec(loosen=Loosenings(writable_root=True))) == "image-layer"
+    assert backend_on("overlay2").rootfs_route(spec) == "image-layer"
+    unready = backend_on("overlay2", {"runc": {}, "runsc": {"path": "/usr/bin/runsc"}})
+    assert unready.runtime_name() == "runc"  # not a hang at the first ready wait
+    with pytest.raises(InfrastructureError, match="host-uds"):
+        unready._resolve_runtime(SandboxSpec(runtime="runsc"))
+    ready = backend_on("overlay2", {"runc": {}, "runsc": {"runtimeArgs": ["--host-uds=all"]}})
+    assert ready.runtime_name() == "runsc"
