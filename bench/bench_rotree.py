@@ -5,6 +5,9 @@ round runs the same command in both, alternating which goes first. Per route and
 exec latency through `DockerSession.exec` (min / median), and the CPU the engine's
 fuse-overlayfs daemon of that container spent per command (its threads' schedstat run time;
 on the shared-tree route the daemon still serves the root and the other directories).
+Then, per route, a fresh sandbox runs `python3 -c "import json, ssl"` once: the growth of its
+memory cgroup (page cache charged to it; on the shared tree the pages are already cached by
+the first sandbox and charged there, on fuse-overlayfs each container caches its own copy).
 Figures only, never asserted; on an engine without fuse-overlayfs the daemon column is blank.
 """
 
@@ -96,6 +99,15 @@ def main() -> None:
                     f"{label:<18}{route:<7}{min(samples[route]):>9.3f}"
                     f"{statistics.median(samples[route]):>11.3f}{per_cmd:>15}"
                 )
+        print(f"{'fresh sandbox':<18}{'route':<7}{'cgroup growth for python3 (MiB)':>33}")
+        for route in ROUTES:
+            with backends[route].start(
+                SandboxSpec(image=AGENT_IMAGE), run_id=RUN_ID, trial_id=f"fresh-{route}"
+            ) as fresh:
+                before = fresh.memory_usage() or 0
+                fresh.exec(["python3", "-c", "import json, ssl"])
+                after = fresh.memory_usage() or 0
+                print(f"{'':<18}{route:<7}{(after - before) / 2**20:>33.1f}")
     finally:
         for session in sessions.values():
             session.close()
