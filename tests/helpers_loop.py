@@ -106,6 +106,9 @@ class LocalBackend:
     def runtime_name(self) -> str | None:
         return None
 
+    def rootfs_route(self, spec: SandboxSpec) -> str | None:
+        return None
+
     def server_version(self) -> str | None:
         return None
 

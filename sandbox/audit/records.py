@@ -30,6 +30,7 @@ class HostFacts(BaseModel):
     python: str = ""
     docker_server: str | None = None
     runtime: str | None = None  # runc / runsc
+    rootfs: str | None = None  # shared-tree / image-layer (docker backend); absent in older logs
 
 
 class LogHeader(BaseModel):

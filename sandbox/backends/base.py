@@ -149,6 +149,11 @@ class Backend(Protocol):
         """The container runtime sandboxes run under (runc, runsc), for the log header."""
         ...
 
+    def rootfs_route(self, spec: SandboxSpec) -> str | None:
+        """Where a sandbox of `spec` reads the image's system directories from
+        (`shared-tree`, `image-layer`), for the log header; None without images."""
+        ...
+
     def server_version(self) -> str | None:
         """The engine's version, for the log header (None when there is no engine)."""
         ...

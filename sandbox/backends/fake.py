@@ -58,6 +58,10 @@ class FakeBackend:
         """None: the fake runs commands on the host, under no container runtime."""
         return None
 
+    def rootfs_route(self, spec: SandboxSpec) -> str | None:
+        """None: the fake has no image."""
+        return None
+
     def server_version(self) -> str | None:
         """None: there is no engine."""
         return None

@@ -245,6 +245,10 @@ class PooledBackend:
         """See Backend.runtime_name."""
         return self.backend.runtime_name()
 
+    def rootfs_route(self, spec: SandboxSpec) -> str | None:
+        """See Backend.rootfs_route."""
+        return self.backend.rootfs_route(spec)
+
     def server_version(self) -> str | None:
         """See Backend.server_version."""
         return self.backend.server_version()

@@ -99,7 +99,7 @@ class SampleAudit:
         self.path = root / run_id / task_slug / f"{sample}-e{epoch}.jsonl"
         host = HostFacts()
         try:
-            host = host_facts(backend)
+            host = host_facts(backend, spec)
         except Exception as exc:  # the log still opens without them
             log.warning("inspect.host_facts_failed", error=repr(exc))
         header = LogHeader(

@@ -160,6 +160,8 @@ def _facts(header: LogHeader) -> list[tuple[str, str]]:
         rows.append(("loosenings", ", ".join(header.loosenings)))
     if header.host.runtime:
         rows.append(("runtime", header.host.runtime))
+    if header.host.rootfs:
+        rows.append(("image tree", header.host.rootfs))
     return rows
 
 

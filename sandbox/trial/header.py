@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from sandbox import __version__
 from sandbox.audit.records import HostFacts, LogHeader
-from sandbox.backends.base import Backend
+from sandbox.backends.base import Backend, SandboxSpec
 from sandbox.events import SCHEMA_VERSION
 from sandbox.images.recipes import STUBS_IMAGE
 from sandbox.llm.base import Model
@@ -41,9 +41,11 @@ def model_settings(model: Model) -> dict[str, Any]:
     return model.describe()
 
 
-def host_facts(backend: Backend) -> HostFacts:
-    """Facts about the host, plus the container runtime and engine the backend names."""
+def host_facts(backend: Backend, spec: SandboxSpec | None = None) -> HostFacts:
+    """Facts about the host, plus the container runtime and engine the backend names and,
+    given the trial's sandbox spec, where its image's system directories come from."""
     return HostFacts(
+        rootfs=backend.rootfs_route(spec) if spec is not None else None,
         docker_server=backend.server_version(),
         hostname=platform.node(),
         platform=platform.platform(),
@@ -76,7 +78,7 @@ def build_header(
         seed=trial.seed if trial.seed is not None else ctx.seed,
         base_seed=ctx.seed,
         started_at=started_at,
-        host=host_facts(backend),
+        host=host_facts(backend, scenario.sandbox),
     )
 
 

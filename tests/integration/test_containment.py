@@ -236,7 +236,14 @@ HOST_BINDS = {  # Docker's own, then ours
 VIRTUAL_FS = {"proc", "tmpfs", "sysfs", "cgroup", "cgroup2", "devpts", "mqueue", "shm"}
 
 
-def test_no_docker_socket_devices_or_extra_host_mounts(agent_session: DockerSession) -> None:
+# On the shared-tree route (fuse-overlayfs engines) the image's own system directories too,
+# read-only from the host's copy of the image (see sharedtree.py)
+SHARED_TREE_BINDS = {"/usr": "ro", "/etc": "ro", "/opt": "ro"}
+
+
+def test_no_docker_socket_devices_or_extra_host_mounts(
+    agent_session: DockerSession, docker_backend: DockerBackend
+) -> None:
     mounts = agent_session.read_file("/proc/mounts").decode().splitlines()
     binds: dict[str, str] = {}
     for line in mounts:
@@ -244,7 +251,8 @@ def test_no_docker_socket_devices_or_extra_host_mounts(agent_session: DockerSess
         if fstype in VIRTUAL_FS or target == "/":
             continue
         binds[target] = options.split(",")[0]
-    assert binds == HOST_BINDS
+    shared = docker_backend.rootfs_route(agent_session.spec) == "shared-tree"
+    assert binds == {**HOST_BINDS, **(SHARED_TREE_BINDS if shared else {})}
     assert not any("docker.sock" in line for line in mounts)
     code, _, _ = sh(agent_session, "ls /var/run/docker.sock /run/docker.sock")
     assert code != 0

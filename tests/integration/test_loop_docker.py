@@ -75,6 +75,9 @@ def test_full_trial_in_a_real_container(
     assert report.intact and report.complete
     log = read_log(out.log_path)
     assert log.header.image_digests.get(AGENT_IMAGE)
+    # the route to the image's system directories is in the trial's own log
+    assert log.header.host.rootfs == docker_backend.rootfs_route(_scenario().sandbox)
+    assert log.header.host.rootfs in ("shared-tree", "image-layer")
     results = [e for _, e in log.events if isinstance(e, ToolResult)]
     assert [r.ok for r in results] == [True, True, True, True, False, True]
     assert any(isinstance(e, CommandStart) for _, e in log.events)

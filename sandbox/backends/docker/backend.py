@@ -30,8 +30,10 @@ from sandbox.backends.docker.engine import connect
 from sandbox.backends.docker.image import ImageFacts, probe_image
 from sandbox.backends.docker.interrupts import deferred_interrupts
 from sandbox.backends.docker.profile import (
+    CRON_SPOOL,
     MANAGED_LABEL,
     ROLE_LABEL,
+    SANDBOX_DIR,
     HostFacts,
     container_kwargs,
     describe,
@@ -40,7 +42,17 @@ from sandbox.backends.docker.profile import (
     lookup_passwd,
     parse_numeric_user,
 )
+from sandbox.backends.docker.runtimes import choose_runtime
 from sandbox.backends.docker.session import DockerSession
+from sandbox.backends.docker.sharedtree import (
+    DEFAULT_TREE_ROOT,
+    Route,
+    Setting,
+    TreeStore,
+    engine_init_binary,
+    setting_from_env,
+    tree_enabled,
+)
 from sandbox.errors import DockerUnavailable, ImageMissing, InfrastructureError
 from sandbox.logs import get_logger
 from sandbox.sessions.executor.build import executor_binary
@@ -51,8 +63,6 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 READY_TIMEOUT_S = 30.0
-GVISOR_RUNTIME = "runsc"
-DEFAULT_RUNTIME = "runc"
 # The executor's own uid inside the container: no image user has it, and it is neither root
 # nor the agent. Only a root host can hand it the socket dir; a rootless host keeps root.
 SERVICE_UID: int | None = 2147483646 if os.geteuid() == 0 else None
@@ -71,15 +81,25 @@ class DockerBackend:
         temp_root: Path | None = None,
         ready_timeout_s: float = READY_TIMEOUT_S,
         executor_path: Path | None = None,
+        shared_tree: Setting | None = None,
+        tree_root: Path | None = None,
     ) -> None:
-        """`executor_path` overrides the executor binary (default: built and cached)."""
+        """`executor_path` overrides the executor binary (default: built and cached).
+        `shared_tree` (default: $SANDBOX_SHARED_TREE, else auto) serves the image's system
+        directories from one host copy per image (see sharedtree.py), kept under `tree_root`."""
         self._client = client
+        self._shared_setting: Setting = shared_tree or setting_from_env()
+        self._trees = TreeStore(tree_root or DEFAULT_TREE_ROOT)
+        self._tree_on: bool | None = None
         self._executor_path = executor_path
         self._temp_root = temp_root or Path(tempfile.gettempdir())
         self._ready_timeout_s = ready_timeout_s
         self._lock = threading.Lock()
-        self._runtimes: frozenset[str] | None = None
+        self._runtimes: dict[str, Any] | None = None
         self._server_version: str | None = None
+        self._storage_driver = ""
+        self._init_binary: str | None = None
+        self._warned: set[str] = set()
         self._image_cache: dict[tuple[str, str], ImageFacts] = {}
 
     @property
@@ -90,11 +110,13 @@ class DockerBackend:
                 self._client = connect()
             return self._client
 
-    def _available_runtimes(self) -> frozenset[str]:
+    def _available_runtimes(self) -> dict[str, Any]:
         if self._runtimes is None:
             info = self._call(self.client.info)
-            self._runtimes = frozenset((info.get("Runtimes") or {}).keys())
+            self._runtimes = dict(info.get("Runtimes") or {})
             self._server_version = str(info.get("ServerVersion") or "") or None
+            self._storage_driver = str(info.get("Driver") or "")
+            self._init_binary = str(info.get("InitBinary") or "") or None
         return self._runtimes
 
     def server_version(self) -> str | None:
@@ -103,18 +125,48 @@ class DockerBackend:
         return self._server_version
 
     def runtime_name(self) -> str:
-        """The runtime `spec.runtime="auto"` picks here: gVisor (runsc) when installed."""
-        return GVISOR_RUNTIME if GVISOR_RUNTIME in self._available_runtimes() else DEFAULT_RUNTIME
+        """The runtime `spec.runtime="auto"` picks here: gVisor (runsc) when installed and
+        able to serve the executor's socket (see runtimes.py), else runc."""
+        return self._resolve_runtime(SandboxSpec())
 
     def _resolve_runtime(self, spec: SandboxSpec) -> str:
-        if spec.runtime == "auto":
-            return self.runtime_name()
-        if spec.runtime not in self._available_runtimes():
-            raise InfrastructureError(
-                f"the scenario asks for the {spec.runtime!r} runtime, which this Docker engine "
-                f"does not list (it has: {', '.join(sorted(self._available_runtimes()))})"
+        runtime, warning = choose_runtime(spec.runtime, self._available_runtimes())
+        if warning and warning not in self._warned:
+            self._warned.add(warning)
+            log.warning("sandbox_gvisor_skipped", runtime=runtime, reason=warning)
+        return runtime
+
+    def tree_enabled(self) -> bool:
+        """Whether this backend serves images' system directories from a shared host tree
+        (the setting, the engine's storage driver and the host side's uid decide)."""
+        if self._tree_on is None:
+            self._available_runtimes()
+            self._tree_on, reason = tree_enabled(
+                self._shared_setting, storage_driver=self._storage_driver, host_euid=os.geteuid()
             )
-        return spec.runtime
+            log.info("sandbox_rootfs_route", shared_tree=self._tree_on, reason=reason)
+        return self._tree_on
+
+    def rootfs_route(self, spec: SandboxSpec) -> Route:
+        """Where a sandbox of `spec` reads the image's system directories from."""
+        if spec.loosen.writable_root or not self.tree_enabled():
+            return "image-layer"  # a writable root keeps every directory on its own layer
+        return "shared-tree"
+
+    def _shared_dirs(
+        self, spec: SandboxSpec, image: ImageFacts, labels: dict[str, str]
+    ) -> tuple[tuple[str, str], ...]:
+        if self.rootfs_route(spec) != "shared-tree":
+            return ()
+        tree = self._trees.get(self.client, image.image_id, labels=labels)
+        own = [spec.workdir, "/tmp", SANDBOX_DIR, *spec.loosen.writable_paths]
+        if spec.loosen.cron:
+            own.append(CRON_SPOOL)
+        init = engine_init_binary(self._init_binary)
+        shared = tuple(
+            (f"/{d}", str(tree.path / d)) for d in tree.dirs_for(own, init_mounted=init is not None)
+        )
+        return shared if init is None else (*shared, tree.init_mount(init))
 
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
@@ -205,6 +257,7 @@ class DockerBackend:
                 image = self._image_facts(spec, labels)
                 runtime = self._resolve_runtime(spec)
                 uid, gid = self._agent_ids(spec, image)
+                shared_dirs = self._shared_dirs(spec, image, labels)
                 socket_dir = self._socket_dir(run_id, trial_id)
                 undo.callback(shutil.rmtree, socket_dir, True)
                 volume_name = None
@@ -232,6 +285,7 @@ class DockerBackend:
                     volume_name=volume_name,
                     service_uid=SERVICE_UID,
                     spool_volume=spool_volume,
+                    shared_dirs=shared_dirs,
                 )
                 if network is not None:
                     self._require_internal(network)
@@ -265,7 +319,13 @@ class DockerBackend:
             except docker.errors.APIError as exc:
                 raise InfrastructureError(f"Docker refused to start the sandbox: {exc}") from exc
             log.info(
-                "sandbox_started", name=name, runtime=runtime, run_id=run_id, trial_id=trial_id
+                "sandbox_started",
+                name=name,
+                runtime=runtime,
+                rootfs="shared-tree" if shared_dirs else "image-layer",
+                shared_dirs=[inside for inside, _ in shared_dirs],
+                run_id=run_id,
+                trial_id=trial_id,
             )
             undo.pop_all()
         return session
@@ -343,7 +403,13 @@ class DockerBackend:
     def cleanup_report(self, *, run_id: str | None = None) -> list[str]:
         """Like `cleanup`, returning a description of each removed object."""
         return list(
-            self._call(remove_managed, self.client, run_id=run_id, temp_root=self._temp_root)
+            self._call(
+                remove_managed,
+                self.client,
+                run_id=run_id,
+                temp_root=self._temp_root,
+                trees=self._trees,
+            )
         )
 
 

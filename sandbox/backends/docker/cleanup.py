@@ -1,5 +1,6 @@
 """Removing what the sandbox created, by label (containers, networks, volumes) and by
-name (the per-sandbox socket directories on the host).
+name (the per-sandbox socket directories on the host, and, in a cleanup of every run, the
+shared image trees no container mounts).
 
 Only objects labelled `sandbox.managed=true` are ever touched; images are never removed.
 """
@@ -15,6 +16,7 @@ import docker
 import docker.errors
 
 from sandbox.backends.docker.profile import MANAGED_LABEL, RUN_ID_LABEL
+from sandbox.backends.docker.sharedtree import TreeStore
 from sandbox.logs import get_logger
 
 log = get_logger(__name__)
@@ -49,9 +51,15 @@ def label_filters(run_id: str | None) -> dict[str, list[str]]:
 
 
 def remove_managed(
-    client: docker.DockerClient, *, run_id: str | None = None, temp_root: Path | None = None
+    client: docker.DockerClient,
+    *,
+    run_id: str | None = None,
+    temp_root: Path | None = None,
+    trees: TreeStore | None = None,
 ) -> list[str]:
-    """Remove our containers, then networks, volumes, socket and stub-event directories.
+    """Remove our containers, then networks, volumes, socket and stub-event directories;
+    without a `run_id` also the shared trees (of `trees`, default the standard root) that no
+    container mounts (runs share them, so a run's own cleanup keeps them).
 
     Returns one description per removed object ("container NAME", ...). Objects that vanish
     while we work (another cleanup, a session closing) are not errors.
@@ -87,6 +95,8 @@ def remove_managed(
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
                 removed.append(f"directory {path}")
+    if run_id is None:
+        removed += (trees or TreeStore()).remove_unused(client)
     if removed:
         log.info("sandbox_cleanup", run_id=run_id, removed=len(removed))
     return removed

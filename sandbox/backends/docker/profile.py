@@ -4,8 +4,9 @@ Everything the sandbox is allowed is spelled out here (and nothing more): no net
 only the stub world's loopback-only namespace (or internal network) we were given, read-only
 root, size- and inode-capped tmpfs for /tmp and the work dir, no capabilities except what
 the executor needs (its commands get none), no-new-privileges, our seccomp profile, an init
-process, pids/memory/CPU/file-size limits, and exactly two host mounts: the executor binary
-(read-only) and the per-sandbox socket directory. No Docker socket, no host namespaces, no
+process, pids/memory/CPU/file-size limits, and two host mounts: the executor binary
+(read-only) and the per-sandbox socket directory, plus, on the shared-tree route, the image's
+own system directories read-only (sharedtree.py). No Docker socket, no host namespaces, no
 devices, never privileged.
 Each loosening is a named field of `Loosenings` and changes exactly one line below.
 """
@@ -80,6 +81,9 @@ class HostFacts:
     volume_name: str | None = None  # the work dir's volume (persistent_home only)
     spool_volume: str | None = None  # /var/spool/cron's volume (cron only)
     service_uid: int | None = None  # the executor's own uid (None: it stays root)
+    # (sandbox path, host path): the image's system directories from the shared tree,
+    # bind-mounted read-only (see sharedtree.py); empty on the image-layer route.
+    shared_dirs: tuple[tuple[str, str], ...] = ()
 
 
 def tmpfs_options(size_mb: int, *, uid: int | None = None, gid: int | None = None) -> str:
@@ -146,6 +150,9 @@ def container_kwargs(
     mounts = [
         Mount(EXECUTOR_PATH, str(facts.executor_binary), type="bind", read_only=True),
         Mount(SOCKET_DIR, str(facts.socket_dir), type="bind", read_only=False),
+    ]
+    mounts += [
+        Mount(inside, host, type="bind", read_only=True) for inside, host in facts.shared_dirs
     ]
     tmpfs = {"/tmp": tmpfs_options(spec.tmp_size_mb)}
     # writable_paths: a tmpfs each, the agent's (seeded with the image's copy at start)

@@ -27,6 +27,7 @@ from sandbox.backends.docker.cgroup import CgroupProbe
 from sandbox.backends.docker.image import seed_members
 from sandbox.backends.docker.profile import INIT_PATH, SOCKET_NAME
 from sandbox.backends.docker.reclaim import kill_agent_processes
+from sandbox.backends.docker.runtimes import GVISOR_FIX, GVISOR_RUNTIME
 from sandbox.errors import InfrastructureError, SandboxDied
 from sandbox.events import ProcessRecord, SyscallObserved
 from sandbox.logs import get_logger
@@ -153,9 +154,16 @@ class DockerSession:
                 last_check = now
                 self._raise_if_dead("the sandbox stopped while starting")
             if now > deadline:
+                hint = (
+                    f" ({GVISOR_RUNTIME} without --host-uds=create keeps the socket inside the "
+                    f"sandbox: {GVISOR_FIX})"
+                    if self.runtime == GVISOR_RUNTIME
+                    else ""
+                )
                 raise InfrastructureError(
-                    f"the executor in {self.id} did not answer within {timeout_s:g}s "
-                    f"(last error: {last_error}); container log: {self._log_tail()}"
+                    f"the executor in {self.id} (runtime {self.runtime}) did not answer within "
+                    f"{timeout_s:g}s{hint} (last error: {last_error}); "
+                    f"container log: {self._log_tail()}"
                 )
             time.sleep(delay)
             delay = min(delay * 1.5, 0.02)
