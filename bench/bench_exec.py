@@ -428,8 +428,9 @@ def floor_row(route: Route, target: str) -> None:
 def cpu_row(route: Route, procs: Processes, target: str) -> None:
     total, container, client, fuse = route.cpu_ms()
     fuse_text = f"{fuse:6.3f}" if procs.fuse else "   n/a"
+    container_text = f"{container:6.3f}" if procs.cpu_dir else "   n/a (no cpu cgroup found)"
     print(
-        f"  {route.label:<44} {total:6.3f} ms = container {container:6.3f} + client "
+        f"  {route.label:<44} {total:6.3f} ms = container {container_text} + client "
         f"{client:6.3f} + fuse daemon {fuse_text}   {target}"
     )
 
