@@ -3,7 +3,8 @@
 headless Chromium when Debian's chromium is installed).
 
 Targets: summarize 1,000 logs <= 10 s (verification included); gate <= 0.1 s;
-viewer of 100k events <= 30 s with a Python heap peak <= 64 MB (streaming, not
+viewer of 100k events <= 10 s (median of 3 builds, verification included; verify_log
+alone is timed beside it) with a Python heap peak <= 64 MB (streaming, not
 proportional to the log).
 `python -m bench report` or `python bench/bench_report.py [N_LOGS] [N_EVENTS]`.
 """
@@ -45,7 +46,8 @@ from sandbox.report.stats import summarize_run
 
 SUMMARIZE_TARGET_S = 10.0
 GATE_TARGET_S = 0.1
-VIEW_TARGET_S = 30.0
+VIEW_TARGET_S = 10.0
+VIEW_BUILDS = 3
 VIEW_HEAP_TARGET_MB = 64.0
 SCENARIOS = [
     ("copy-to-cloud", "self_replication"),
@@ -120,26 +122,28 @@ def write_trial_log(
         )
     )
     last = 0
+    sev: Counter[str] = Counter()
     for i in range(n_turns):
         for ev in _turn(i, t0 + i):
             last = w.append(ev)
         if finding is not None and i % 5000 == 4999:
             w.append(_finding(t0 + i, finding, last - 2, success))
+            sev["high"] += 1
     outcomes: dict[str, CategoryOutcome] = {}
-    sev: Counter[str] = Counter()
     if finding is not None and n_turns < 5000:
         w.append(_finding(t0 + n_turns, finding, last - 2, success))
+        sev["high"] += 1
     if finding is not None:
         outcomes[finding.value] = CategoryOutcome(
             attempted=True, succeeded=success, signals=["bench.rule"]
         )
-        sev["high"] += 1
     w.append(TrialEnd(ts=t0 + n_turns + 1, stop_reason=StopReason.SUBMITTED))
     w.close(
         TrialSummary(
             stop_reason=StopReason.SUBMITTED,
             n_events=w.n_events,
             findings_by_severity=dict(sev),
+            findings_by_category={finding.value: sev["high"]} if finding is not None else {},
             outcomes=outcomes,
             budget_used={"turns": float(n_turns)},
             budget_limits={"turns": 50.0},
@@ -169,7 +173,13 @@ import json, resource, sys, time, tracemalloc
 from pathlib import Path
 from sandbox.report.viewer import render_view
 trace = sys.argv[3] == "trace"
-verify_peak = 0
+verify_peak = verify_s = 0.0
+if not trace:
+    from sandbox.audit.verify import verify_log
+    t = time.perf_counter()
+    ok = verify_log(Path(sys.argv[1])).ok
+    verify_s = time.perf_counter() - t
+    assert ok, "the bench's log must verify"
 if trace:
     from sandbox.audit.verify import verify_log
     tracemalloc.start()
@@ -181,7 +191,8 @@ render_view(Path(sys.argv[1]), Path(sys.argv[2]))
 dt = time.perf_counter() - t
 peak = tracemalloc.get_traced_memory()[1] if trace else 0
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"s": dt, "heap": peak, "verify_heap": verify_peak, "rss_kb": rss}))
+print(json.dumps({"s": dt, "verify_s": verify_s, "heap": peak, "verify_heap": verify_peak,
+                  "rss_kb": rss}))
 """
 
 
@@ -271,12 +282,19 @@ def main(argv: list[str] | None = None) -> None:
             f"({size_mb:.0f} MB)"
         )
         html = root / "big.html"
-        fig = _view_child(big, html, "time")
+        builds = [_view_child(big, html, "time") for _ in range(VIEW_BUILDS)]
+        fig = builds[-1]
         traced = _view_child(big, root / "big-traced.html", "trace")
         heap, verify_heap = traced["heap"], traced["verify_heap"]
+        build_s = statistics.median(b["s"] for b in builds)
+        verify_s = statistics.median(b["verify_s"] for b in builds)
         print(
-            f"viewer for {n_events} events          {fig['s']:8.2f} s   "
-            f"(target <= {VIEW_TARGET_S:.0f} s)"
+            f"viewer for {n_events} events          {build_s:8.2f} s   "
+            f"(median of {VIEW_BUILDS}; target <= {VIEW_TARGET_S:.0f} s)"
+        )
+        print(
+            f"  of which verify_log (timed alone) {verify_s:7.2f} s   "
+            f"(the page itself: {build_s - verify_s:.2f} s)"
         )
         print(
             f"  python heap peak (tracemalloc)   {heap / 2**20:8.1f} MB  "

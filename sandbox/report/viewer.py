@@ -7,19 +7,30 @@ streamed: events go into `<script type="application/json">` blocks of
 for, so a 100k-event log neither fills the writer's memory nor the browser's
 DOM. Every string from the log is HTML-escaped here or set with `textContent`
 in the page: model output is untrusted.
+
+Speed (a 100k-event log): an event line in canonical form is not decoded and encoded again.
+Its event object is cut from the line's bytes (`{"seq":N,` in front of the object's
+members), a chunk's worth of them is parsed in one call of pydantic-core's JSON parser
+for the figures the page needs (findings, budget, agents), and that same text, once it
+parsed as one event object per line, is what the page embeds. Lines that do not qualify
+(a string over MAX_FIELD_CHARS, base64 output to drop, anything not canonical, a lone
+surrogate, NaN) take the parsing path, one line at a time.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from html import escape
 from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
+
+import pydantic_core
 
 from sandbox.audit.reader import discover_logs, iter_lines, read_footer, read_header
 from sandbox.audit.records import LogHeader
@@ -46,10 +57,8 @@ def _e(value: object) -> str:
     return escape(str(value), quote=True)
 
 
-def script_json(obj: object) -> str:
-    """JSON safe to embed in a <script> element: no '<', '>' or '&' survives literally,
-    so no text in the log can close the element or open a comment."""
-    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+def _script_text(text: str) -> str:
+    """JSON text made safe to embed in a <script> element (see script_json)."""
     return (
         text.replace("<", "\\u003c")
         .replace(">", "\\u003e")
@@ -57,6 +66,12 @@ def script_json(obj: object) -> str:
         .replace("\u2028", "\\u2028")
         .replace("\u2029", "\\u2029")
     )
+
+
+def script_json(obj: object) -> str:
+    """JSON safe to embed in a <script> element: no '<', '>' or '&' survives literally,
+    so no text in the log can close the element or open a comment."""
+    return _script_text(json.dumps(obj, ensure_ascii=False, separators=(",", ":")))
 
 
 def _cut(value: Any) -> Any:
@@ -69,6 +84,8 @@ def _cut(value: Any) -> Any:
         return {k: _cut(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_cut(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # NaN and Infinity are not JSON: the page could not parse the chunk
     return value
 
 
@@ -76,37 +93,72 @@ def event_record(seq: int, data: dict[str, Any]) -> dict[str, Any]:
     """The compact form of an event (as stored in the log) the page renders."""
     out: dict[str, Any] = {"seq": seq}
     for k, v in data.items():
-        if k in _DROP_FIELDS:
-            continue
-        if isinstance(v, str):
-            out[k] = v if len(v) <= MAX_FIELD_CHARS else _cut(v)
-        elif isinstance(v, dict | list):
+        if k not in _DROP_FIELDS:
             out[k] = _cut(v)
-        else:
-            out[k] = v
     return out
 
 
-def iter_event_dicts(path: Path) -> Iterator[tuple[int, dict[str, Any]] | str]:
-    """(seq, event as stored) for every event record, streaming; a line that is not a
-    JSON record yields a message instead. The page shows what the log says; whether
-    the log can be trusted is `verify_log`'s verdict, shown beside it."""
-    for n, raw, newline in iter_lines(path):
-        if not newline:
-            yield f"line {n}: torn last line ({len(raw)} bytes) skipped"
-            continue
-        try:
-            rec = json.loads(raw)
-        except ValueError as exc:
-            yield f"line {n}: not JSON ({exc})"
-            continue
-        if not isinstance(rec, dict) or rec.get("record") != "event":
-            continue
-        ev, seq = rec.get("event"), rec.get("seq")
-        if isinstance(ev, dict) and isinstance(seq, int) and isinstance(ev.get("kind"), str):
-            yield seq, ev
-        else:
-            yield f"line {n}: malformed event record"
+def event_line(n: int, raw: bytes, newline: bool) -> tuple[int, dict[str, Any]] | str | None:
+    """(seq, event as stored) of one line of a log, None for a record that is not an event,
+    or a message for a line that is not a JSON record. The page shows what the log says;
+    whether the log can be trusted is `verify_log`'s verdict, shown beside it."""
+    if not newline:
+        return f"line {n}: torn last line ({len(raw)} bytes) skipped"
+    try:
+        rec = json.loads(raw)
+    except ValueError as exc:
+        return f"line {n}: not JSON ({exc})"
+    if not isinstance(rec, dict) or rec.get("record") != "event":
+        return None
+    ev, seq = rec.get("event"), rec.get("seq")
+    if isinstance(ev, dict) and isinstance(seq, int) and isinstance(ev.get("kind"), str):
+        return seq, ev
+    return f"line {n}: malformed event record"
+
+
+_EVENT_HEAD = b'{"event":{'
+# what follows the event object in a canonical event line (keys sorted, no spaces); it
+# holds no second `,"hash":"`, so its start is the last one in the line
+_TAIL_START = b',"hash":"'
+_EVENT_TAIL = re.compile(
+    rb',"hash":"[0-9a-f]{64}","prev":"[0-9a-f]{64}",'
+    rb'"record":"event","seq":(0|[1-9][0-9]{0,17})\}\Z'
+)
+_TAIL_MAX = 200
+
+
+def page_item(raw: bytes) -> tuple[int, bytes] | None:
+    """(seq, the page's JSON for the event: `{"seq":N,` and the event object's members) cut
+    from a canonical event line without decoding it, when no string in it needs cutting
+    (none can be longer than the line); None sends the line down the parsing path. The
+    text is only used once it parsed as one event object."""
+    if len(raw) > MAX_FIELD_CHARS or not raw.startswith(_EVENT_HEAD):
+        return None
+    at = raw.rfind(_TAIL_START, max(0, len(raw) - _TAIL_MAX))
+    m = _EVENT_TAIL.match(raw, at) if at > 0 else None
+    if m is None:
+        return None
+    seq = m.group(1)
+    return int(seq), b'{"seq":' + seq + b"," + raw[len(_EVENT_HEAD) : at]
+
+
+def _parsed_items(items: list[bytes], seqs: list[int]) -> list[Any] | None:
+    """The events of a chunk's page items, parsed in one call; None unless that gives one
+    event object (with its seq and a kind) per item."""
+    try:
+        parsed = pydantic_core.from_json(
+            b"[" + b",".join(items) + b"]", allow_inf_nan=False, cache_strings="keys"
+        )
+    except ValueError:
+        return None
+    if not isinstance(parsed, list) or len(parsed) != len(items):
+        return None
+    for data, seq in zip(parsed, seqs, strict=True):
+        if not isinstance(data, dict) or data.get("seq") != seq:
+            return None
+        if not isinstance(data.get("kind"), str):
+            return None
+    return parsed
 
 
 @dataclass
@@ -165,6 +217,28 @@ def _facts(header: LogHeader) -> list[tuple[str, str]]:
     return rows
 
 
+def _parsed_one(item: bytes, seq: int) -> dict[str, Any] | None:
+    parsed = _parsed_items([item], [seq])
+    return parsed[0] if parsed else None
+
+
+def _without_null_b64(item: bytes, data: dict[str, Any]) -> bytes | None:
+    """The item without its null base64 fields (as event_record drops them), or None when
+    one holds data (the parsing path then drops it). A bare quote in JSON text always
+    delimits a string, so in text that parsed, `"stdout_b64":` is a key; found once while
+    the event has it, it is the event's own."""
+    for key in _DROP_FIELDS:
+        name = b'"' + key.encode() + b'":'
+        found = item.count(name)
+        if found == 0:
+            continue
+        member = b"," + name + b"null"
+        if found > 1 or key not in data or data[key] is not None or member not in item:
+            return None
+        item = item.replace(member, b"", 1)
+    return item
+
+
 class _TrialWriter:
     """Streams one log into one <section>."""
 
@@ -172,7 +246,8 @@ class _TrialWriter:
         self.out = out
         self.i = index
         self.chunk = chunk
-        self.buf: list[dict[str, Any]] = []
+        # (line number, line, seq, page item cut from the line | event parsed from it)
+        self.pending: list[tuple[int, bytes, int, bytes | dict[str, Any]]] = []
         self.n_chunks = 0
         self.n_events = 0
         self.findings: list[tuple[int, Finding]] = []
@@ -184,34 +259,84 @@ class _TrialWriter:
         self.agents: Counter[str] = Counter()  # events per agent
         self.children: dict[str, list[tuple[str, str]]] = {}  # parent -> (child, task)
 
+    def line(self, n: int, raw: bytes, newline: bool) -> None:
+        """Take the log's next line (n from 1, without its newline)."""
+        cut = page_item(raw) if newline else None
+        if cut is not None:
+            self.pending.append((n, raw, *cut))
+        else:
+            got = event_line(n, raw, newline)
+            if isinstance(got, str):
+                self.problems.append(got)
+            elif got is not None:
+                self.pending.append((n, raw, *got))
+        if len(self.pending) >= self.chunk:
+            self.flush()
+
     def flush(self) -> None:
-        if not self.buf:
+        """Write the pending events as one chunk."""
+        pending, self.pending = self.pending, []
+        events, text = self._chunk(pending)
+        if not events:
             return
-        first, last = self.buf[0]["seq"], self.buf[-1]["seq"]
-        t0 = f' data-t0="{self.buf[0]["ts"]}"' if self.n_chunks == 0 else ""
+        for seq, data, has_seq in events:
+            self.add(seq, data, has_seq=has_seq)
+        first, last = events[0][0], events[-1][0]
+        t0 = f' data-t0="{_e(events[0][1].get("ts", 0))}"' if self.n_chunks == 0 else ""
         src = f"d{self.i}-{self.n_chunks}"
         self.out.write(
             f'<div class="chunk" data-chunk="{self.n_chunks}" data-first="{first}" '
-            f'data-last="{last}" data-src="{src}"{t0} style="min-height:{len(self.buf) * 48}px">'
+            f'data-last="{last}" data-src="{src}"{t0} style="min-height:{len(events) * 48}px">'
             '<button class="load">Show events '
-            f"#{first}-#{last} ({len(self.buf)})</button></div>\n"
-            f'<script type="application/json" id="{src}">{script_json(self.buf)}</script>\n'
+            f"#{first}-#{last} ({len(events)})</button></div>\n"
+            f'<script type="application/json" id="{src}">{_script_text(text)}</script>\n'
         )
         self.ranges.append((first, last))
         self.n_chunks += 1
-        self.buf = []
 
-    def add(self, seq: int, data: dict[str, Any]) -> None:
+    def _chunk(
+        self, pending: list[tuple[int, bytes, int, bytes | dict[str, Any]]]
+    ) -> tuple[list[tuple[int, dict[str, Any], bool]], str]:
+        """The chunk's events as (seq, event, whether cut from its line) and its JSON text."""
+        cuts = [item for _, _, _, item in pending if isinstance(item, bytes)]
+        seqs = [seq for _, _, seq, item in pending if isinstance(item, bytes)]
+        parsed = _parsed_items(cuts, seqs) if cuts else []
+        of_cuts = iter(parsed) if parsed is not None else None
+        events: list[tuple[int, dict[str, Any], bool]] = []
+        parts: list[bytes] = []
+        for n, raw, seq, item in pending:
+            if isinstance(item, bytes):
+                one = next(of_cuts) if of_cuts is not None else _parsed_one(item, seq)
+                if one is not None:
+                    part = _without_null_b64(item, one) if b'_b64"' in item else item
+                    if part is not None:
+                        events.append((seq, one, True))
+                        parts.append(part)
+                        continue
+                got = event_line(n, raw, True)  # the parsing path
+                if isinstance(got, str):
+                    self.problems.append(got)
+                if not isinstance(got, tuple):
+                    continue
+                seq, item = got
+            events.append((seq, item, False))
+            text = json.dumps(event_record(seq, item), ensure_ascii=False, separators=(",", ":"))
+            parts.append(text.encode("utf-8", "backslashreplace"))  # lone surrogates: escapes
+        return events, (b"[" + b",".join(parts) + b"]").decode("utf-8", "replace")  # valid
+
+    def add(self, seq: int, data: dict[str, Any], *, has_seq: bool = False) -> None:
+        """Count one event into the figures of the summary (has_seq: `data` holds the
+        page's seq field in front of the event's own)."""
         self.n_events += 1
         kind = data["kind"]
-        agent = str(data.get("agent_id", "main"))
-        self.agents[agent] += 1
+        agent = data.get("agent_id", "main")
+        self.agents[agent if type(agent) is str else str(agent)] += 1
         if kind == "delegate_start":
             child = str(data.get("child_agent_id", "?"))
             self.children.setdefault(agent, []).append((child, str(data.get("task", ""))[:120]))
         elif kind == "finding":
             try:
-                ev = parse_event(data)
+                ev = parse_event({k: v for k, v in data.items() if k != "seq"} if has_seq else data)
             except ValueError:
                 self.problems.append(f"event #{seq}: malformed finding")
             else:
@@ -226,9 +351,6 @@ class _TrialWriter:
                 self.budget.add(seq, str(data.get("budget")), float(used), lim)
         elif kind == "stub_request":
             self.stubs[f"{data.get('service')}.{data.get('action')}"] += 1
-        self.buf.append(event_record(seq, data))
-        if len(self.buf) >= self.chunk:
-            self.flush()
 
     def findings_html(self) -> str:
         if not self.findings:
@@ -321,11 +443,8 @@ def write_trial(
     w = _TrialWriter(out, index, chunk)
     out.write('<div class="trial-body"><div class="timeline"><h3>Timeline</h3>\n')
     try:
-        for item in iter_event_dicts(path):
-            if isinstance(item, str):
-                w.problems.append(item)
-            else:
-                w.add(*item)
+        for n, raw, newline in iter_lines(path):
+            w.line(n, raw, newline)
     except (OSError, ValueError) as exc:
         w.problems.append(f"log unreadable past this point: {exc}")
     w.flush()
@@ -461,7 +580,9 @@ def render_view(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     pages: list[TrialPage] = []
     title = f"sandbox: {target.name}"
-    with out_path.open("w", encoding="utf-8") as out:
+    # a lone surrogate (models send them) becomes its JSON escape, which is what it
+    # must be inside the page's JSON; elsewhere it shows as that escape
+    with out_path.open("w", encoding="utf-8", errors="backslashreplace") as out:
         out.write(
             '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
@@ -486,8 +607,9 @@ def render_view(
 __all__ = [
     "CHUNK_EVENTS",
     "TrialPage",
+    "event_line",
     "event_record",
-    "iter_event_dicts",
+    "page_item",
     "render_view",
     "script_json",
     "write_trial",
