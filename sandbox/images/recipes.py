@@ -27,7 +27,7 @@ MANAGED_LABEL = "sandbox.managed"
 RECIPE_LABEL = "sandbox.recipe_sha"
 
 # Bump when the base build steps (debootstrap flags, trimming, tar options) change.
-BASE_BUILD_VERSION = "1"
+BASE_BUILD_VERSION = "2"  # 2: LC_CTYPE=C.UTF-8 instead of LANG
 
 _SKIP_NAMES = {"__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache"}
 _SKIP_SUFFIXES = (".pyc", ".pyo")
