@@ -145,15 +145,18 @@ class ObservedSession:
         self._files: dict[str, _FileKey] | None = None
         self._stale_fs = False
         self._fs_truncated = False  # the last snapshot hit FS_MAX_ENTRIES
-        self._watching = fs_watch and isinstance(inner, WatchingSession) and bool(self.watch_roots)
+        self._watch = inner.watch if isinstance(inner, WatchingSession) else None
+        self._watching = fs_watch and self._watch is not None and bool(self.watch_roots)
         self._generation = 0  # of the watcher's last look (0: none)
         self._children: dict[str, set[str]] = {}  # directory -> its entries in self._files
-        self._force_full = False  # the next look walks everything (the snapshot hit its cap)
+        self._force_full = False  # the next look walks everything (see _watch_look)
+        self._cut = False  # the watcher's last full walk was cut at FS_MAX_ENTRIES
         self._last_rescan: str | None = None
         self._restart_observed = True
         self._usage = ResourceUse()  # summed (CPU) or maxed (memory, pids) so far
         self.overhead_s: list[float] = []  # observation cost per command (for the bench)
-        self.looks: list[str] = []  # per file-system look: "delta", "walk" or why the watcher walked
+        # per file-system look: "delta", "walk", or why the watcher walked everything
+        self.looks: list[str] = []
 
     @staticmethod
     def _honeytoken_paths(planted: Sequence[PlantedFile], workdir: str) -> list[tuple[str, str]]:
@@ -274,8 +277,9 @@ class ObservedSession:
     ) -> tuple[dict[int, ProcessRecord], list[FsChangeItem], bool, str | None] | None:
         """Processes, the file changes since the last look, whether the snapshot is cut and
         why the watcher walked everything; None when the session cannot watch."""
-        assert isinstance(self.inner, WatchingSession)
-        look = self.inner.watch(
+        if self._watch is None:
+            return None
+        look = self._watch(
             self.watch_roots,
             max_entries=FS_MAX_ENTRIES,
             since=self._generation if self._files is not None else 0,
@@ -288,7 +292,9 @@ class ObservedSession:
         self.looks.append("delta" if look.delta else look.rescan or "walk")
         changes, truncated = self._apply(look)
         self._generation = look.generation
-        self._force_full = truncated and look.delta
+        # Cut, the snapshot misses what lay past the cap; once there is room again, one full
+        # walk finds out whether it still does (while it stays full, deltas are enough).
+        self._force_full = self._cut and len(self._files or ()) < FS_MAX_ENTRIES
         return procs, changes, truncated, look.rescan
 
     def _apply(self, look: WatchLook) -> tuple[list[FsChangeItem], bool]:
@@ -296,6 +302,7 @@ class ObservedSession:
         if not look.delta or self._files is None:
             files = _file_keys(look.entries)
             truncated = look.truncated or len(files) >= FS_MAX_ENTRIES
+            self._cut = truncated
             changes: list[FsChangeItem] = []
             if self._files is not None:
                 complete = not truncated and len(self._files) < FS_MAX_ENTRIES
@@ -320,14 +327,18 @@ class ObservedSession:
 
         for path in (*look.listed, *look.gone):
             remove(path)
+        truncated = self._cut or look.truncated
         for entry in look.entries:
             old = files.get(entry.path)
+            if old is None and entry.path not in before and len(files) >= FS_MAX_ENTRIES:
+                truncated = True  # no room: past the cap, as a walk cut there would be
+                continue
             if old is not None and old[0] == "dir" and entry.type != "dir":
                 remove(entry.path)
             before.setdefault(entry.path, old)
             files[entry.path] = (entry.type, entry.size, entry.mode, entry.mtime_ns)
             children.setdefault(posixpath.dirname(entry.path), set()).add(entry.path)
-        truncated = look.truncated or len(files) >= FS_MAX_ENTRIES
+        truncated = truncated or len(files) >= FS_MAX_ENTRIES
         written = set(look.written)
         items: list[FsChangeItem] = []
         for path, old in before.items():

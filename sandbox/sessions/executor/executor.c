@@ -1961,11 +1961,14 @@ static int fs_walk_from(int conn, struct pending *start, int nstart, long long m
             if (pfd >= 0) close(pfd);
         }
         if (!ok) { free(path); continue; }
-        if (sent >= maxn) { truncated = 1; free(path); break; }
-        int rc = conn < 0 ? 0 : send_entry(conn, path, &st);
+        /* Past max entries a watching walk goes on, sending nothing: every directory is
+         * watched, so what lies past the cap is followed too (and hard links made there). */
+        if (sent >= maxn) { truncated = 1; if (!watch) { free(path); break; } }
+        int quiet = conn < 0 || sent >= maxn;
+        int rc = quiet ? 0 : send_entry(conn, path, &st);
         if (rc < 0) { free(path); break; }
         if (rc > 0) { free(path); continue; }
-        sent++;
+        if (!quiet) sent++;
         if (!S_ISDIR(st.st_mode)) { free(path); continue; }
         int dfd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         struct stat dst;
@@ -1992,9 +1995,9 @@ static int fs_walk_from(int conn, struct pending *start, int nstart, long long m
             struct stat cst;
             if (fstatat(dfd, de->d_name, &cst, AT_SYMLINK_NOFOLLOW) < 0) continue;
             if (!S_ISDIR(cst.st_mode)) {
-                if (sent >= maxn) { truncated = 1; break; }
+                if (sent >= maxn) { truncated = 1; if (!watch) break; }
                 if (watch && cst.st_nlink > 1) watch_link(cpath, wd, &cst);
-                if (conn < 0) { sent++; continue; } /* a look for links only: nothing sent */
+                if (conn < 0 || sent >= maxn) continue; /* watched, not sent */
                 int crc = send_entry(conn, cpath, &cst);
                 if (crc < 0) { broken = 1; break; }
                 if (crc == 0) sent++;
@@ -2002,7 +2005,7 @@ static int fs_walk_from(int conn, struct pending *start, int nstart, long long m
             }
             /* Every pending directory yields at least one entry: never hold more than
              * we may still report (bounds memory for huge directories). */
-            if (sent + (long long)top >= maxn) { truncated = 1; break; }
+            if (!watch && sent + (long long)top >= maxn) { truncated = 1; break; }
             if (top == cap) {
                 struct pending *ns = realloc(stack, 2 * cap * sizeof *stack);
                 if (!ns) break;
@@ -2362,7 +2365,7 @@ static int watch_full(int conn, long long *sent, int *cut) {
     struct pending start[MAX_ROOTS];
     int n = watch_roots(start);
     if (fs_walk_from(conn, start, n, g_w.maxn, !g_w.blind, sent, cut) < 0) return -1;
-    g_w.reason = g_w.blind ? W_BLIND : *cut ? W_CUT : W_DELTA;
+    g_w.reason = g_w.blind ? W_BLIND : W_DELTA; /* cut or not: what is past the cap is watched */
     if (g_w.blind) watch_reset();
     memcpy(g_w.known, g_w.inodes, g_w.ninodes * sizeof g_w.inodes[0]);
     g_w.nknown = g_w.ninodes;
@@ -2464,7 +2467,7 @@ static void watch_request(int conn) {
     int procs = ps_records(conn);
     if (procs < 0) return;
     watch_drain();
-    int reason = !same ? W_NEW : since != g_w.gen ? W_STALE : g_w.reason ? g_w.reason
+    int reason = !same || !since ? W_NEW : since != g_w.gen ? W_STALE : g_w.reason ? g_w.reason
                : force ? W_ASKED : W_DELTA;
     int rc = reason == W_DELTA ? watch_delta(conn, &sent, &cut) : watch_full(conn, &sent, &cut);
     if (rc < 0) { g_w.gen = 0; return; } /* the host is gone: the next look walks */
