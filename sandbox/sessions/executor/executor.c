@@ -48,6 +48,7 @@
  *   op frames (empty payload):
  *     'H' PING   'X' EXEC   'R' READ_FILE   'W' WRITE_FILE   'S' PS
  *     'F' FS_SNAPSHOT   'O' OBSERVE (PS then FS_SNAPSHOT, one reply)
+ *     'V' WATCH (OBSERVE as a delta, on the watcher's own socket PATH.w: see "WATCH")
  *   parameter frames (strings must not contain NUL, integers are decimal ASCII):
  *     'a' argv element (repeated, EXEC)      'e' NAME=VALUE env entry (repeated)
  *     'd' cwd                                'u' user (agent name/uid, root/0)
@@ -2087,7 +2088,7 @@ static void op_observe(int conn, struct request *rq) {
                 IN_CLOSE_WRITE | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR | IN_EXCL_UNLINK)
 #define W_MAX_DIRTY (1 << 18)
 #define W_MAX_LINKS 4096
-#define W_MAX_WD (1 << 24)
+#define W_MAX_WD (1 << 20) /* descriptors only grow: past this, a new instance starts over */
 enum { W_DELTA, W_NEW, W_STALE, W_OVERFLOW, W_BLIND, W_CUT, W_ASKED, W_ROOT };
 
 struct wdir { char *path; dev_t dev; ino_t ino; };
@@ -2151,6 +2152,11 @@ static int watch_dir(int dfd, const char *path, const struct stat *st) {
     char proc[64];
     snprintf(proc, sizeof proc, "/proc/self/fd/%d", dfd);
     int wd = inotify_add_watch(g_w.ifd, proc, W_MASK);
+    if (wd >= W_MAX_WD) { /* directories made and removed by the million: start over */
+        inotify_rm_watch(g_w.ifd, wd);
+        if (!g_w.reason) g_w.reason = W_OVERFLOW;
+        return -1;
+    }
     if (wd < 0 || wdir_set(wd, path, st) < 0) {
         logmsg("watch %s: %s; every look walks everything from now on", path, strerror(errno));
         g_w.blind = 1;
