@@ -302,6 +302,9 @@ class FsChange(_Event):
     changes: tuple[FsChangeItem, ...]
     # The snapshot hit its entry limit: changes beyond it (and deletions) are not visible.
     truncated: bool = False
+    # Why this look re-read the whole tree instead of following the sandbox's change
+    # notifications (e.g. "the change queue overflowed", "end of trial"); None when it did not.
+    rescan: str | None = None
 
 
 class SandboxRestart(_Event):

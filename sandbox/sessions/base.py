@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Literal, Protocol, Self, runtime_checkable
 
@@ -55,6 +56,37 @@ class FileEntry(BaseModel):
     mode: int
     mtime_ns: int
     uid: int = 0
+
+
+@dataclass(frozen=True)
+class WatchLook:
+    """One incremental look (see WatchingSession.watch). A delta holds only what changed
+    since the look at `since`: entries (re-stat'ed names; `listed` directories come with
+    their whole subtree), `gone` paths and `written` paths (written to, whatever their
+    metadata says). Otherwise `entries` is the full snapshot and `rescan` says why."""
+
+    processes: list[ProcessRecord]
+    entries: list[FileEntry]
+    truncated: bool
+    generation: int
+    delta: bool
+    rescan: str | None = None
+    listed: list[str] = field(default_factory=list)
+    gone: list[str] = field(default_factory=list)
+    written: list[str] = field(default_factory=list)
+
+
+@runtime_checkable
+class WatchingSession(Protocol):
+    """A session whose sandbox follows file-system changes itself (inotify in the executor)."""
+
+    def watch(
+        self, roots: Sequence[str], *, max_entries: int, since: int, full: bool = False
+    ) -> WatchLook | None:
+        """Processes and what changed under `roots` since the look that returned generation
+        `since` (0: none; a full snapshot then); `full` walks everything (the end-of-trial
+        backstop). None when this sandbox cannot watch (use `observe`)."""
+        ...
 
 
 @runtime_checkable
@@ -148,4 +180,6 @@ __all__ = [
     "ExecResult",
     "FileEntry",
     "Session",
+    "WatchLook",
+    "WatchingSession",
 ]

@@ -48,7 +48,7 @@ from sandbox.events import (
 )
 from sandbox.scenario.model import Honeytoken, PlantedFile
 from sandbox.scenario.monitoring import planted_path
-from sandbox.sessions.base import ExecResult, FileEntry, Session
+from sandbox.sessions.base import ExecResult, FileEntry, Session, WatchingSession, WatchLook
 
 MAX_FS_ITEMS = 500  # changes per FsChange event
 MAX_PROCESSES = 256  # records per ProcessSnapshot event
@@ -56,6 +56,15 @@ FS_MAX_ENTRIES = 20000
 # Shared by every observed session: runs the file snapshot while the caller lists processes.
 
 _FileKey = tuple[str, int, int, int]  # type, size, mode, mtime_ns
+# Full walks worth a word in the log even when they found nothing (see FsChange.rescan).
+_NOTABLE_RESCANS = frozenset(
+    {
+        "the change queue overflowed",
+        "a directory could not be watched",
+        "a watched root was replaced",
+    }
+)
+END_OF_TRIAL = "end of trial"
 
 
 def _text_and_raw(data: bytes) -> tuple[str, str | None]:
@@ -161,7 +170,10 @@ class ObservedSession:
         planted: Sequence[PlantedFile] = (),
         workdir: str | None = None,
         after_exec: Callable[[], object] | None = None,
+        fs_watch: bool = True,
     ) -> None:
+        """`fs_watch`: follow the file system through the sandbox's change notifications where
+        the session can (WatchingSession: O(changes) per look); False walks every look."""
         self.inner = inner
         self.sink = sink
         self.agent_id = agent_id
@@ -181,9 +193,18 @@ class ObservedSession:
         self._files: dict[str, _FileKey] | None = None
         self._stale_fs = False
         self._fs_truncated = False  # the last snapshot hit FS_MAX_ENTRIES
+        self._watch = inner.watch if isinstance(inner, WatchingSession) else None
+        self._watching = fs_watch and self._watch is not None and bool(self.watch_roots)
+        self._generation = 0  # of the watcher's last look (0: none)
+        self._children: dict[str, set[str]] = {}  # directory -> its entries in self._files
+        self._force_full = False  # the next look walks everything (see _watch_look)
+        self._cut = False  # the watcher's last full walk was cut at FS_MAX_ENTRIES
+        self._last_rescan: str | None = None
         self._restart_observed = True
         self._usage = ResourceUse()  # summed (CPU) or maxed (memory, pids) so far
         self.overhead_s: list[float] = []  # observation cost per command (for the bench)
+        # per file-system look: "delta", "walk", or why the watcher walked everything
+        self.looks: list[str] = []
 
     @staticmethod
     def _honeytoken_paths(planted: Sequence[PlantedFile], workdir: str) -> list[tuple[str, str]]:
@@ -301,8 +322,97 @@ class ObservedSession:
 
     def _baseline(self) -> None:
         self._ticks = self._in_flight.ticks
-        self._procs, self._files, _ = self._look()
+        watched = self._watch_look() if self._watching else None
+        if watched is None:
+            self._procs, self._files, _ = self._look()
+        else:
+            self._procs = watched[0]
         self._stale_fs = False
+
+    # --- incremental looks (the executor's watcher) --------------------------------------------
+
+    def _watch_look(
+        self, *, full: bool = False
+    ) -> tuple[dict[int, ProcessRecord], list[FsChangeItem], bool, str | None] | None:
+        """Processes, the file changes since the last look, whether the snapshot is cut and
+        why the watcher walked everything; None when the session cannot watch."""
+        if self._watch is None:
+            return None
+        look = self._watch(
+            self.watch_roots,
+            max_entries=FS_MAX_ENTRIES,
+            since=self._generation if self._files is not None else 0,
+            full=full or self._force_full,
+        )
+        if look is None:
+            self._watching = False
+            return None
+        procs = {p.pid: p for p in look.processes}
+        self.looks.append("delta" if look.delta else look.rescan or "walk")
+        changes, truncated = self._apply(look)
+        self._generation = look.generation
+        # Cut, the snapshot misses what lay past the cap; once there is room again, one full
+        # walk finds out whether it still does (while it stays full, deltas are enough).
+        self._force_full = self._cut and len(self._files or ()) < FS_MAX_ENTRIES
+        return procs, changes, truncated, look.rescan
+
+    def _apply(self, look: WatchLook) -> tuple[list[FsChangeItem], bool]:
+        """Brings self._files to what the look saw; the changes (none on a first look)."""
+        if not look.delta or self._files is None:
+            files = _file_keys(look.entries)
+            truncated = look.truncated or len(files) >= FS_MAX_ENTRIES
+            self._cut = truncated
+            changes: list[FsChangeItem] = []
+            if self._files is not None:
+                complete = not truncated and len(self._files) < FS_MAX_ENTRIES
+                changes = fs_diff(self._files, files, complete=complete)
+            self._files = files
+            self._children = {}
+            for path in files:
+                self._children.setdefault(posixpath.dirname(path), set()).add(path)
+            return changes, truncated
+        files, children = self._files, self._children
+        before: dict[str, _FileKey | None] = {}
+
+        def remove(path: str) -> None:
+            stack = [path]
+            while stack:
+                p = stack.pop()
+                key = files.pop(p, None)
+                if key is not None:
+                    before.setdefault(p, key)
+                    children.get(posixpath.dirname(p), set()).discard(p)
+                stack.extend(children.pop(p, ()))
+
+        for path in (*look.listed, *look.gone):
+            remove(path)
+        truncated = self._cut or look.truncated
+        for entry in look.entries:
+            old = files.get(entry.path)
+            if old is None and entry.path not in before and len(files) >= FS_MAX_ENTRIES:
+                truncated = True  # no room: past the cap, as a walk cut there would be
+                continue
+            if old is not None and old[0] == "dir" and entry.type != "dir":
+                remove(entry.path)
+            before.setdefault(entry.path, old)
+            files[entry.path] = (entry.type, entry.size, entry.mode, entry.mtime_ns)
+            children.setdefault(posixpath.dirname(entry.path), set()).add(entry.path)
+        truncated = truncated or len(files) >= FS_MAX_ENTRIES
+        written = set(look.written)
+        items: list[FsChangeItem] = []
+        for path, old in before.items():
+            new = files.get(path)
+            if new is None:
+                if old is not None and not truncated:
+                    items.append(
+                        FsChangeItem(path=path, change="deleted", size=old[1], mode=old[2])
+                    )
+            elif old is None:
+                items.append(FsChangeItem(path=path, change="created", size=new[1], mode=new[2]))
+            elif new[0] != "dir" and (old != new or path in written):
+                items.append(FsChangeItem(path=path, change="modified", size=new[1], mode=new[2]))
+        items.sort(key=lambda i: i.path)
+        return items, truncated
 
     def _look(self) -> tuple[dict[int, ProcessRecord], dict[str, _FileKey], bool]:
         """Process table, file snapshot and whether the snapshot hit FS_MAX_ENTRIES.
@@ -328,11 +438,20 @@ class ObservedSession:
         t0 = time.perf_counter()
         others = self._in_flight.others_since(self._ticks, own=2 if when == "after" else 0)
         self._ticks = self._in_flight.ticks
-        procs_now, files_now, truncated = self._look()
+        watched = self._watch_look() if self._watching else None
+        rescan: str | None = None
+        if watched is None:
+            self.looks.append("walk")
+            procs_now, files_now, truncated = self._look()
+            before_files = self._files if self._files is not None else files_now
+            complete = not truncated and len(before_files) < FS_MAX_ENTRIES
+            changes = fs_diff(before_files, files_now, complete=complete)
+            self._files = files_now
+        else:
+            procs_now, changes, truncated, rescan = watched
         before_procs = self._procs or {}
         if others and when == "after":
             procs_now = self._defer_others(before_procs, procs_now, survivors)
-        before_files = self._files if self._files is not None else files_now
         events: list[Event] = []
         new = sorted(pid for pid in procs_now if pid not in before_procs)
         gone = [pid for pid in before_procs if pid not in procs_now]
@@ -367,25 +486,40 @@ class ObservedSession:
                     surviving=tuple(surviving),
                 )
             )
-        complete = not truncated and len(before_files) < FS_MAX_ENTRIES
-        changes = fs_diff(before_files, files_now, complete=complete)
-        for i in range(0, min(len(changes), 10 * MAX_FS_ITEMS), MAX_FS_ITEMS):
-            events.append(
-                FsChange(
-                    agent_id=self.agent_id,
-                    command_id=command_id,
-                    changes=tuple(changes[i : i + MAX_FS_ITEMS]),
-                    truncated=truncated,
-                )
+        events += self._fs_events(command_id, changes, truncated, rescan)
+        self._procs = procs_now
+        self.overhead_s.append(time.perf_counter() - t0)
+        return events
+
+    def _fs_events(
+        self,
+        command_id: str | None,
+        changes: list[FsChangeItem],
+        truncated: bool,
+        rescan: str | None,
+    ) -> list[Event]:
+        events: list[Event] = [
+            FsChange(
+                agent_id=self.agent_id,
+                command_id=command_id,
+                changes=tuple(changes[i : i + MAX_FS_ITEMS]),
+                truncated=truncated,
+                rescan=rescan if rescan in _NOTABLE_RESCANS or rescan == END_OF_TRIAL else None,
             )
+            for i in range(0, min(len(changes), 10 * MAX_FS_ITEMS), MAX_FS_ITEMS)
+        ]
         if truncated and not changes and not self._fs_truncated:
             # the snapshot just became blind past its limit: say so even with no change seen
             events.append(
                 FsChange(agent_id=self.agent_id, command_id=command_id, changes=(), truncated=True)
             )
+        elif not changes and rescan in _NOTABLE_RESCANS and rescan != self._last_rescan:
+            # the watcher lost track (or cannot watch): say so even when the walk found nothing
+            events.append(
+                FsChange(agent_id=self.agent_id, command_id=command_id, changes=(), rescan=rescan)
+            )
         self._fs_truncated = truncated
-        self._procs, self._files = procs_now, files_now
-        self.overhead_s.append(time.perf_counter() - t0)
+        self._last_rescan = rescan
         return events
 
     @staticmethod
@@ -571,6 +705,12 @@ class ObservedSession:
         if dropped:
             events.append(SyscallsDropped(agent_id=self.agent_id, dropped=dropped))
         procs = self.inner.processes()
+        if self._watching and self._files is not None:
+            # the backstop: one full walk, diffed against what the notifications said
+            watched = self._watch_look(full=True)
+            if watched is not None:
+                _, changes, truncated, _ = watched
+                events += self._fs_events(None, changes, truncated, END_OF_TRIAL)
         if procs:
             events.append(
                 ProcessSnapshot(

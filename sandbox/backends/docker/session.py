@@ -31,7 +31,7 @@ from sandbox.backends.docker.runtimes import GVISOR_FIX, GVISOR_RUNTIME
 from sandbox.errors import InfrastructureError, SandboxDied
 from sandbox.events import ProcessRecord, SyscallObserved
 from sandbox.logs import get_logger
-from sandbox.sessions.base import ExecResult, FileEntry
+from sandbox.sessions.base import ExecResult, FileEntry, WatchLook
 from sandbox.sessions.executor.client import ExecutorClient
 
 log = get_logger(__name__)
@@ -354,6 +354,15 @@ class DockerSession:
         """`processes()` and `fs_snapshot(roots)` in one round trip, plus whether the
         snapshot was cut at `max_entries` (the observer's per-command look)."""
         return self._guard("observe", lambda ex: ex.observe(list(roots), max_entries=max_entries))
+
+    def watch(
+        self, roots: Sequence[str], *, max_entries: int, since: int, full: bool = False
+    ) -> WatchLook | None:
+        """See WatchingSession.watch: the executor's watcher follows the roots with inotify."""
+        return self._guard(
+            "observe",
+            lambda ex: ex.watch(list(roots), max_entries=max_entries, since=since, full=full),
+        )
 
     def restart(self, *, login: bool = False) -> None:
         """Restart the container; the work dir survives only with `persistent_home`.

@@ -30,7 +30,13 @@ from pathlib import Path
 from sandbox.errors import ExecutorProtocolError, ExecutorUnresponsive, InfrastructureError
 from sandbox.events import ProcessRecord, ResourceUse, SyscallObserved
 from sandbox.logs import get_logger
-from sandbox.sessions.base import DEFAULT_OUTPUT_CAP, DEFAULT_TIMEOUT_S, ExecResult, FileEntry
+from sandbox.sessions.base import (
+    DEFAULT_OUTPUT_CAP,
+    DEFAULT_TIMEOUT_S,
+    ExecResult,
+    FileEntry,
+    WatchLook,
+)
 from sandbox.sessions.executor import protocol as wire
 from sandbox.sessions.executor.syscalls import decode_syscall
 
@@ -439,6 +445,63 @@ class ExecutorClient:
             raise ExecutorProtocolError("drain count disagrees with the records sent")
         # serial 0: no command of ours is running, so every record is an earlier one's
         return tuple(decode_syscall(r, serial=0) for r in records), final["D"]
+
+    def watch(
+        self, roots: Sequence[str], *, max_entries: int, since: int, full: bool = False
+    ) -> WatchLook | None:
+        """OBSERVE through the executor's watcher (its own socket, PATH.w): processes and
+        what changed under roots since generation `since`; None without a watcher."""
+        path = self.socket_path.with_name(self.socket_path.name + ".w")
+        if not path.is_socket():
+            return None
+        parts = [wire.frame(wire.OP_WATCH)]
+        parts += [wire.text_field(b"p", root, "root") for root in roots]
+        parts += [wire.int_field(b"n", max_entries), wire.int_field(b"w", since)]
+        parts += [wire.int_field(b"r", int(full)), wire.frame(wire.END)]
+        conn = _Connection(path, time.monotonic() + self._request_timeout_s, self._on_hang)
+        records: list[ProcessRecord] = []
+        entries: list[FileEntry] = []
+        lists: dict[bytes, list[str]] = {b"L": [], b"D": [], b"M": []}
+        try:
+            conn.send(b"".join(parts))
+            while True:
+                kind, payload = conn.frame(b"rgLDM")
+                if kind == b"g":
+                    entries += wire.decode_entries(payload, limit=max_entries - len(entries))
+                elif kind in lists:
+                    lists[kind] += wire.decode_paths(payload, limit=max_entries)
+                elif kind == b"r":
+                    if entries:
+                        raise ExecutorProtocolError("process record after file entries")
+                    if len(records) >= wire.MAX_PROCESSES:
+                        raise ExecutorProtocolError("too many process records")
+                    records.append(wire.decode_process(payload))
+                else:
+                    break
+        finally:
+            conn.close()
+        if kind == wire.ERROR:
+            raise InfrastructureError(f"watch failed: {wire.decode_error(payload).message}")
+        final = wire.decode_count(payload, "nfkwmr")
+        if final["n"] != len(records) or final["f"] != len(entries):
+            raise ExecutorProtocolError("watch counts disagree with the records sent")
+        if final["k"] not in (0, 1) or final["m"] not in (0, 1):
+            raise ExecutorProtocolError("watch flags must be 0 or 1")
+        if final["r"] not in wire.WATCH_REASONS or (final["m"] == 1) != (final["r"] == 0):
+            raise ExecutorProtocolError(f"unknown watch reason {final['r']}")
+        if not final["m"] and any(lists.values()):
+            raise ExecutorProtocolError("a full watch reply carries no delta lists")
+        return WatchLook(
+            processes=records,
+            entries=entries,
+            truncated=bool(final["k"]),
+            generation=final["w"],
+            delta=bool(final["m"]),
+            rescan=wire.WATCH_REASONS[final["r"]],
+            listed=lists[b"L"],
+            gone=lists[b"D"],
+            written=lists[b"M"],
+        )
 
     def fs_snapshot(self, roots: Sequence[str], *, max_entries: int = 20000) -> list[FileEntry]:
         """lstat metadata of every entry under roots (no symlink following)."""

@@ -48,6 +48,7 @@
  *   op frames (empty payload):
  *     'H' PING   'X' EXEC   'R' READ_FILE   'W' WRITE_FILE   'S' PS
  *     'F' FS_SNAPSHOT   'O' OBSERVE (PS then FS_SNAPSHOT, one reply)
+ *     'V' WATCH (OBSERVE as a delta, on the watcher's own socket PATH.w: see "WATCH")
  *   parameter frames (strings must not contain NUL, integers are decimal ASCII):
  *     'a' argv element (repeated, EXEC)      'e' NAME=VALUE env entry (repeated)
  *     'd' cwd                                'u' user (agent name/uid, root/0)
@@ -2113,20 +2114,41 @@ static int open_parent(const struct pending *e, size_t *name_at) {
     return fd;
 }
 
+/* The incremental observer (WATCH, below) hooks into the walk: every directory entered is
+ * watched before it is listed, every file with more than one link is remembered. */
+static int watch_dir(int dfd, const char *path, const struct stat *st);
+static void watch_link(const char *path, int parent_wd, const struct stat *st);
+
 /* Depth-first lstat walk with an explicit stack; never follows a symlink, neither as the
  * entry itself nor as a directory on the way to it. */
 /* The walk of FS_SNAPSHOT (and OBSERVE): sends the entries, stores how many and whether
  * the walk was cut at max entries; -1 when an error was sent or the host is gone. */
+static int fs_walk_from(int conn, struct pending *start, int nstart, long long maxn, int watch,
+                        long long *sent_out, int *truncated_out);
+
 static int fs_walk(int conn, struct request *rq, long long *sent_out, int *truncated_out) {
-    long long maxn = rq->maxn < 0 ? 20000 : rq->maxn, sent = 0;
-    int truncated = 0;
-    size_t cap = 64, top = 0;
-    struct pending *stack = malloc(cap * sizeof *stack);
-    if (!stack) { send_error(conn, ENOMEM, "out of memory"); return -1; }
+    struct pending start[MAX_ROOTS];
+    int n = 0;
     for (int i = rq->nroots - 1; i >= 0; i--) {
         char *s = strdup(rq->roots[i]);
-        if (s && top < cap) stack[top++] = (struct pending){s, 0, 0, 1};
+        if (s) start[n++] = (struct pending){s, 0, 0, 1};
     }
+    return fs_walk_from(conn, start, n, rq->maxn < 0 ? 20000 : rq->maxn, 0, sent_out, truncated_out);
+}
+
+/* `start` is pushed as given (last popped first); with `watch`, directories are watched. */
+static int fs_walk_from(int conn, struct pending *start, int nstart, long long maxn, int watch,
+                        long long *sent_out, int *truncated_out) {
+    long long sent = 0;
+    int truncated = 0;
+    size_t cap = 64 + (size_t)nstart, top = 0;
+    struct pending *stack = malloc(cap * sizeof *stack);
+    if (!stack) {
+        for (int i = 0; i < nstart; i++) free(start[i].path);
+        send_error(conn, ENOMEM, "out of memory");
+        return -1;
+    }
+    for (int i = 0; i < nstart; i++) stack[top++] = start[i];
     while (top > 0) {
         struct pending e = stack[--top];
         char *path = e.path;
@@ -2141,11 +2163,14 @@ static int fs_walk(int conn, struct request *rq, long long *sent_out, int *trunc
             if (pfd >= 0) close(pfd);
         }
         if (!ok) { free(path); continue; }
-        if (sent >= maxn) { truncated = 1; free(path); break; }
-        int rc = send_entry(conn, path, &st);
+        /* Past max entries a watching walk goes on, sending nothing: every directory is
+         * watched, so what lies past the cap is followed too (and hard links made there). */
+        if (sent >= maxn) { truncated = 1; if (!watch) { free(path); break; } }
+        int quiet = conn < 0 || sent >= maxn;
+        int rc = quiet ? 0 : send_entry(conn, path, &st);
         if (rc < 0) { free(path); break; }
         if (rc > 0) { free(path); continue; }
-        sent++;
+        if (!quiet) sent++;
         if (!S_ISDIR(st.st_mode)) { free(path); continue; }
         int dfd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         struct stat dst;
@@ -2154,6 +2179,7 @@ static int fs_walk(int conn, struct request *rq, long long *sent_out, int *trunc
             free(path);
             continue; /* unreadable or swapped for something else: not entered */
         }
+        int wd = watch ? watch_dir(dfd, path, &dst) : -1; /* before listing: nothing slips by */
         DIR *d = fdopendir(dfd);
         if (!d) { close(dfd); free(path); continue; }
         struct dirent *de;
@@ -2171,7 +2197,9 @@ static int fs_walk(int conn, struct request *rq, long long *sent_out, int *trunc
             struct stat cst;
             if (fstatat(dfd, de->d_name, &cst, AT_SYMLINK_NOFOLLOW) < 0) continue;
             if (!S_ISDIR(cst.st_mode)) {
-                if (sent >= maxn) { truncated = 1; break; }
+                if (sent >= maxn) { truncated = 1; if (!watch) break; }
+                if (watch && cst.st_nlink > 1) watch_link(cpath, wd, &cst);
+                if (conn < 0 || sent >= maxn) continue; /* watched, not sent */
                 int crc = send_entry(conn, cpath, &cst);
                 if (crc < 0) { broken = 1; break; }
                 if (crc == 0) sent++;
@@ -2179,7 +2207,7 @@ static int fs_walk(int conn, struct request *rq, long long *sent_out, int *trunc
             }
             /* Every pending directory yields at least one entry: never hold more than
              * we may still report (bounds memory for huge directories). */
-            if (sent + (long long)top >= maxn) { truncated = 1; break; }
+            if (!watch && sent + (long long)top >= maxn) { truncated = 1; break; }
             if (top == cap) {
                 struct pending *ns = realloc(stack, 2 * cap * sizeof *stack);
                 if (!ns) break;
@@ -2196,7 +2224,7 @@ static int fs_walk(int conn, struct request *rq, long long *sent_out, int *trunc
     }
     while (top > 0) free(stack[--top].path);
     free(stack);
-    if (flush_entries(conn) < 0) return -1;
+    if (conn >= 0 && flush_entries(conn) < 0) return -1;
     *sent_out = sent;
     *truncated_out = truncated;
     return 0;
@@ -2226,6 +2254,478 @@ static void op_observe(int conn, struct request *rq) {
     rec_int(&r, 'f', files);
     rec_int(&r, 'k', truncated);
     send_frame(conn, 'Z', r.buf, r.len);
+}
+
+/* ------------------------------------------------------------------ WATCH */
+/* WATCH ('V'): OBSERVE at the cost of what changed, not of what is there. It is served on
+ * its own socket (the main socket's path + ".w") by the watcher, one long-lived process
+ * forked at start (hidden from PS like a handler), which keeps an inotify watch on every
+ * directory under the roots and, between requests, drains the kernel's queue into a set
+ * of dirty names. A look re-stats only those names and the files that have more than one
+ * link, and sends what it found; the host keeps the snapshot and applies it.
+ *
+ *   request:  'V' | 'p' root (repeated) | 'n' max entries | 'w' the generation the host's
+ *             snapshot is at (0: none) | 'r' 1 to walk everything (the end-of-trial
+ *             backstop) | '.'
+ *   reply:    'r' process records; then, as in OBSERVE, 'g' entry batches; in a delta
+ *             also 'L' (directories listed in full: their whole subtree is in this reply),
+ *             'D' (names that are gone) and 'M' (names written to: reported modified even
+ *             when size, mode and mtime say otherwise -- `touch -d` cannot hide a write);
+ *             each a list of NUL-separated paths. Final 'Z': n process records, f entries,
+ *             k truncated, w generation of this reply, m 1 delta / 0 full walk, r why a
+ *             full walk (see the W_ codes).
+ * A full walk (the host then diffs) whenever a delta could be wrong: a first look or other
+ * roots, a host at another generation (a lost reply, another observer), the queue
+ * overflowed, a root was replaced, the walk was cut at max entries, a directory could not
+ * be watched (the watch limit; no DAC_READ_SEARCH), or the host asked.
+ * Hard links: a write through another name only notifies that name's directory, so every
+ * file with nlink > 1 is re-stat'ed on every look; a name with nlink > 1 whose inode we did
+ * not know makes one walk (nothing sent) that finds its other names. A link made from a
+ * directory we do not watch cannot be seen (the kernel tells only the inode): every
+ * directory under the roots is watched, or else every look is a full walk (blind). */
+#include <sys/inotify.h>
+
+#define W_MASK (IN_CREATE | IN_DELETE | IN_MODIFY | IN_ATTRIB | IN_MOVED_FROM | IN_MOVED_TO | \
+                IN_CLOSE_WRITE | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR | IN_EXCL_UNLINK)
+#define W_MAX_DIRTY (1 << 18)
+#define W_MAX_LINKS 4096
+#define W_MAX_WD (1 << 20) /* descriptors only grow: past this, a new instance starts over */
+enum { W_DELTA, W_NEW, W_STALE, W_OVERFLOW, W_BLIND, W_CUT, W_ASKED, W_ROOT };
+
+struct wdir { char *path; dev_t dev; ino_t ino; };
+struct wname { char *path; int wd; int written; };
+
+static struct {
+    int ifd;
+    char *roots[MAX_ROOTS];
+    int nroots;
+    long long maxn, gen;          /* gen 0: no state yet */
+    int reason;                   /* why the next look must walk everything (W_DELTA: no need) */
+    int blind;                    /* a directory could not be watched: always walk */
+    struct wdir *dirs;            /* indexed by watch descriptor */
+    size_t ndirs;
+    struct wname *dirty;          /* open addressing by path, cleared after each look */
+    size_t dirty_cap, ndirty;
+    struct wname links[W_MAX_LINKS];
+    size_t nlinks;
+    struct { dev_t dev; ino_t ino; } inodes[W_MAX_LINKS], known[W_MAX_LINKS];
+    size_t ninodes, nknown;
+    int relink;                   /* a new linked inode: find its other names */
+} g_w = {.ifd = -1};
+
+static int watch_is_root(const char *path) {
+    for (int i = 0; i < g_w.nroots; i++)
+        if (!strcmp(g_w.roots[i], path)) return 1;
+    return 0;
+}
+
+static int wdir_set(int wd, const char *path, const struct stat *st) {
+    if (wd < 0 || wd >= W_MAX_WD) return -1;
+    if ((size_t)wd >= g_w.ndirs) {
+        size_t n = g_w.ndirs ? g_w.ndirs : 256;
+        while (n <= (size_t)wd) n *= 2;
+        struct wdir *nd = realloc(g_w.dirs, n * sizeof *nd);
+        if (!nd) return -1;
+        memset(nd + g_w.ndirs, 0, (n - g_w.ndirs) * sizeof *nd);
+        g_w.dirs = nd;
+        g_w.ndirs = n;
+    }
+    struct wdir *d = &g_w.dirs[wd];
+    if (!d->path || strcmp(d->path, path)) {
+        char *p = strdup(path);
+        if (!p) return -1;
+        free(d->path);
+        d->path = p;
+    }
+    d->dev = st->st_dev;
+    d->ino = st->st_ino;
+    return 0;
+}
+
+static struct wdir *wdir_get(int wd) {
+    return wd >= 0 && (size_t)wd < g_w.ndirs && g_w.dirs[wd].path ? &g_w.dirs[wd] : NULL;
+}
+
+/* Watches the open directory dfd (through /proc/self/fd: exactly the inode we opened,
+ * whatever its path has become); its watch descriptor, or -1 (then we are blind). */
+static int watch_dir(int dfd, const char *path, const struct stat *st) {
+    if (g_w.ifd < 0 || g_w.blind) return -1;
+    char proc[64];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", dfd);
+    int wd = inotify_add_watch(g_w.ifd, proc, W_MASK);
+    if (wd >= W_MAX_WD) { /* directories made and removed by the million: start over */
+        inotify_rm_watch(g_w.ifd, wd);
+        if (!g_w.reason) g_w.reason = W_OVERFLOW;
+        return -1;
+    }
+    if (wd < 0 || wdir_set(wd, path, st) < 0) {
+        logmsg("watch %s: %s; every look walks everything from now on", path, strerror(errno));
+        g_w.blind = 1;
+        return -1;
+    }
+    return wd;
+}
+
+static int inode_in(const void *set, size_t n, const struct stat *st) {
+    const struct { dev_t dev; ino_t ino; } *v = set;
+    for (size_t i = 0; i < n; i++)
+        if (v[i].dev == st->st_dev && v[i].ino == st->st_ino) return 1;
+    return 0;
+}
+
+/* Remembers a file with several names (re-stat'ed on every look). */
+static void watch_link(const char *path, int parent_wd, const struct stat *st) {
+    for (size_t i = 0; i < g_w.nlinks; i++)
+        if (!strcmp(g_w.links[i].path, path)) return;
+    char *p = g_w.nlinks < W_MAX_LINKS ? strdup(path) : NULL;
+    if (!p || parent_wd < 0) { free(p); g_w.blind = 1; return; }
+    g_w.links[g_w.nlinks++] = (struct wname){p, parent_wd, 0};
+    if (!inode_in(g_w.inodes, g_w.ninodes, st)) {
+        g_w.inodes[g_w.ninodes].dev = st->st_dev;
+        g_w.inodes[g_w.ninodes++].ino = st->st_ino;
+    }
+}
+
+static unsigned long long hash_path(const char *s) {
+    unsigned long long h = 1469598103934665603ULL;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+static void dirty_add(const char *path, int wd, int written) {
+    if (g_w.ndirty >= W_MAX_DIRTY) { if (!g_w.reason) g_w.reason = W_OVERFLOW; return; }
+    if (2 * (g_w.ndirty + 1) > g_w.dirty_cap) {
+        size_t n = g_w.dirty_cap ? 2 * g_w.dirty_cap : 1024;
+        struct wname *nt = calloc(n, sizeof *nt);
+        if (!nt) { if (!g_w.reason) g_w.reason = W_OVERFLOW; return; }
+        for (size_t i = 0; i < g_w.dirty_cap; i++) {
+            if (!g_w.dirty[i].path) continue;
+            size_t j = hash_path(g_w.dirty[i].path) & (n - 1);
+            while (nt[j].path) j = (j + 1) & (n - 1);
+            nt[j] = g_w.dirty[i];
+        }
+        free(g_w.dirty);
+        g_w.dirty = nt;
+        g_w.dirty_cap = n;
+    }
+    size_t j = hash_path(path) & (g_w.dirty_cap - 1);
+    while (g_w.dirty[j].path) {
+        if (!strcmp(g_w.dirty[j].path, path)) {
+            g_w.dirty[j].written |= written;
+            g_w.dirty[j].wd = wd;
+            return;
+        }
+        j = (j + 1) & (g_w.dirty_cap - 1);
+    }
+    char *p = strdup(path);
+    if (!p) { if (!g_w.reason) g_w.reason = W_OVERFLOW; return; }
+    g_w.dirty[j] = (struct wname){p, wd, written};
+    g_w.ndirty++;
+}
+
+static void dirty_clear(void) {
+    for (size_t i = 0; i < g_w.dirty_cap; i++) free(g_w.dirty[i].path);
+    if (g_w.dirty) memset(g_w.dirty, 0, g_w.dirty_cap * sizeof *g_w.dirty);
+    g_w.ndirty = 0;
+}
+
+static void watch_event(const struct inotify_event *ev) {
+    if (ev->mask & IN_Q_OVERFLOW) { if (!g_w.reason) g_w.reason = W_OVERFLOW; return; }
+    struct wdir *d = wdir_get(ev->wd);
+    if (!d) return;
+    if (ev->mask & (IN_IGNORED | IN_UNMOUNT | IN_DELETE_SELF | IN_MOVE_SELF)) {
+        /* the directory's own name is its parent's event; a root has none */
+        if (watch_is_root(d->path) && !g_w.reason) g_w.reason = W_ROOT;
+        if (ev->mask & IN_IGNORED) { free(d->path); d->path = NULL; }
+        return;
+    }
+    if (ev->len == 0 || !ev->name[0]) return;
+    char path[PATH_MAX + 1];
+    size_t plen = strlen(d->path), nl = strlen(ev->name);
+    if (plen + nl + 2 > PATH_MAX) return; /* the walk does not list such names either */
+    snprintf(path, sizeof path, plen && d->path[plen - 1] == '/' ? "%s%s" : "%s/%s", d->path, ev->name);
+    dirty_add(path, ev->wd, (ev->mask & IN_MODIFY) != 0);
+}
+
+static void watch_drain(void) {
+    static char buf[64 * 1024] __attribute__((aligned(__alignof__(struct inotify_event))));
+    while (g_w.ifd >= 0) {
+        ssize_t n = read(g_w.ifd, buf, sizeof buf);
+        if (n <= 0) break;
+        for (char *p = buf; p + sizeof(struct inotify_event) <= buf + n;) {
+            struct inotify_event *ev = (struct inotify_event *)p;
+            watch_event(ev);
+            p += sizeof *ev + ev->len;
+        }
+    }
+}
+
+/* Paths of one kind ('L', 'D', 'M') in frames of NUL-separated names. */
+static struct plist { char type; size_t len; unsigned char buf[FS_BATCH]; } g_pl[3] = {{.type = 'L'}, {.type = 'D'}, {.type = 'M'}};
+
+static int plist_flush(int conn, struct plist *l) {
+    if (l->len == 0) return 0;
+    int rc = send_frame(conn, l->type, l->buf, l->len - 1); /* without the last separator */
+    l->len = 0;
+    return rc;
+}
+
+static int plist_add(int conn, struct plist *l, const char *path) {
+    size_t n = strlen(path) + 1;
+    if (n > FS_BATCH) return 0;
+    if (l->len + n > FS_BATCH && plist_flush(conn, l) < 0) return -1;
+    memcpy(l->buf + l->len, path, n);
+    l->len += n;
+    return 0;
+}
+
+/* One dirty name: its entry (a new or moved directory with its whole subtree, watched), or
+ * that it is gone. 0, or -1 when the host is gone. */
+static int watch_visit(int conn, const struct wname *n, long long maxn, long long *sent, int *cut) {
+    struct wdir *d = wdir_get(n->wd);
+    if (!d) return 0; /* its directory is gone: the directory's own name says so */
+    size_t dl = strlen(d->path), off = dl && d->path[dl - 1] == '/' ? dl : dl + 1;
+    if (strncmp(n->path, d->path, dl) || (off > dl && n->path[dl] != '/') || !n->path[off])
+        return 0; /* its directory moved since: listed whole at its new name */
+    const char *name = n->path + off;
+    int pfd = open(d->path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    struct stat pst, st;
+    if (pfd < 0 || fstat(pfd, &pst) < 0 || pst.st_dev != d->dev || pst.st_ino != d->ino) {
+        if (pfd >= 0) close(pfd);
+        return 0; /* not the directory we watch: its own name (its parent's event) says so */
+    }
+    if (fstatat(pfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+        close(pfd);
+        return plist_add(conn, &g_pl[1], n->path);
+    }
+    if (*sent >= maxn) { close(pfd); *cut = 1; return 0; }
+    if (S_ISDIR(st.st_mode)) {
+        int dfd = openat(pfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC), known = 0;
+        struct stat dst;
+        if (dfd >= 0 && fstat(dfd, &dst) == 0 && dst.st_ino == st.st_ino && dst.st_dev == st.st_dev) {
+            char proc[64];
+            snprintf(proc, sizeof proc, "/proc/self/fd/%d", dfd);
+            int wd = inotify_add_watch(g_w.ifd, proc, W_MASK); /* the same wd if watched */
+            struct wdir *w = wdir_get(wd);
+            known = w && !strcmp(w->path, n->path) && w->ino == st.st_ino && w->dev == st.st_dev;
+        }
+        if (dfd >= 0) close(dfd);
+        close(pfd);
+        if (known) {
+            if (send_entry(conn, n->path, &st) < 0) return -1;
+            (*sent)++;
+            return 0;
+        }
+        /* new here (created, moved in, replaced): watched, then listed whole */
+        struct pending start = {strdup(n->path), d->dev, d->ino, 0};
+        if (!start.path) { g_w.blind = 1; return 0; }
+        long long k = 0;
+        int kcut = 0;
+        if (fs_walk_from(conn, &start, 1, maxn - *sent, 1, &k, &kcut) < 0) return -1;
+        *sent += k;
+        if (kcut) *cut = 1;
+        return plist_add(conn, &g_pl[0], n->path);
+    }
+    close(pfd);
+    if (send_entry(conn, n->path, &st) < 0) return -1;
+    (*sent)++;
+    if (n->written && plist_add(conn, &g_pl[2], n->path) < 0) return -1;
+    if (st.st_nlink > 1) {
+        if (!inode_in(g_w.known, g_w.nknown, &st)) g_w.relink = 1;
+        watch_link(n->path, n->wd, &st);
+    }
+    return 0;
+}
+
+static void watch_reset(void) {
+    if (g_w.ifd >= 0) close(g_w.ifd);
+    g_w.ifd = -1;
+    for (size_t i = 0; i < g_w.ndirs; i++) free(g_w.dirs[i].path);
+    free(g_w.dirs);
+    g_w.dirs = NULL;
+    g_w.ndirs = 0;
+    dirty_clear();
+    for (size_t i = 0; i < g_w.nlinks; i++) free(g_w.links[i].path);
+    g_w.nlinks = g_w.ninodes = 0;
+    g_w.relink = 0;
+}
+
+static int watch_roots(struct pending *start) {
+    int n = 0;
+    for (int i = g_w.nroots - 1; i >= 0; i--) {
+        char *s = strdup(g_w.roots[i]);
+        if (s) start[n++] = (struct pending){s, 0, 0, 1};
+    }
+    return n;
+}
+
+/* The full walk of a look: every entry sent, every directory watched anew. */
+static int watch_full(int conn, long long *sent, int *cut) {
+    watch_reset();
+    if (!g_w.blind) {
+        g_w.ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+        if (g_w.ifd < 0) {
+            logmsg("inotify: %s; every look walks everything", strerror(errno));
+            g_w.blind = 1;
+        }
+    }
+    struct pending start[MAX_ROOTS];
+    int n = watch_roots(start);
+    if (fs_walk_from(conn, start, n, g_w.maxn, !g_w.blind, sent, cut) < 0) return -1;
+    g_w.reason = g_w.blind ? W_BLIND : W_DELTA; /* cut or not: what is past the cap is watched */
+    if (g_w.blind) watch_reset();
+    memcpy(g_w.known, g_w.inodes, g_w.ninodes * sizeof g_w.inodes[0]);
+    g_w.nknown = g_w.ninodes;
+    return 0;
+}
+
+/* The delta of a look: the dirty names and every file with several names. */
+static int watch_delta(int conn, long long *sent, int *cut) {
+    watch_drain();
+    for (size_t i = 0; i < g_w.nlinks; i++) {
+        dirty_add(g_w.links[i].path, g_w.links[i].wd, 0);
+        free(g_w.links[i].path);
+    }
+    g_w.nlinks = g_w.ninodes = 0;
+    g_w.relink = 0;
+    for (size_t i = 0; i < g_w.dirty_cap; i++) {
+        if (g_w.dirty[i].path && watch_visit(conn, &g_w.dirty[i], g_w.maxn, sent, cut) < 0) return -1;
+    }
+    dirty_clear();
+    if (g_w.relink) {
+        /* a name with a new linked inode: find every name of every linked inode */
+        struct pending start[MAX_ROOTS];
+        int n = watch_roots(start);
+        long long k = 0;
+        int kcut = 0;
+        for (size_t i = 0; i < g_w.nlinks; i++) free(g_w.links[i].path);
+        g_w.nlinks = g_w.ninodes = 0;
+        fs_walk_from(-1, start, n, g_w.maxn, 1, &k, &kcut);
+        memcpy(g_w.known, g_w.inodes, g_w.ninodes * sizeof g_w.inodes[0]);
+        g_w.nknown = g_w.ninodes;
+        for (size_t i = 0; i < g_w.nlinks; i++) dirty_add(g_w.links[i].path, g_w.links[i].wd, 0);
+        for (size_t i = 0; i < g_w.dirty_cap; i++) {
+            if (g_w.dirty[i].path && watch_visit(conn, &g_w.dirty[i], g_w.maxn, sent, cut) < 0) return -1;
+        }
+        dirty_clear();
+    }
+    memcpy(g_w.known, g_w.inodes, g_w.ninodes * sizeof g_w.inodes[0]);
+    g_w.nknown = g_w.ninodes;
+    if (*cut && !g_w.reason) g_w.reason = W_CUT;
+    if (g_w.blind && !g_w.reason) g_w.reason = W_BLIND;
+    for (int i = 0; i < 3; i++)
+        if (plist_flush(conn, &g_pl[i]) < 0) return -1;
+    return flush_entries(conn);
+}
+
+/* Reads a WATCH request: roots, max entries, the host's generation, a forced walk. */
+static int watch_read(int conn, long long *maxn, long long *since, long long *force) {
+    static char *roots[MAX_ROOTS];
+    int nroots = 0, first = 1, bad = 0;
+    *maxn = 20000;
+    *since = 0;
+    *force = 0;
+    g_in.pos = g_in.len = 0;
+    for (;;) {
+        unsigned char hdr[5];
+        if (read_full(conn, hdr, 5, REQUEST_IDLE_MS) < 0) return -1;
+        uint32_t len = ((uint32_t)hdr[1] << 24) | ((uint32_t)hdr[2] << 16) | ((uint32_t)hdr[3] << 8) | hdr[4];
+        if (len > PATH_MAX) { send_error(conn, EPROTO, "field too long"); return -1; }
+        char *p = malloc(len + 1);
+        if (!p || read_full(conn, p, len, REQUEST_IDLE_MS) < 0) { free(p); return -1; }
+        p[len] = 0;
+        char type = (char)hdr[0];
+        if (first) { bad = type != 'V' || len; first = 0; free(p); }
+        else if (type == '.') { free(p); break; }
+        else if (memchr(p, 0, len)) { bad = 1; free(p); }
+        else if (type == 'p' && nroots < MAX_ROOTS && len) roots[nroots++] = p;
+        else {
+            long long v = 0;
+            bad = parse_ll(p, &v);
+            if (type == 'n') *maxn = v;
+            else if (type == 'w') *since = v;
+            else if (type == 'r' && v <= 1) *force = v;
+            else bad = 1;
+            free(p);
+        }
+        if (bad) {
+            for (int i = 0; i < nroots; i++) free(roots[i]);
+            send_error(conn, EPROTO, "bad watch request");
+            return -1;
+        }
+    }
+    int same = g_w.gen && nroots == g_w.nroots && *maxn == g_w.maxn;
+    for (int i = 0; same && i < nroots; i++) same = !strcmp(roots[i], g_w.roots[i]);
+    if (same) {
+        for (int i = 0; i < nroots; i++) free(roots[i]);
+        return 1;
+    }
+    for (int i = 0; i < g_w.nroots; i++) free(g_w.roots[i]);
+    memcpy(g_w.roots, roots, (size_t)nroots * sizeof *roots);
+    g_w.nroots = nroots;
+    g_w.maxn = *maxn;
+    return 0;
+}
+
+static void watch_request(int conn) {
+    long long maxn, since, force, sent = 0;
+    int same = watch_read(conn, &maxn, &since, &force), cut = 0;
+    if (same < 0) return;
+    int procs = ps_records(conn);
+    if (procs < 0) return;
+    watch_drain();
+    int reason = !same || !since ? W_NEW : since != g_w.gen ? W_STALE : g_w.reason ? g_w.reason
+               : force ? W_ASKED : W_DELTA;
+    int rc = reason == W_DELTA ? watch_delta(conn, &sent, &cut) : watch_full(conn, &sent, &cut);
+    if (rc < 0) { g_w.gen = 0; return; } /* the host is gone: the next look walks */
+    g_w.gen = reason == W_DELTA ? g_w.gen + 1 : now_ns();
+    static struct rec r;
+    r.len = 0;
+    rec_int(&r, 'n', procs);
+    rec_int(&r, 'f', sent);
+    rec_int(&r, 'k', cut);
+    rec_int(&r, 'w', g_w.gen);
+    rec_int(&r, 'm', reason == W_DELTA);
+    rec_int(&r, 'r', reason);
+    send_frame(conn, 'Z', r.buf, r.len);
+}
+
+/* The watcher's loop: drains the queue as it fills (fewer overflows), serves looks. */
+static void watch_serve(int lfd) {
+    for (;;) {
+        struct pollfd p[2] = {{lfd, POLLIN, 0}, {g_w.ifd, POLLIN, 0}};
+        if (poll(p, g_w.ifd >= 0 ? 2 : 1, -1) < 0 && errno != EINTR) _exit(1);
+        if (g_w.ifd >= 0 && (p[1].revents & POLLIN)) watch_drain();
+        if (!(p[0].revents & POLLIN)) continue;
+        int conn = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (conn < 0) continue;
+        struct timeval tv = {SEND_TIMEOUT_S, 0};
+        setsockopt(conn, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        watch_request(conn);
+        close(conn);
+    }
+}
+
+static int listen_socket(const char *path);
+
+/* Binds PATH.w and forks the watcher; without it the host falls back to OBSERVE. */
+static void start_watcher(const char *sock) {
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof path, "%s.w", sock) >= (int)sizeof path) return;
+    int lfd = listen_socket(path);
+    if (lfd < 0) return;
+    pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+        if (getppid() != g_main_pid) _exit(0);
+        if (g_obs_chan[0] >= 0) close(g_obs_chan[0]);
+        if (g_obs_chan[1] >= 0) close(g_obs_chan[1]);
+        watch_serve(lfd);
+        _exit(0);
+    }
+    close(lfd);
+    if (pid > 0) handler_slot(0, pid); /* hidden from PS, by pid */
+    else logmsg("cannot fork the watcher: %s", strerror(errno));
 }
 
 /* DRAIN: the syscall records left in the ring (made by processes an earlier command left
@@ -2418,6 +2918,7 @@ int main(int argc, char **argv) {
     int sfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     int lfd = listen_socket(sock);
     if (lfd < 0 || sfd < 0) return 1;
+    start_watcher(sock);
     logmsg("serving on %s (agent %u:%u%s%s)", sock, (unsigned)g_agent_uid, (unsigned)g_agent_gid,
            g_strict ? ", strict" : "", g_allow_root ? ", root allowed" : "");
     static struct pollfd p[3 + MAX_TREES];

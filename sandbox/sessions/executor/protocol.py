@@ -42,6 +42,7 @@ HEADER = struct.Struct(">cI")
 OP_PING, OP_EXEC, OP_READ, OP_WRITE, OP_PS, OP_FS = b"H", b"X", b"R", b"W", b"S", b"F"
 OP_OBSERVE = b"O"  # PS then FS_SNAPSHOT in one reply
 OP_DRAIN = b"Y"  # the syscall records still in the ring (background processes)
+OP_WATCH = b"V"  # OBSERVE at the cost of what changed (the watcher's socket, PATH.w)
 END = b"."
 FINAL, ERROR = b"Z", b"!"
 
@@ -349,6 +350,29 @@ def decode_entries(batch: bytes, *, limit: int) -> list[FileEntry]:
         raise ExecutorProtocolError(f"invalid file entry: {exc}") from exc
 
 
+# Why a WATCH reply is a full walk rather than a delta (the executor's W_ codes).
+WATCH_REASONS: dict[int, str | None] = {
+    0: None,
+    1: "first look",
+    2: "the executor's state is not the host's",
+    3: "the change queue overflowed",
+    4: "a directory could not be watched",
+    5: "the tree reached the entry limit",
+    6: "asked",
+    7: "a watched root was replaced",
+}
+
+
+def decode_paths(payload: bytes, *, limit: int) -> list[str]:
+    """The NUL-separated paths of an 'L' / 'D' / 'M' frame of a WATCH reply."""
+    raw = payload.split(b"\0")
+    if len(raw) > limit:
+        raise ExecutorProtocolError("more paths than max_entries in a watch reply")
+    if any(not p or len(p) > _MAX_PATH or p[:1] != b"/" for p in raw):
+        raise ExecutorProtocolError("bad path in a watch reply")
+    return [p.decode("utf-8", "backslashreplace") for p in raw]
+
+
 def decode_count(payload: bytes, keys: str) -> dict[str, int]:
     """A small all-integer final record (READ/WRITE/PS/FS); every key must be present."""
     fields = parse_record(payload, frozenset(keys))
@@ -374,6 +398,7 @@ __all__ = [
     "decode_error",
     "decode_exec_result",
     "decode_info",
+    "decode_paths",
     "decode_process",
     "frame",
 ]
