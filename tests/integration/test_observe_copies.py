@@ -32,6 +32,16 @@ def _flagged(snaps: list[ProcessSnapshot]) -> set[str]:
     return out
 
 
+def _parent_and_copy(
+    make_session: Callable[..., Any],
+) -> tuple[ObservedSession, ObservedSession, ListSink]:
+    """Two agents observing one sandbox into one log, as a trial's parent and its copy."""
+    inner = make_session()
+    sink = ListSink()
+    parent = ObservedSession(inner, sink, agent_id="main")
+    return parent, ObservedSession(inner, sink, agent_id="main.1"), sink
+
+
 def _in_background(fn: Callable[[], object]) -> threading.Thread:
     thread = threading.Thread(target=fn)
     thread.start()
@@ -41,10 +51,7 @@ def _in_background(fn: Callable[[], object]) -> threading.Thread:
 def test_a_copys_running_command_is_not_a_survivor_of_the_parents(
     make_session: Callable[..., Any],
 ) -> None:
-    inner = make_session()
-    sink = ListSink()
-    parent = ObservedSession(inner, sink, agent_id="main")
-    copy = ObservedSession(inner, sink, agent_id="main.1")
+    parent, copy, sink = _parent_and_copy(make_session)
     work = "for i in $(seq 25); do sleep 0.1; done; echo slow done"
     long_one = _in_background(lambda: copy.exec(["bash", "-c", work], timeout=20))
     time.sleep(0.3)
@@ -60,10 +67,7 @@ def test_a_copys_running_command_is_not_a_survivor_of_the_parents(
 def test_own_survivors_are_still_reported_while_a_copy_runs(
     make_session: Callable[..., Any],
 ) -> None:
-    inner = make_session()
-    sink = ListSink()
-    parent = ObservedSession(inner, sink, agent_id="main")
-    copy = ObservedSession(inner, sink, agent_id="main.1")
+    parent, copy, sink = _parent_and_copy(make_session)
     long_one = _in_background(lambda: copy.exec(["sleep", "3"], timeout=20))
     time.sleep(0.3)
     parent.exec(["bash", "-c", "setsid sleep 311 >/dev/null 2>&1 & sleep 0.3"], timeout=20)
@@ -76,10 +80,7 @@ def test_own_survivors_are_still_reported_while_a_copy_runs(
 def test_what_an_earlier_survivor_starts_meanwhile_is_reported_once_nothing_else_runs(
     make_session: Callable[..., Any],
 ) -> None:
-    inner = make_session()
-    sink = ListSink()
-    parent = ObservedSession(inner, sink, agent_id="main")
-    copy = ObservedSession(inner, sink, agent_id="main.1")
+    parent, copy, sink = _parent_and_copy(make_session)
     # a survivor that starts new work a second later
     parent.exec(
         ["bash", "-c", "nohup bash -c 'sleep 1; setsid sleep 322' >/dev/null 2>&1 &"], timeout=20

@@ -155,6 +155,32 @@ def _connect(path: Path, timeout: float) -> socket.socket:
     return sock
 
 
+def _read_look(
+    conn: _Connection,
+    records: list[ProcessRecord],
+    entries: list[FileEntry],
+    lists: dict[bytes, list[str]],
+    max_entries: int,
+) -> tuple[bytes, bytes]:
+    """The frames of an OBSERVE or WATCH reply: process records, then file entries (and,
+    for WATCH, path lists by frame type into `lists`); returns the final frame."""
+    allowed = b"rg" + b"".join(lists)
+    while True:
+        kind, payload = conn.frame(allowed)
+        if kind == b"g":
+            entries += wire.decode_entries(payload, limit=max_entries - len(entries))
+        elif kind in lists:
+            lists[kind] += wire.decode_paths(payload, limit=max_entries)
+        elif kind == b"r":
+            if entries:
+                raise ExecutorProtocolError("process record after file entries")
+            if len(records) >= wire.MAX_PROCESSES:
+                raise ExecutorProtocolError("too many process records")
+            records.append(wire.decode_process(payload))
+        else:
+            return kind, payload
+
+
 def _process_limit_result(err: wire.WireError, cap: int) -> ExecResult:
     """EAGAIN on EXEC means one thing: the agent's processes filled the sandbox's process
     table, the executor killed them to free it, and this command did not run. That is the
@@ -401,18 +427,7 @@ class ExecutorClient:
         entries: list[FileEntry] = []
         try:
             conn.send(b"".join(parts))
-            while True:
-                kind, payload = conn.frame(b"rg")
-                if kind == b"g":
-                    entries += wire.decode_entries(payload, limit=max_entries - len(entries))
-                elif kind == b"r":
-                    if entries:
-                        raise ExecutorProtocolError("process record after file entries")
-                    if len(records) >= wire.MAX_PROCESSES:
-                        raise ExecutorProtocolError("too many process records")
-                    records.append(wire.decode_process(payload))
-                else:
-                    break
+            kind, payload = _read_look(conn, records, entries, {}, max_entries)
         finally:
             conn.close()
         if kind == wire.ERROR:
@@ -464,20 +479,7 @@ class ExecutorClient:
         lists: dict[bytes, list[str]] = {b"L": [], b"D": [], b"M": []}
         try:
             conn.send(b"".join(parts))
-            while True:
-                kind, payload = conn.frame(b"rgLDM")
-                if kind == b"g":
-                    entries += wire.decode_entries(payload, limit=max_entries - len(entries))
-                elif kind in lists:
-                    lists[kind] += wire.decode_paths(payload, limit=max_entries)
-                elif kind == b"r":
-                    if entries:
-                        raise ExecutorProtocolError("process record after file entries")
-                    if len(records) >= wire.MAX_PROCESSES:
-                        raise ExecutorProtocolError("too many process records")
-                    records.append(wire.decode_process(payload))
-                else:
-                    break
+            kind, payload = _read_look(conn, records, entries, lists, max_entries)
         finally:
             conn.close()
         if kind == wire.ERROR:
