@@ -12,6 +12,7 @@ trial's socket directories. Never anything label-wide.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 DONE = b"done\n"
 
@@ -35,14 +36,39 @@ def _ours(labels: dict[str, str] | None, run_id: str, trial_id: str) -> bool:
 
 
 def _created(value: object) -> float:
-    """Docker's creation time (unix seconds for containers, RFC 3339 for networks)."""
+    """Docker's creation time: unix seconds (container lists, whole seconds) or RFC 3339
+    with its fraction (inspect, networks)."""
     if isinstance(value, int | float):
         return float(value)
+    text = str(value)
     try:
-        stamp = datetime.strptime(str(value)[:19], "%Y-%m-%dT%H:%M:%S")
+        stamp = datetime.strptime(text[:19], "%Y-%m-%dT%H:%M:%S")
     except ValueError:
         return 0.0
-    return stamp.replace(tzinfo=UTC).timestamp()
+    fraction = 0.0
+    if text[19:20] == ".":
+        digits = re.match(r"[0-9]+", text[20:])
+        if digits:
+            fraction = float("0." + digits.group())
+    return stamp.replace(tzinfo=UTC).timestamp() + fraction
+
+
+def _created_after(client: Any, item: dict[str, Any], before: float) -> bool:
+    """Whether a listed container was created after `before`. The list gives whole seconds:
+    within that second, the container's own record (nanoseconds) decides, so a retry's
+    container started in the second its node died is not taken for the lost attempt's."""
+    listed = _created(item.get("Created"))
+    if listed > before:
+        return True
+    if listed < before - 1.0:
+        return False
+    import docker.errors
+
+    try:
+        info = client.api.inspect_container(item["Id"])
+    except docker.errors.NotFound:
+        return True  # gone already: nothing to remove
+    return _created(info.get("Created")) > before
 
 
 def reap(run_id: str, trial_id: str, *, before: float | None = None) -> list[str]:
@@ -60,7 +86,7 @@ def reap(run_id: str, trial_id: str, *, before: float | None = None) -> list[str
     for item in client.api.containers(all=True, filters=filters):
         if not _ours(item.get("Labels"), run_id, trial_id):
             continue
-        if before is not None and _created(item.get("Created")) > before:
+        if before is not None and _created_after(client, item, before):
             continue
         try:
             client.api.remove_container(item["Id"], force=True, v=True)

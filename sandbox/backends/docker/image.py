@@ -8,7 +8,6 @@ mounted over it, so the session seeds the fresh tmpfs work dir from this archive
 
 from __future__ import annotations
 
-import contextlib
 import io
 import tarfile
 import uuid
@@ -118,8 +117,13 @@ def probe_image(
         seed = rebase_archive(_read_archive(container, workdir))
     finally:
         # By name: also when interrupted between the engine creating it and us hearing so.
-        with contextlib.suppress(docker.errors.NotFound):
+        try:
             client.api.remove_container(name, force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:  # 409: someone else is removing it already
+            if exc.status_code != 409:
+                raise
     return ImageFacts(image_id=image_id, env=env, passwd=passwd, workdir_seed=seed)
 
 
