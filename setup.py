@@ -42,17 +42,42 @@ class BuildWithData(build_py):
 
     @staticmethod
     def _prebuild_executor(directory: Path) -> None:
-        source = ROOT / "sandbox" / "sessions" / "executor" / "executor.c"
-        digest = hashlib.sha256(source.read_bytes()).hexdigest()
+        sources = ROOT / "sandbox" / "sessions" / "executor"
+        text = b"".join((sources / n).read_bytes() for n in ("executor.c", "warmbash.c"))
+        digest = hashlib.sha256(text).hexdigest()
         out = directory / "prebuilt" / f"{digest}-{platform.machine()}" / "sandbox-executor"
         out.parent.mkdir(parents=True, exist_ok=True)
+        # the same two steps as sandbox.sessions.executor.build.compile_executor
+        warm = out.parent / "warmbash.so"
+        flags: list[str] = []
+        if shutil.which("gcc"):
+            shared = ["-shared", "-fPIC", "-nostdlib", "-ffreestanding", "-fno-stack-protector"]
+            done = subprocess.run(
+                [
+                    "gcc",
+                    *shared,
+                    "-fno-builtin",
+                    "-O2",
+                    "-fvisibility=hidden",
+                    "-o",
+                    str(warm),
+                    str(sources / "warmbash.c"),
+                ],
+                capture_output=True,
+                check=False,
+            )
+            if done.returncode == 0:
+                flags = [f'-DSANDBOX_WARM_BASH="{warm}"']
         for compiler in (("musl-gcc", "-static", "-O2"), ("gcc", "-static", "-O2")):
             if shutil.which(compiler[0]) is None:
                 continue
             done = subprocess.run(
-                [*compiler, "-o", str(out), str(source)], capture_output=True, check=False
+                [*compiler, *flags, "-o", str(out), str(sources / "executor.c")],
+                capture_output=True,
+                check=False,
             )
             if done.returncode == 0:
+                warm.unlink(missing_ok=True)
                 out.chmod(0o755)
                 return
         shutil.rmtree(out.parent, ignore_errors=True)

@@ -139,7 +139,10 @@ def main() -> None:
     tool = BashTool()
     with tempfile.TemporaryDirectory() as tmp:
         routes = {
-            "before (main)": DockerBackend(executor_path=baseline_binary(Path(tmp))),
+            "before (main)": DockerBackend(
+                executor_path=(before := baseline_binary(Path(tmp))),
+                warm_bash=b"--bash-env" in before.with_name("executor.c").read_bytes(),
+            ),
             "after (this)": DockerBackend(executor_path=executor_binary()),
         }
         sessions = {

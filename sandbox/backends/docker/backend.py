@@ -83,8 +83,11 @@ class DockerBackend:
         executor_path: Path | None = None,
         shared_tree: Setting | None = None,
         tree_root: Path | None = None,
+        warm_bash: bool = True,
     ) -> None:
-        """`executor_path` overrides the executor binary (default: built and cached).
+        """`executor_path` overrides the executor binary (default: built and cached);
+        `warm_bash=False` starts it without a warm bash (every command a fresh spawn: an
+        executor older than `--bash-env`, or a baseline).
         `shared_tree` (default: $SANDBOX_SHARED_TREE, else auto) serves the image's system
         directories from one host copy per image (see sharedtree.py), kept under `tree_root`."""
         self._client = client
@@ -92,6 +95,7 @@ class DockerBackend:
         self._trees = TreeStore(tree_root or DEFAULT_TREE_ROOT)
         self._tree_on: bool | None = None
         self._executor_path = executor_path
+        self._warm_bash = warm_bash
         self._temp_root = temp_root or Path(tempfile.gettempdir())
         self._ready_timeout_s = ready_timeout_s
         self._lock = threading.Lock()
@@ -286,6 +290,7 @@ class DockerBackend:
                     service_uid=SERVICE_UID,
                     spool_volume=spool_volume,
                     shared_dirs=shared_dirs,
+                    command_env=tuple({**image.env, **spec.env}.items()) if self._warm_bash else (),
                 )
                 if network is not None:
                     self._require_internal(network)

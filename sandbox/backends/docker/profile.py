@@ -84,6 +84,9 @@ class HostFacts:
     # (sandbox path, host path): the image's system directories from the shared tree,
     # bind-mounted read-only (see sharedtree.py); empty on the image-layer route.
     shared_dirs: tuple[tuple[str, str], ...] = ()
+    # The environment every command gets (the image's, then the spec's): the executor's warm
+    # bash starts with it, and serves the `bash -c` commands that have exactly it.
+    command_env: tuple[tuple[str, str], ...] = ()
 
 
 def tmpfs_options(size_mb: int, *, uid: int | None = None, gid: int | None = None) -> str:
@@ -128,6 +131,8 @@ def executor_command(spec: SandboxSpec, facts: HostFacts) -> list[str]:
     if not spec.loosen.no_seccomp_hardening:
         # the calls our profile hands to the executor's seccomp listener (see seccomp.py)
         command += ["--observe-deny", observed_denials()]
+    for name, value in facts.command_env:
+        command += ["--bash-env", f"{name}={value}"]
     return command
 
 

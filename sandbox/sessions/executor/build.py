@@ -23,6 +23,18 @@ log = get_logger(__name__)
 
 BINARY_NAME = "sandbox-executor"
 SOURCE_NAME = "executor.c"
+WARM_SOURCE_NAME = "warmbash.c"
+# The warm bash builtin (warmbash.c): a libc-free shared object, embedded in the executor.
+WARM_FLAGS: tuple[str, ...] = (
+    "-shared",
+    "-fPIC",
+    "-nostdlib",
+    "-ffreestanding",
+    "-fno-stack-protector",
+    "-fno-builtin",
+    "-O2",
+    "-fvisibility=hidden",
+)
 # Compilers tried in order; musl gives a small static binary that runs in any image.
 _COMPILERS: tuple[tuple[str, ...], ...] = (
     ("musl-gcc", "-static", "-O2"),
@@ -31,8 +43,44 @@ _COMPILERS: tuple[tuple[str, ...], ...] = (
 
 
 def executor_source() -> bytes:
-    """The C source of the executor."""
-    return resources.files(__package__).joinpath(SOURCE_NAME).read_bytes()
+    """The C sources of the executor (its own, then the warm bash builtin's): the cache key."""
+    here = resources.files(__package__)
+    return here.joinpath(SOURCE_NAME).read_bytes() + here.joinpath(WARM_SOURCE_NAME).read_bytes()
+
+
+def compile_executor(directory: Path, out: Path) -> list[str]:
+    """Compiles both sources in `directory` into `out`; returns the errors (empty: built).
+
+    Without gcc for the builtin the executor is built without warm bash (cold spawns)."""
+    errors: list[str] = []
+    warm = directory / "warmbash.so"
+    flags: list[str] = []
+    done = (
+        subprocess.run(
+            ["gcc", *WARM_FLAGS, "-o", str(warm), str(directory / WARM_SOURCE_NAME)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if shutil.which("gcc")
+        else None
+    )
+    if done is not None and done.returncode == 0 and warm.is_file():
+        flags = [f'-DSANDBOX_WARM_BASH="{warm}"']
+    for compiler in _COMPILERS:
+        if shutil.which(compiler[0]) is None:
+            errors.append(f"{compiler[0]}: not installed")
+            continue
+        proc = subprocess.run(
+            [*compiler, *flags, "-o", str(out), str(directory / SOURCE_NAME)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode == 0 and out.is_file():
+            return []
+        errors.append(f"{compiler[0]}: {proc.stderr.strip()[-2000:]}")
+    return errors
 
 
 def cache_root() -> Path:
@@ -89,29 +137,18 @@ def executor_binary() -> Path:
     target_dir.mkdir(parents=True, exist_ok=True)
     if _install_prebuilt(digest, target):
         return target
-    errors: list[str] = []
-    for compiler in _COMPILERS:
-        if shutil.which(compiler[0]) is None:
-            errors.append(f"{compiler[0]}: not installed")
-            continue
-        with tempfile.TemporaryDirectory(dir=target_dir) as tmp:
-            src = Path(tmp) / SOURCE_NAME
-            src.write_bytes(source)
-            out = Path(tmp) / BINARY_NAME
-            proc = subprocess.run(
-                [*compiler, "-o", str(out), str(src)],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if proc.returncode != 0 or not out.is_file():
-                errors.append(f"{compiler[0]}: {proc.stderr.strip()[-2000:]}")
-                continue
+    here = resources.files(__package__)
+    with tempfile.TemporaryDirectory(dir=target_dir) as tmp:
+        for name in (SOURCE_NAME, WARM_SOURCE_NAME):
+            (Path(tmp) / name).write_bytes(here.joinpath(name).read_bytes())
+        out = Path(tmp) / BINARY_NAME
+        errors = compile_executor(Path(tmp), out)
+        if not errors:
             out.chmod(0o755)
             # Atomic: concurrent builders never see a half-written binary.
             os.replace(out, target)
-        log.info("executor.built", compiler=compiler[0], path=str(target), sha256=digest)
-        return target
+            log.info("executor.built", path=str(target), sha256=digest)
+            return target
     raise InfrastructureError(
         "cannot build the sandbox executor (a static C compiler is needed: "
         "install musl-tools, or gcc with static libc): " + "; ".join(errors)

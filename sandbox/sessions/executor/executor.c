@@ -11,7 +11,11 @@
  *
  *   sandbox-executor serve --socket PATH --agent-uid N --agent-gid N
  *                          [--strict] [--allow-root] [--service-uid N]
- *                          [--observe-deny NAME:NR,...]
+ *                          [--observe-deny NAME:NR,...] [--bash-env NAME=VALUE ...]
+ *
+ * --bash-env: the environment the host gives every command (repeated); the warm bash
+ * starts with it and serves the `bash -c` requests whose environment is exactly it (see
+ * "warm bash").
  *
  * --observe-deny: the syscalls the container's seccomp profile hands to us (see "syscall
  * observation" below): commands calling them are recorded and refused with EPERM.
@@ -87,7 +91,8 @@
  *     EXEC result:    x exit code | s signal, t timed_out, k truncated, c cap,
  *                     d duration_ns, U user CPU us, Y sys CPU us, M max RSS KiB,
  *                     n number of survivor records sent, q serial of this command,
- *                     o observed (0/1), y syscall records sent, D records dropped
+ *                     o observed (0/1), y syscall records sent, D records dropped,
+ *                     w warm (1: a fork of the warm bash, 0: a spawn)
  *     PING result:    v protocol version, p executor pid, u agent uid, g agent
  *                     gid, s strict, r allow_root, o syscall observation (0/1), y
  *                     number of denied syscalls observed
@@ -723,6 +728,9 @@ static int send_process(int fd, const struct pinfo *pi) {
  * never a root process (handlers, a command child before it drops privileges). */
 
 /* Whether pid is one of the live handlers (see g_shared). */
+static pid_t g_warm_pid = -1; /* the warm bash zygote (see "warm bash") */
+static int g_warm_fd = -1;    /* its control socket (handlers inherit it) */
+
 static int is_handler(pid_t pid) {
     for (int i = 0; i < MAX_HANDLERS; i++)
         if (g_shared->handlers[i] == pid) return 1;
@@ -741,7 +749,15 @@ static int take_reclaimed(void) { return __atomic_exchange_n(&g_shared->reclaime
 static void main_reap(void) {
     int st;
     pid_t p;
-    while ((p = waitpid(-1, &st, WNOHANG)) > 0) handler_slot(p, 0);
+    while ((p = waitpid(-1, &st, WNOHANG)) > 0) {
+        handler_slot(p, 0);
+        if (p == g_warm_pid) { /* gone: every command spawns cold from now on */
+            logmsg("warm bash: the zygote ended (status %d)", st);
+            g_warm_pid = -1;
+            close(g_warm_fd);
+            g_warm_fd = -1;
+        }
+    }
 }
 
 /* SIGKILLs the agent's processes until none is left (bounded); returns how many. */
@@ -818,6 +834,7 @@ struct cmd {
     int root_alive;
     int status;
     long long end_ns;
+    pid_t keeper;      /* warm bash: the keeper the root is below (0: we are its parent) */
 };
 
 /* Reaps every exited child without blocking; records the root's status. */
@@ -840,15 +857,16 @@ static int have_children(void) {
     return !(waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) < 0 && errno == ECHILD);
 }
 
-/* SIGKILLs every live descendant of this handler; returns how many were signalled. */
-static int kill_descendants(void) {
+/* SIGKILLs every live descendant of this handler (or of the command's keeper, for a warm
+ * bash); returns how many were signalled. */
+static int kill_descendants(pid_t below) {
     struct pinfo *v;
-    if (!have_children()) return 0; /* nothing below us */
+    if (!below && !have_children()) return 0; /* nothing below us */
     int n = list_procs(&v), hits = 0;
     if (n < 0) return 0;
     char *mark = malloc((size_t)n + 1);
     if (mark) {
-        mark_descendants(v, n, getpid(), mark);
+        mark_descendants(v, n, below ? below : getpid(), mark);
         for (int i = 0; i < n; i++) {
             if (mark[i] && v[i].state != 'Z' && v[i].state != 'X') {
                 kill(v[i].pid, SIGKILL);
@@ -865,7 +883,7 @@ static int kill_descendants(void) {
 static void kill_tree(struct cmd *c) {
     if (c->root_alive) kill(-c->root, SIGKILL);
     for (int round = 0; round < 200; round++) {
-        int hits = kill_descendants();
+        int hits = kill_descendants(c->keeper);
         reap(c);
         if (hits == 0) break;
         usleep(1000);
@@ -1041,9 +1059,13 @@ static int build_filter(struct sc_filter *out, int max) {
     return g_plen;
 }
 
+/* What comes with a listener (warmbash.c sends it too: keep the two in step). warm: the
+ * command is a warm bash (no exec of its own to skip, see obs_handle). */
+struct obs_hello { int32_t pid, pad; int64_t serial; int32_t warm, pad2; };
+
 /* Sends the listener fd to the main server (over chan) with the command's pid and serial. */
 static int send_listener(int chan, int lfd, pid_t pid, long long serial) {
-    struct { pid_t pid; long long serial; } msg = {pid, serial};
+    struct obs_hello msg = {pid, 0, serial, 0, 0};
     struct iovec io = {&msg, sizeof msg};
     union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } c;
     struct msghdr m;
@@ -1072,7 +1094,7 @@ static size_t g_notif_size = sizeof(struct sc_notif);
 /* Takes the listeners the command children sent. */
 static void obs_accept(void) {
     for (;;) {
-        struct { pid_t pid; long long serial; } msg;
+        struct obs_hello msg;
         struct iovec io = {&msg, sizeof msg};
         union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } c;
         struct msghdr m;
@@ -1096,7 +1118,7 @@ static void obs_accept(void) {
             close(fd);
             continue;
         }
-        g_trees[g_ntrees++] = (struct tree){fd, msg.pid, msg.serial, 0, 0};
+        g_trees[g_ntrees++] = (struct tree){fd, msg.pid, msg.serial, msg.warm ? 1 : 0, 0};
     }
 }
 
@@ -1677,6 +1699,218 @@ static void spawn_prepare(struct spawn *sp, struct request *rq, const struct use
 
 static void set_nonblock(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK); }
 
+/* ------------------------------------------------------------------ warm bash
+ * `bash -c COMMAND` requests (the agent's bash tool) skip bash's start-up: a zygote bash
+ * with our builtin (warmbash.c: how the zygote, its keepers and the command are made,
+ * and why the agent cannot reach them) forks per command. Only where the result is the
+ * command a cold spawn would run: argv exactly bash -c X, the agent's (non-root) user,
+ * the environment the zygote was started with (--bash-env), X without NUL; anything
+ * else, or a zygote that is gone, takes the cold spawn. Compiled in only with
+ * SANDBOX_WARM_BASH (the builtin embedded at build time). */
+#ifdef SANDBOX_WARM_BASH
+__asm__(".section .rodata\n.balign 16\n.globl g_warm_so\ng_warm_so:\n.incbin \"" SANDBOX_WARM_BASH
+        "\"\n.globl g_warm_so_end\ng_warm_so_end:\n.previous\n");
+extern const unsigned char g_warm_so[], g_warm_so_end[];
+#endif
+#define WARM_MAGIC 0x5342574dU
+#define WARM_MAX (128 * 1024)
+struct warm_req {
+    uint32_t magic, flags;
+    int64_t serial;
+    uint32_t uid, gid;
+    uint32_t cwd_len, home_len, cmd_len, filter_len;
+};
+struct warm_rep { int32_t type, pid, status, err; int64_t utime_us, stime_us, maxrss_kb; };
+static char *g_warm_env[MAX_ENV + 9];   /* the environment it runs with */
+static char *g_bash_env[MAX_ENV];       /* --bash-env entries */
+static int g_nbash_env;
+
+/* A binary the agent cannot have replaced: root's, in root's directory, neither writable
+ * by anyone else. */
+static int root_owned(const char *path) {
+    char dir[PATH_MAX];
+    struct stat st;
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash) return 0;
+    *slash = 0;
+    if (stat(path, &st) < 0 || !S_ISREG(st.st_mode) || st.st_uid != 0 || (st.st_mode & 022)) return 0;
+    if (stat(*dir ? dir : "/", &st) < 0 || st.st_uid != 0 || (st.st_mode & 022)) return 0;
+    return 1;
+}
+
+static void start_warm(void) {
+#ifdef SANDBOX_WARM_BASH
+    struct user u;
+    if (g_agent_uid == 0 || passwd_cached(g_agent_uid, &u) < 0) return;
+    static struct request rq;
+    memset(&rq, 0, sizeof rq);
+    for (int i = 0; i < g_nbash_env; i++) rq.env[rq.envc++] = g_bash_env[i];
+    rq.argv[0] = "bash";
+    rq.argc = 1;
+    static struct spawn sp;
+    spawn_prepare(&sp, &rq, &u, 0, 1, 2, -1, 0);
+    int ne = 0;
+    for (; sp.envp[ne]; ne++) g_warm_env[ne] = strdup(sp.envp[ne]);
+    g_warm_env[ne] = NULL;
+    char bash[PATH_MAX] = "";
+    for (const char *p = sp.search; p && *p;) {
+        const char *colon = strchr(p, ':');
+        size_t dl = colon ? (size_t)(colon - p) : strlen(p);
+        if (dl && p[0] == '/' && dl + 6 < sizeof bash) {
+            snprintf(bash, sizeof bash, "%.*s/bash", (int)dl, p);
+            if (access(bash, X_OK) == 0) break;
+        }
+        bash[0] = 0;
+        if (!colon) break;
+        p = colon + 1;
+    }
+    if (!*bash || (g_privileged && !root_owned(bash))) return;
+    int mfd = memfd_create("sbx-warm", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    size_t len = (size_t)(g_warm_so_end - g_warm_so);
+    if (mfd < 0 || write_all(mfd, g_warm_so, len) < 0 ||
+        fcntl(mfd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
+        if (mfd >= 0) close(mfd);
+        return;
+    }
+    int zs[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, zs) < 0) { close(mfd); return; }
+    pid_t pid = fork();
+    if (pid == 0) {
+        setsid();
+        reset_signals();
+        int obs = g_obs_chan[1] >= 0 ? dup(g_obs_chan[1]) : -1;
+        int fds[3] = {fcntl(zs[1], F_DUPFD, 10), obs >= 0 ? fcntl(obs, F_DUPFD, 10) : -1,
+                      fcntl(mfd, F_DUPFD, 10)};
+        int nul = open("/dev/null", O_RDONLY);
+        if (nul < 0 || dup2(nul, 0) < 0 || dup2(fds[0], 3) < 0 || dup2(fds[2], 5) < 0) _exit(127);
+        if (fds[1] >= 0) { if (dup2(fds[1], 4) < 0) _exit(127); } else close(4);
+        close_from(6);
+        umask(022);
+        if (chdir(u.home) < 0 && chdir("/") < 0) _exit(127);
+        /* Only what making a command needs: the agent's ids, the bounding set emptied. */
+        const int keep[3] = {7, 6, 8};
+        if (g_privileged) {
+            for (int cap = 0; cap < 64; cap++) {
+                if (cap == keep[0] || cap == keep[1] || cap == keep[2]) continue;
+                if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno == EINVAL) break;
+            }
+            if (geteuid() != 0) {
+                struct cap_header h = {CAP_VERSION_3, 0};
+                struct cap_data d[2];
+                if (syscall(SYS_capget, &h, d) < 0) _exit(127);
+                d[0].inheritable = 0;
+                d[1].inheritable = 0;
+                for (int i = 0; i < 3; i++) d[0].inheritable |= 1U << keep[i];
+                if (syscall(SYS_capset, &h, d) < 0) _exit(127);
+                for (int i = 0; i < 3; i++)
+                    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, keep[i], 0, 0) < 0) _exit(127);
+            }
+        }
+        char *argv[] = {"bash", "-c",
+                        "enable -f /proc/self/fd/5 sbx_warm && exec 5<&- && sbx_warm && "
+                        "eval \"$BASH_EXECUTION_STRING\"", NULL};
+        execve(bash, argv, g_warm_env);
+        _exit(127);
+    }
+    close(zs[1]);
+    close(mfd);
+    if (pid < 0) { close(zs[0]); return; }
+    g_warm_fd = zs[0];
+    g_warm_pid = pid;
+    logmsg("warm bash: %s (zygote %d)", bash, (int)pid);
+#endif
+}
+
+/* Whether this EXEC can be a warm bash (envp: what spawn_prepare made of it). */
+static int warm_eligible(const struct request *rq, const struct user *u, char *const *envp) {
+    if (g_warm_fd < 0 || rq->argc != 3 || strcmp(rq->argv[0], "bash") || strcmp(rq->argv[1], "-c"))
+        return 0;
+    if (u->uid != g_agent_uid || u->uid == 0) return 0;
+    int i = 0;
+    for (; envp[i] && g_warm_env[i]; i++) if (strcmp(envp[i], g_warm_env[i])) return 0;
+    return !envp[i] && !g_warm_env[i];
+}
+
+/* Reads one keeper message (within ms); 1 read, 0 EOF or timeout, -1 error. */
+static int warm_read(int fd, struct warm_rep *r, int ms) {
+    struct pollfd p = {fd, POLLIN, 0};
+    int k;
+    while ((k = poll(&p, 1, ms)) < 0 && errno == EINTR) {}
+    if (k <= 0) return 0;
+    ssize_t n;
+    while ((n = recv(fd, r, sizeof *r, MSG_DONTWAIT)) < 0 && errno == EINTR) {}
+    return n == (ssize_t)sizeof *r ? 1 : n == 0 ? 0 : -1;
+}
+
+/* Hands the command to the zygote; returns the command's pid (and the keeper's), or -1:
+ * errno EAGAIN (the pids limit), ENOTCONN (no zygote: spawn cold; nothing ran). */
+static pid_t warm_start(const struct request *rq, const struct user *u, int fds[3], int observed,
+                        long long serial, long long deadline_ms, int *reply, pid_t *keeper) {
+    static unsigned char buf[sizeof(struct warm_req) + WARM_MAX + 8];
+    const char *cwd = rq->cwd ? rq->cwd : "", *cmd = rq->argv[2];
+    struct warm_req q = {WARM_MAGIC, (observed ? 1U : 0U) | (g_privileged ? 2U : 0U), serial,
+                         u->uid, u->gid, (uint32_t)strlen(cwd), (uint32_t)strlen(u->home),
+                         (uint32_t)strlen(cmd), observed ? (uint32_t)g_filter_len : 0};
+    size_t strings = sizeof q + q.cwd_len + q.home_len + q.cmd_len + 3;
+    size_t at = (strings + 7) & ~(size_t)7, total = at + q.filter_len * sizeof(struct sc_filter);
+    if (total > sizeof buf - 8) { errno = ENOTCONN; return -1; }
+    memset(buf, 0, at);
+    memcpy(buf, &q, sizeof q);
+    memcpy(buf + sizeof q, cwd, q.cwd_len + 1);
+    memcpy(buf + sizeof q + q.cwd_len + 1, u->home, q.home_len + 1);
+    memcpy(buf + sizeof q + q.cwd_len + q.home_len + 2, cmd, q.cmd_len + 1);
+    if (q.filter_len) memcpy(buf + at, g_filter, q.filter_len * sizeof(struct sc_filter));
+    int rs[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, rs) < 0) { errno = ENOTCONN; return -1; }
+    int pass[4] = {fds[0], fds[1], fds[2], rs[1]};
+    union { char b[CMSG_SPACE(sizeof pass)]; struct cmsghdr align; } c;
+    memset(&c, 0, sizeof c);
+    struct iovec io = {buf, total};
+    struct msghdr m = {0};
+    m.msg_iov = &io;
+    m.msg_iovlen = 1;
+    m.msg_control = c.b;
+    m.msg_controllen = sizeof c.b;
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof pass);
+    memcpy(CMSG_DATA(cm), pass, sizeof pass);
+    ssize_t r;
+    while ((r = sendmsg(g_warm_fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT)) < 0 && errno == EINTR) {}
+    close(rs[1]);
+    if (r < 0) { close(rs[0]); errno = ENOTCONN; return -1; }
+    struct warm_rep rep;
+    long long left = deadline_ms - now_ms();
+    int got = warm_read(rs[0], &rep, left < 1 ? 1 : left > 5000 ? 5000 : (int)left);
+    if (got == 1 && rep.type == 'P') { *reply = rs[0]; *keeper = rep.status; return rep.pid; }
+    close(rs[0]);
+    errno = got == 1 && rep.type == 'E' && rep.err == EAGAIN ? EAGAIN : ENOTCONN;
+    return -1;
+}
+
+
+/* Takes what the keeper said so far: the command's end ('X'), no child left ('Q'; EOF:
+ * the keeper is gone, so is its tree). */
+static void warm_take(int fd, struct cmd *c, struct warm_rep *x, int *quiet) {
+    struct warm_rep r;
+    int got;
+    while (!*quiet && (got = warm_read(fd, &r, 0)) != 0) {
+        if (got < 0) continue;
+        if (r.type == 'X' && c->root_alive) {
+            c->root_alive = 0;
+            c->status = r.status;
+            c->end_ns = now_ns();
+            *x = r;
+        } else if (r.type == 'Q') {
+            *quiet = 1;
+        }
+    }
+    if (!*quiet) return;
+    if (c->root_alive) { c->root_alive = 0; c->status = SIGKILL; c->end_ns = now_ns(); }
+}
+
 static void op_exec(int conn, int sigfd, struct request *rq) {
     struct user u;
     char err[512];
@@ -1693,11 +1927,19 @@ static void op_exec(int conn, int sigfd, struct request *rq) {
     long long serial = __atomic_add_fetch(&g_shared->serial, 1, __ATOMIC_SEQ_CST);
     int observed = rq->observe && g_obs_chan[1] >= 0;
     long long t0 = now_ns();
-    struct cmd c = {0, 1, 0, 0};
+    struct cmd c = {0, 1, 0, 0, 0};
     static struct spawn sp;
     spawn_prepare(&sp, rq, &u, pin[0], pout[1], perr[1], observed ? g_obs_chan[1] : -1, serial);
-    int stalled = 0;
-    c.root = spawn_command(&sp, now_ms() + rq->timeout_ms, perr[1], &stalled);
+    int stalled = 0, warm = -1, warm_quiet = 0;
+    struct warm_rep wx = {0};
+    c.root = -1;
+    errno = ENOTCONN;
+    if (warm_eligible(rq, &u, sp.envp)) {
+        int three[3] = {pin[0], pout[1], perr[1]};
+        c.root = warm_start(rq, &u, three, observed, serial, now_ms() + rq->timeout_ms, &warm, &c.keeper);
+    }
+    if (c.root < 0 && errno == ENOTCONN)
+        c.root = spawn_command(&sp, now_ms() + rq->timeout_ms, perr[1], &stalled);
     if (c.root < 0 && errno == EAGAIN) {
         /* The agent filled the process table: empty it and refuse this command with a
          * notice (the agent learns its processes were killed); the next one runs. */
@@ -1737,13 +1979,14 @@ static void op_exec(int conn, int sigfd, struct request *rq) {
             kill_tree(&c);
             continue;
         }
-        struct pollfd p[5];
+        struct pollfd p[6];
         int np = 0;
         p[np++] = (struct pollfd){sigfd, POLLIN, 0};
         p[np++] = (struct pollfd){conn, POLLIN, 0};
         int io = np;
         for (int k = 0; k < 2; k++) p[np++] = (struct pollfd){fds[k], POLLIN, 0};
         p[np++] = (struct pollfd){in_fd, POLLOUT, 0};
+        p[np++] = (struct pollfd){warm_quiet ? -1 : warm, POLLIN, 0};
         long long wait = c.root_alive ? deadline - now : drain_deadline - now;
         if (killed_at) wait = 10; /* killed: just reap */
         if (wait < 0) wait = 0;
@@ -1757,6 +2000,7 @@ static void op_exec(int conn, int sigfd, struct request *rq) {
             reap(&c);
         }
         if (p[1].revents) { host_gone = 1; break; } /* host hung up (or broke protocol) */
+        if (warm >= 0 && p[io + 3].revents) warm_take(warm, &c, &wx, &warm_quiet);
         for (int k = 0; k < 2; k++) {
             if (fds[k] < 0 || !p[io + k].revents) continue;
             ssize_t n = read(fds[k], buf, sizeof buf);
@@ -1793,6 +2037,7 @@ static void op_exec(int conn, int sigfd, struct request *rq) {
     /* A killed root may take a moment to be reaped; never wait forever. */
     for (int i = 0; i < 2000 && c.root_alive; i++) {
         reap(&c);
+        if (warm >= 0) warm_take(warm, &c, &wx, &warm_quiet);
         if (c.root_alive) usleep(1000);
     }
     long long end = c.root_alive ? now_ns() : c.end_ns;
@@ -1803,11 +2048,12 @@ static void op_exec(int conn, int sigfd, struct request *rq) {
     int nsurv = 0;
     struct pinfo *v;
     reap(&c);
-    int n = have_children() ? list_procs(&v) : 0;
+    if (warm >= 0) warm_take(warm, &c, &wx, &warm_quiet);
+    int n = (warm >= 0 ? !warm_quiet : have_children()) ? list_procs(&v) : 0;
     if (n > 0) {
         char *mark = malloc((size_t)n);
         if (mark) {
-            mark_descendants(v, n, getpid(), mark);
+            mark_descendants(v, n, c.keeper ? c.keeper : getpid(), mark);
             for (int i = 0; i < n && nsurv < MAX_SURVIVORS; i++) {
                 if (!mark[i] || v[i].state == 'Z' || v[i].state == 'X') continue;
                 int sent = send_process(conn, &v[i]);
@@ -1824,6 +2070,11 @@ static void op_exec(int conn, int sigfd, struct request *rq) {
     if (nsys < 0) nsys = 0;
     struct rusage ru;
     getrusage(RUSAGE_CHILDREN, &ru);
+    if (warm >= 0) {
+        ru.ru_utime = (struct timeval){(time_t)(wx.utime_us / 1000000), (suseconds_t)(wx.utime_us % 1000000)};
+        ru.ru_stime = (struct timeval){(time_t)(wx.stime_us / 1000000), (suseconds_t)(wx.stime_us % 1000000)};
+        ru.ru_maxrss = (long)wx.maxrss_kb;
+    }
     static struct rec res;
     res.len = 0;
     if (c.root_alive) rec_int(&res, 's', SIGKILL);
@@ -1842,6 +2093,7 @@ static void op_exec(int conn, int sigfd, struct request *rq) {
     rec_int(&res, 'o', observed);
     rec_int(&res, 'y', nsys);
     rec_int(&res, 'D', __atomic_exchange_n(&g_shared->dropped, 0, __ATOMIC_SEQ_CST));
+    rec_int(&res, 'w', warm >= 0);
     send_frame(conn, 'Z', res.buf, res.len);
     close(conn);
 
@@ -1854,12 +2106,18 @@ static void op_exec(int conn, int sigfd, struct request *rq) {
         int st;
         pid_t w;
         while ((w = waitpid(-1, &st, WNOHANG)) > 0) {}
-        if (w < 0 && errno == ECHILD) break;
+        if (warm >= 0) {
+            warm_take(warm, &c, &wx, &warm_quiet);
+            if (warm_quiet) break;
+        } else if (w < 0 && errno == ECHILD) {
+            break;
+        }
         if (fds[0] < 0 && fds[1] < 0) break;
-        struct pollfd p[3];
+        struct pollfd p[4];
         int np = 0;
         p[np++] = (struct pollfd){sigfd, POLLIN, 0};
         for (int k = 0; k < 2; k++) p[np++] = (struct pollfd){fds[k], POLLIN, 0};
+        p[np++] = (struct pollfd){warm, POLLIN, 0};
         poll(p, (nfds_t)np, 1000);
         if (p[0].revents) {
             struct signalfd_siginfo si;
@@ -2035,6 +2293,8 @@ static int ps_records(int conn) {
     for (int i = 0; i < n; i++) {
         if (v[i].pid == 1 || v[i].pid == g_main_pid || v[i].pid == getpid()) continue;
         if (v[i].ppid == g_main_pid && is_handler(v[i].pid)) continue; /* by pid, not name */
+        /* the zygote and its keepers (it forks nothing else; orphans never go to it) */
+        if ((v[i].ppid == g_main_pid && v[i].pid == g_warm_pid) || v[i].ppid == g_warm_pid) continue;
         if (v[i].state == 'X') continue;
         int one = send_process(conn, &v[i]);
         if (one < 0) { free(v); return -1; }
@@ -2878,6 +3138,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--allow-root")) g_allow_root = 1;
         else if (!strcmp(argv[i], "--service-uid") && i + 1 < argc) { if (parse_ll(argv[++i], &service)) return usage(); }
         else if (!strcmp(argv[i], "--observe-deny") && i + 1 < argc) { if (parse_deny(argv[++i])) return usage(); }
+        else if (!strcmp(argv[i], "--bash-env") && i + 1 < argc && g_nbash_env < MAX_ENV && strchr(argv[i + 1], '='))
+            g_bash_env[g_nbash_env++] = argv[++i];
         else return usage();
     }
     if (!sock || uid < 0 || gid < 0 || uid > 0x7fffffff || gid > 0x7fffffff) return usage();
@@ -2907,6 +3169,7 @@ int main(int argc, char **argv) {
     locale_init();
     struct user warm;
     passwd_cached(g_agent_uid, &warm); /* fills the cache every handler inherits */
+    start_warm();
     signal(SIGPIPE, SIG_IGN);
     prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     sigset_t set;

@@ -154,6 +154,7 @@ class WireExecResult(BaseModel):
     observed: Literal[0, 1]
     syscalls: int = Field(ge=0, le=MAX_SYSCALL_RECORDS)
     syscalls_dropped: int = Field(ge=0)
+    warm: Literal[0, 1] = 0  # a fork of the warm bash (no bash start-up), not a spawn
 
     @model_validator(mode="after")
     def _exit_or_signal(self) -> WireExecResult:
@@ -206,6 +207,7 @@ _EXEC_FIELDS: dict[int, str] = {
         "o": "observed",
         "y": "syscalls",
         "D": "syscalls_dropped",
+        "w": "warm",
     }.items()
 }
 _FIELD_HEAD = struct.Struct(">I")
