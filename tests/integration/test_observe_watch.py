@@ -105,13 +105,14 @@ def test_a_forged_mtime_does_not_hide_a_write(make_session: Callable[..., Any]) 
 
 
 def _watcher_pid(session: Any, docker_client: Any) -> int:
-    """The watcher: the executor's first child (forked before it serves anything)."""
+    """The watcher: the executor's first child that is the executor (the warm bash zygote,
+    forked before it, is a bash)."""
     container = docker_client.containers.get(session.container_id)
     script = (
         "main=$(for s in /proc/[0-9]*/stat; do read -r l < $s; set -- $l; "
         '[ "$4" = 1 ] && echo $1; done | sort -n | head -1); '
         "for s in /proc/[0-9]*/stat; do read -r l < $s; set -- $l; "
-        '[ "$4" = "$main" ] && echo $1; done | sort -n | head -1'
+        '[ "$4" = "$main" ] && [ "$2" = "(sandbox-executo)" ] && echo $1; done | sort -n | head -1'
     )
     code, out = container.exec_run(["bash", "-c", script], user="0:0")
     assert code == 0, out
